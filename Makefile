@@ -1,0 +1,37 @@
+# hpsearch: `make run` sets up and runs the quickstart sweep; `make test` sets up and runs the tests.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: setup data run test test-fast lint bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev]" 2>&1 | { grep -v '^WARNING: Location' || true; }
+	touch $@
+
+data:
+	bash scripts/get-data.sh
+
+run: setup data
+	$(VENV)/bin/hpsearch sweep studies/quickstart.yaml
+
+# Every test: unit + integration (real Ray, real MLflow server) + cluster (containers, when an
+# engine is available or installable).
+test: setup data
+	$(PY) -m pytest -m "" $(PYTEST_ARGS)
+
+test-fast: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check search trainables tests bench
+
+bench: setup data
+	$(PY) bench/throughput.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,54 @@
+"""Shared fixtures: a hermetic environment and tiny datasets in the real on-disk formats."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.fakedata import write_cifar10, write_image_folder, write_mnist
+
+_HERMETIC_ENV = ("HPSEARCH_CACHE", "HPSEARCH_OFFLINE", "HPSEARCH_DATA_DIR")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def hermetic_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """For the whole session: caches under a tmp dir, never download, no user data dir."""
+    saved = {key: os.environ.get(key) for key in _HERMETIC_ENV}
+    cache = tmp_path_factory.mktemp("hpsearch-cache")
+    os.environ["HPSEARCH_CACHE"] = str(cache)
+    os.environ["HPSEARCH_OFFLINE"] = "1"
+    os.environ.pop("HPSEARCH_DATA_DIR", None)
+    yield cache
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def tiny_mnist_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data_dir with MNIST in torchvision's layout: 600 train, 200 test images."""
+    return write_mnist(tmp_path_factory.mktemp("mnist"), n_train=600, n_test=200)
+
+
+@pytest.fixture(scope="session")
+def tiny_fashion_flat_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data_dir with Fashion-MNIST as four flat .gz IDX files, as Debian ships them."""
+    return write_mnist(tmp_path_factory.mktemp("fashion-flat"), n_train=600, n_test=200,
+                       variant="FashionMNIST", layout="flat_gz", seed=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_cifar_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data_dir with ``cifar-10-batches-py/``: 500 train, 100 test images."""
+    return write_cifar10(tmp_path_factory.mktemp("cifar"), n_train=500, n_test=100)
+
+
+@pytest.fixture(scope="session")
+def tiny_image_folder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data_dir with 3 class folders of 80 RGB 16x16 PNGs each (no train/test dirs)."""
+    return write_image_folder(tmp_path_factory.mktemp("image-folder"), per_class=80)

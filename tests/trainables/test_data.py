@@ -1,0 +1,239 @@
+"""Datasets: real files in the real formats, read through torchvision's own classes."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from tests.fakedata import CIFAR10_CLASSES, write_image_folder, write_mnist
+from trainables import data
+from trainables.config import DATASETS, TrialConfig
+from trainables.data import DataBundle, load_data, resolve_root
+from trainables.errors import UserError
+
+DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+def _load(dataset: str, root: Path, **kw: object) -> DataBundle:
+    return load_data(TrialConfig(dataset=dataset, data_dir=str(root), **kw))
+
+
+def _rows(x: torch.Tensor) -> set[bytes]:
+    return {img.numpy().tobytes() for img in x}
+
+
+def _check_bundle(b: DataBundle, channels: int, size: tuple[int, int], num_classes: int) -> None:
+    for split in ("train", "val", "test"):
+        x, y = getattr(b, f"{split}_x"), getattr(b, f"{split}_y")
+        assert x.dtype == torch.uint8 and x.is_contiguous()
+        assert tuple(x.shape[1:]) == (channels, *size)
+        assert y.dtype == torch.int64 and y.shape == (len(x),)
+        assert set(y.tolist()) <= set(range(num_classes))
+    assert (b.in_channels, b.image_size, b.num_classes) == (channels, size, num_classes)
+    assert len(b.mean) == len(b.std) == channels
+    assert all(0.0 < m < 1.0 for m in b.mean) and all(0.0 < s < 1.0 for s in b.std)
+
+
+def test_every_declared_dataset_has_an_implementation() -> None:
+    for name in DATASETS.names():
+        assert callable(DATASETS.get(name))
+
+
+def test_mnist_torchvision_layout(tiny_mnist_dir: Path) -> None:
+    b = _load("mnist", tiny_mnist_dir)
+    _check_bundle(b, 1, (28, 28), 10)
+    assert (len(b.train_y), len(b.val_y), len(b.test_y)) == (540, 60, 200)
+    assert b.classes == tuple(torchvision.datasets.MNIST.classes)
+    assert resolve_root("mnist", str(tiny_mnist_dir)) == tiny_mnist_dir
+
+
+def test_cifar10(tiny_cifar_dir: Path) -> None:
+    b = _load("cifar10", tiny_cifar_dir, val_fraction=0.2)
+    _check_bundle(b, 3, (32, 32), 10)
+    assert (len(b.train_y), len(b.val_y), len(b.test_y)) == (400, 100, 100)
+    assert b.classes == CIFAR10_CLASSES
+
+
+def test_cifar_files_read_like_the_real_python2_pickles(tiny_cifar_dir: Path) -> None:
+    with open(tiny_cifar_dir / "cifar-10-batches-py" / "data_batch_1", "rb") as f:
+        batch = pickle.load(f, encoding="bytes")
+    assert batch[b"data"].dtype == np.uint8 and batch[b"data"].shape == (100, 3072)
+    assert len(batch[b"labels"]) == 100
+
+
+def test_image_folder_auto_split_rgb(tiny_image_folder_dir: Path) -> None:
+    b = _load("image_folder", tiny_image_folder_dir, val_fraction=0.25)
+    _check_bundle(b, 3, (16, 16), 3)
+    assert b.classes == ("a", "b", "c")
+    assert (len(b.train_y) + len(b.val_y), len(b.test_y)) == (192, 48)  # 20 % of 80 per class
+    assert torch.bincount(b.test_y).tolist() == [16, 16, 16]
+
+
+def test_image_folder_split_dirs_grayscale_and_resize(tmp_path: Path) -> None:
+    root = write_image_folder(tmp_path, classes=("x", "y"), per_class=12, size=(10, 14),
+                              mode="L", split_dirs=True, test_per_class=5)
+    b = _load("image_folder", root, val_fraction=0.0)
+    _check_bundle(b, 1, (10, 14), 2)
+    assert (len(b.train_y), len(b.val_y), len(b.test_y)) == (24, 0, 10)
+    assert _load("image_folder", root, resize=8).image_size == (8, 8)
+
+
+def test_image_folder_is_rgb_if_any_image_is(tmp_path: Path) -> None:
+    write_image_folder(tmp_path, classes=("x",), per_class=4, mode="L")
+    write_image_folder(tmp_path, classes=("y",), per_class=4, mode="RGB")
+    assert _load("image_folder", tmp_path, val_fraction=0.0).in_channels == 3
+
+
+def test_image_folder_of_mixed_sizes_needs_resize(tmp_path: Path) -> None:
+    write_image_folder(tmp_path, classes=("x",), per_class=4, size=(16, 16))
+    write_image_folder(tmp_path, classes=("y",), per_class=4, size=(12, 16))
+    with pytest.raises(UserError, match=r"resize: images differ in size .*set resize"):
+        _load("image_folder", tmp_path)
+    assert _load("image_folder", tmp_path, resize=16).image_size == (16, 16)
+
+
+def test_image_folder_needs_data_dir() -> None:
+    with pytest.raises(UserError, match="data_dir: dataset image_folder needs data_dir"):
+        load_data(TrialConfig(dataset="image_folder"))
+
+
+def test_image_folder_second_load_reads_the_cache(tmp_path: Path) -> None:
+    root = write_image_folder(tmp_path / "imgs", per_class=8)
+    first = _load("image_folder", root)
+    caches = list((data.cache_dir() / "image_folder").glob("*.pt"))
+    assert caches
+    # Spoil one image but keep its size and mtime: only the cache can still give the same data.
+    image = next(root.glob("a/*.png"))
+    stat = image.stat()
+    image.write_bytes(b"\0" * stat.st_size)
+    os.utime(image, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    second = _load("image_folder", root)
+    assert torch.equal(first.train_x, second.train_x) and torch.equal(first.test_x, second.test_x)
+    # A changed file list is a new cache entry, decoded afresh (and here: unreadable).
+    (root / "a" / "new.png").write_bytes(b"not a png")
+    with pytest.raises(UserError, match="cannot read image"):
+        _load("image_folder", root)
+
+
+def test_split_is_seeded_disjoint_and_complete(tiny_mnist_dir: Path) -> None:
+    a = _load("mnist", tiny_mnist_dir, split_seed=1)
+    again = _load("mnist", tiny_mnist_dir, split_seed=1)
+    other = _load("mnist", tiny_mnist_dir, split_seed=2)
+    assert torch.equal(a.val_x, again.val_x) and torch.equal(a.train_y, again.train_y)
+    assert not torch.equal(a.val_x, other.val_x)
+    full = torchvision.datasets.MNIST(str(tiny_mnist_dir), train=True).data.unsqueeze(1)
+    train, val = _rows(a.train_x), _rows(a.val_x)
+    assert not train & val
+    assert train | val == _rows(full) and len(train) + len(val) == len(full)
+    assert torch.equal(a.test_x, other.test_x)  # the test set never depends on the split
+
+
+def test_limits(tiny_mnist_dir: Path) -> None:
+    full = _load("mnist", tiny_mnist_dir)
+    b = _load("mnist", tiny_mnist_dir, train_limit=100, eval_limit=20)
+    assert (len(b.train_x), len(b.val_x), len(b.test_x)) == (100, 20, 20)
+    assert torch.equal(b.train_x, full.train_x[:100]) and torch.equal(b.test_y, full.test_y[:20])
+    big = _load("mnist", tiny_mnist_dir, train_limit=10_000, eval_limit=10_000)
+    assert (len(big.train_x), len(big.val_x), len(big.test_x)) == (540, 60, 200)
+
+
+def test_resolution_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    explicit = write_mnist(tmp_path / "explicit", 20, 10)
+    env = write_mnist(tmp_path / "env", 20, 10)
+    cwd = tmp_path / "cwd"
+    write_mnist(cwd / "data", 20, 10)
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(data, "SYSTEM_DATASETS_DIR", tmp_path / "no-system-datasets")
+    monkeypatch.setenv("HPSEARCH_DATA_DIR", str(env))
+    assert resolve_root("mnist", str(explicit)) == explicit
+    assert resolve_root("mnist", None) == env
+    monkeypatch.delenv("HPSEARCH_DATA_DIR")
+    assert resolve_root("mnist", None) == cwd / "data"
+
+
+def test_system_datasets_dir_is_the_last_resort(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               tiny_fashion_flat_dir: Path) -> None:
+    system = tmp_path / "usr-share-datasets"
+    system.mkdir()
+    (system / "fashion-mnist").symlink_to(tiny_fashion_flat_dir, target_is_directory=True)
+    monkeypatch.setattr(data, "SYSTEM_DATASETS_DIR", system)
+    monkeypatch.chdir(tmp_path)
+    b = load_data(TrialConfig(dataset="fashion_mnist", val_fraction=0.0))
+    assert len(b.train_x) == 600
+    write_mnist(tmp_path / "data", 20, 10, variant="FashionMNIST")
+    assert resolve_root("fashion_mnist", None) == tmp_path / "data"
+
+
+def test_flat_gz_is_bridged_once_via_the_cache(tiny_fashion_flat_dir: Path) -> None:
+    b = _load("fashion_mnist", tiny_fashion_flat_dir)
+    _check_bundle(b, 1, (28, 28), 10)
+    assert b.classes == tuple(torchvision.datasets.FashionMNIST.classes)
+    root = resolve_root("fashion_mnist", str(tiny_fashion_flat_dir))
+    assert root.is_relative_to(data.cache_dir())
+    raw = sorted((root / "FashionMNIST" / "raw").iterdir())
+    assert {p.name for p in raw} >= set(data._MNIST_FILES)
+    stamps = {p: p.stat().st_mtime_ns for p in raw}
+    again = _load("fashion_mnist", tiny_fashion_flat_dir)
+    assert {p: p.stat().st_mtime_ns for p in raw} == stamps
+    assert torch.equal(b.train_x, again.train_x)
+
+
+def test_bridge_follows_a_changed_source(tmp_path: Path) -> None:
+    src = write_mnist(tmp_path, 30, 10, variant="FashionMNIST", layout="flat_gz", seed=1)
+    first = _load("fashion_mnist", src, val_fraction=0.0)
+    write_mnist(src, 30, 10, variant="FashionMNIST", layout="flat_gz", seed=2)
+    second = _load("fashion_mnist", src, val_fraction=0.0)
+    assert not torch.equal(first.train_x, second.train_x)
+    assert not list((resolve_root("fashion_mnist", str(src)) / "FashionMNIST/raw").glob("*.tmp"))
+
+
+def test_missing_data_offline_says_how_to_get_it(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(data, "SYSTEM_DATASETS_DIR", tmp_path / "no-system-datasets")
+    with pytest.raises(UserError, match="apt-get install dataset-fashion-mnist") as err:
+        load_data(TrialConfig(dataset="fashion_mnist"))
+    assert "\n" not in str(err.value) and "HPSEARCH_DATA_DIR" in str(err.value)
+    with pytest.raises(UserError, match=r"cifar-10-batches-py"):
+        load_data(TrialConfig(dataset="cifar10"))
+    with pytest.raises(UserError, match=r"data_dir: .*empty does not hold mnist.*MNIST/raw"):
+        resolve_root("mnist", str(tmp_path / "empty"))
+
+
+def test_arrays_round_trip_without_copies(tiny_mnist_dir: Path) -> None:
+    b = _load("mnist", tiny_mnist_dir, train_limit=50)
+    arrays = b.to_arrays()
+    assert isinstance(arrays["train_x"], np.ndarray) and arrays["classes"] == list(b.classes)
+    for value in arrays.values():
+        if isinstance(value, np.ndarray):
+            value.flags.writeable = False  # as Ray's object store hands them back
+    back = DataBundle.from_arrays(arrays)
+    assert back.train_x.data_ptr() == b.train_x.data_ptr()
+    for key in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y"):
+        assert torch.equal(getattr(back, key), getattr(b, key))
+    assert (back.name, back.classes, back.mean, back.std) == (b.name, b.classes, b.mean, b.std)
+
+
+def test_tiny_datasets_are_learnable(tiny_cifar_dir: Path, tiny_image_folder_dir: Path) -> None:
+    for b in (_load("cifar10", tiny_cifar_dir), _load("image_folder", tiny_image_folder_dir)):
+        x = b.train_x.flatten(1).float()
+        centroids = torch.stack([x[b.train_y == k].mean(0) for k in range(b.num_classes)])
+        pred = torch.cdist(b.test_x.flatten(1).float(), centroids).argmin(1)
+        assert (pred == b.test_y).float().mean() > 0.9
+
+
+@pytest.mark.skipif(not DEBIAN_FASHION.is_dir(), reason="needs apt-get install "
+                    "dataset-fashion-mnist")
+def test_real_fashion_mnist_from_debian(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # so that no ./data shadows the system copy
+    b = load_data(TrialConfig(dataset="fashion_mnist"))
+    _check_bundle(b, 1, (28, 28), 10)
+    assert (len(b.train_x), len(b.val_x), len(b.test_x)) == (54_000, 6_000, 10_000)
+    assert torch.bincount(b.test_y).tolist() == [1000] * 10
+    assert abs(b.mean[0] - 0.2860) < 2e-3 and abs(b.std[0] - 0.3530) < 2e-3
