@@ -1,0 +1,133 @@
+"""``hpsearch``: train one config, run/resume/submit sweeps, sync to MLflow, write reports.
+
+Heavy imports (torch, Ray, MLflow) happen inside the subcommands, so ``--help`` and input
+errors answer at once. User mistakes print one line each and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from search.yamlio import load_yaml, parse_overrides
+from trainables.config import parse_trial_config
+from trainables.errors import UserError
+
+__all__ = ["main"]
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    values: dict[str, Any] = load_yaml(args.config) if args.config else {}
+    values.update(parse_overrides(args.set or []))
+    config = parse_trial_config(values)
+
+    import torch  # noqa: F401  (heavy; only now that the config is valid)
+
+    from trainables.fit import console_reporter, fit, pick_device
+
+    device = pick_device(config.device)
+    print(f"hpsearch train: {config.dataset} / {config.model} / {config.optimizer} "
+          f"lr {config.lr:g} / batch {config.batch_size} / {config.epochs} epoch(s) on {device}")
+    result = fit(config, console_reporter(config.epochs))
+    m = result.metrics
+    print(f"params {m['params']:,}  MACs/image {m['macs']:,}  status {result.status}")
+    if args.save:
+        out = Path(args.save)
+        out.mkdir(parents=True, exist_ok=True)
+        torch.save(result.model.state_dict(), out / "model.pt")
+        (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+        (out / "history.json").write_text(json.dumps(result.history, indent=2))
+        print(f"saved weights, config and history to {out}/")
+    return 0 if result.status == "completed" else 1
+
+
+def _load_spec(path: str, overrides: list[str] | None) -> tuple[Any, str]:
+    from search.spec import parse_spec
+
+    data = load_yaml(path)
+    for key, value in parse_overrides(overrides or []).items():
+        node = data
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise UserError(f"--set {key}: '{part}' is not a mapping in {path}")
+        node[leaf] = value
+    return parse_spec(data, source=path), Path(path).read_text()
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    spec, text = _load_spec(args.spec, args.set)
+    if args.check:
+        print(f"{args.spec}: OK ({spec.name})")
+        return 0
+    from search.runner import run_sweep
+
+    outcome = run_sweep(spec, text, address=args.address, tracking_uri=args.tracking_uri)
+    return 0 if outcome.counts.get("failed", 0) < outcome.trials else 1
+
+
+def _cmd_resume(args: argparse.Namespace) -> int:
+    from search.runner import load_meta, resume_sweep
+
+    load_meta(args.name, args.storage)  # a missing sweep is a one-line error before any import
+    spec = _load_spec(args.spec, None)[0] if args.spec else None
+    outcome = resume_sweep(args.name, storage=args.storage, spec=spec, address=args.address)
+    return 0 if outcome.counts.get("failed", 0) < outcome.trials else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``hpsearch`` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="hpsearch",
+        description="Hyperparameter search for PyTorch image classifiers "
+                    "(Ray Tune + Optuna + ASHA + MLflow).")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = sub.add_parser("train", help="run one trial standalone (no Ray), one line per epoch")
+    train.add_argument("config", nargs="?", help="trial config YAML (flat settings); "
+                       "omitted: the defaults (Fashion-MNIST, default CNN, Adam)")
+    train.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="override a setting, e.g. --set lr=0.01 (repeatable)")
+    train.add_argument("--save", metavar="DIR", help="write weights, config and history here")
+    train.set_defaults(func=_cmd_train)
+
+    sweep = sub.add_parser("sweep", help="run a whole hyperparameter sweep from a YAML spec")
+    sweep.add_argument("spec", help="sweep spec YAML, e.g. studies/quickstart.yaml")
+    sweep.add_argument("--address", help="an existing Ray cluster (e.g. auto, HOST:6379); "
+                       "default: start Ray on this machine")
+    sweep.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI"
+                       " or sqlite:///mlflow.db)")
+    sweep.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="override a spec value by dotted path, e.g. --set budget.trials=4")
+    sweep.add_argument("--check", action="store_true", help="validate the spec and exit")
+    sweep.set_defaults(func=_cmd_sweep)
+
+    resume = sub.add_parser("resume", help="continue an interrupted sweep")
+    resume.add_argument("name", help="the sweep's name")
+    resume.add_argument("--storage", help="where its results are (default ./runs)")
+    resume.add_argument("--spec", help="the spec again, checked for incompatible changes")
+    resume.add_argument("--address", help="an existing Ray cluster")
+    resume.set_defaults(func=_cmd_resume)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``hpsearch`` command."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as err:
+        for line in str(err).splitlines():
+            print(f"hpsearch: error: {line}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("hpsearch: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""The training loop on tiny real-format data: every optimizer, schedule, dataset; divergence,
+determinism and resume."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from trainables.config import DATASETS, OPTIMIZERS, SCHEDULES, TrialConfig
+from trainables.data import load_data
+from trainables.errors import UserError
+from trainables.fit import console_reporter, fit, used_keys
+from trainables.optim import build_optimizer, build_schedule
+
+TINY = {"model": "cnn", "channels": (8, 16), "fc_width": 32, "epochs": 2, "batch_size": 32,
+        "eval_batch_size": 256, "device": "cpu"}
+
+
+@pytest.fixture(scope="module")
+def mnist(tiny_mnist_dir: Path) -> dict[str, Any]:
+    config = TrialConfig(dataset="mnist", data_dir=str(tiny_mnist_dir))
+    return {"data_dir": str(tiny_mnist_dir), "bundle": load_data(config)}
+
+
+def _config(mnist: dict[str, Any], **kw: Any) -> TrialConfig:
+    return TrialConfig(dataset="mnist", data_dir=mnist["data_dir"], **{**TINY, **kw})
+
+
+def test_fit_learns_and_reports_every_epoch(mnist: dict[str, Any]) -> None:
+    seen: list[dict[str, Any]] = []
+    result = fit(_config(mnist, epochs=3), lambda m, s: seen.append(m), data=mnist["bundle"])
+    assert result.status == "completed"
+    assert [m["epoch"] for m in seen] == [1, 2, 3]
+    for m in seen:
+        for key in ("train_loss", "train_top1", "train_top3", "val_loss", "val_top1", "val_top3",
+                    "lr", "epoch_seconds", "images_per_second", "params", "macs"):
+            assert key in m and math.isfinite(m[key]), key
+        assert 0 <= m["val_top1"] <= m["val_top3"] <= 1
+    last = seen[-1]
+    assert last["status"] == "completed" and seen[0]["status"] == "running"
+    assert last["val_top1"] > 0.5  # 10 classes: chance is 0.1
+    cm = torch.tensor(last["test_confusion"])
+    assert cm.shape == (10, 10) and cm.sum() == len(mnist["bundle"].test_y)
+    assert abs(cm.diag().sum().item() / cm.sum().item() - last["test_top1"]) < 1e-6
+    for key in ("test_precision", "test_recall", "test_f1"):
+        assert 0 < last[key] <= 1
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS.names())
+def test_every_optimizer_trains(mnist: dict[str, Any], optimizer: str) -> None:
+    lr = 0.05 if optimizer == "sgd" else 1e-3
+    result = fit(_config(mnist, optimizer=optimizer, lr=lr, epochs=1), data=mnist["bundle"])
+    assert result.status == "completed"
+    assert result.metrics["train_loss"] < math.log(10)  # below a uniform guess
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES.names())
+def test_every_schedule_moves_the_lr_as_named(mnist: dict[str, Any], schedule: str) -> None:
+    seen: list[float] = []
+    fit(_config(mnist, schedule=schedule, epochs=3, gamma=0.5, step_size=1),
+        lambda m, s: seen.append(m["lr"]), data=mnist["bundle"])
+    if schedule == "none":
+        assert seen == [1e-3] * 3
+    elif schedule in ("step", "exponential"):  # per-epoch decay by gamma
+        assert seen == pytest.approx([1e-3, 5e-4, 2.5e-4])
+    else:  # per-batch schedules: lr ends an epoch somewhere else every time
+        assert len(set(seen)) == 3
+
+
+def test_exponential_schedule_matches_the_classroom_gamma(mnist: dict[str, Any]) -> None:
+    config = _config(mnist, schedule="exponential", gamma=0.911)
+    opt = build_optimizer(torch.nn.Linear(2, 2).parameters(), config)
+    sched, per_batch = build_schedule(opt, config, steps_per_epoch=10)
+    for _ in range(3):
+        sched.step()
+    assert not per_batch and opt.param_groups[0]["lr"] == pytest.approx(1e-3 * 0.911**3)
+
+
+def test_sgd_nesterov_without_momentum_is_a_user_error(mnist: dict[str, Any]) -> None:
+    with pytest.raises(UserError, match="nesterov"):
+        fit(_config(mnist, optimizer="sgd", nesterov=True, momentum=0.0), data=mnist["bundle"])
+
+
+def test_diverging_trial_ends_as_diverged_not_a_crash(mnist: dict[str, Any]) -> None:
+    seen: list[dict[str, Any]] = []
+    result = fit(_config(mnist, optimizer="sgd", lr=1e6, momentum=0.9, batchnorm=False,
+                         epochs=3), lambda m, s: seen.append(m), data=mnist["bundle"])
+    assert result.status == "diverged"
+    assert seen[-1]["status"] == "diverged" and len(seen) == 1  # stops at once
+    assert not math.isfinite(seen[-1]["train_loss"])
+    assert "test_top1" not in seen[-1]
+
+
+def test_deterministic_under_a_seed_on_cpu(mnist: dict[str, Any]) -> None:
+    config = _config(mnist, augment=("hflip", "crop"), dropout=0.2)
+    a = fit(config, data=mnist["bundle"]).history
+    b = fit(config, data=mnist["bundle"]).history
+    c = fit(_config(mnist, augment=("hflip", "crop"), dropout=0.2, seed=1),
+            data=mnist["bundle"]).history
+    keys = ("train_loss", "val_loss", "test_loss")
+    assert [[h.get(k) for k in keys] for h in a] == [[h.get(k) for k in keys] for h in b]
+    assert a[-1]["train_loss"] != c[-1]["train_loss"]
+
+
+def test_resumed_trial_equals_an_uninterrupted_one(mnist: dict[str, Any]) -> None:
+    config = _config(mnist, epochs=3, schedule="onecycle", augment=("rotate",))
+    full = fit(config, data=mnist["bundle"]).history
+    states: list[dict[str, Any]] = []
+
+    def keep_epoch_1(m: dict[str, Any], make_state: Any) -> None:
+        if m["epoch"] == 1:
+            # A round trip through torch.save/load(weights_only=True), as the adapter does.
+            states.append(_round_trip(make_state()))
+
+    fit(config.model_copy(update={"epochs": 3}), keep_epoch_1, data=mnist["bundle"])
+    resumed = fit(config, data=mnist["bundle"], state=states[0]).history
+    assert [h["epoch"] for h in resumed] == [1, 2, 3]
+    for a, b in zip(full[1:], resumed[1:], strict=True):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-6)
+        assert a["val_top1"] == b["val_top1"]
+
+
+def _round_trip(state: dict[str, Any]) -> dict[str, Any]:
+    import io
+
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=True)
+
+
+@pytest.mark.parametrize("dataset", DATASETS.names())
+def test_every_dataset_trains_through_fit(dataset: str, request: pytest.FixtureRequest) -> None:
+    fixture = {"mnist": "tiny_mnist_dir", "fashion_mnist": "tiny_fashion_flat_dir",
+               "cifar10": "tiny_cifar_dir", "image_folder": "tiny_image_folder_dir"}[dataset]
+    root = request.getfixturevalue(fixture)
+    result = fit(TrialConfig(dataset=dataset, data_dir=str(root), **{**TINY, "epochs": 2}))
+    assert result.status == "completed"
+    assert result.metrics["test_top1"] > 0.4  # learnable patterns; chance is <= 1/3
+
+
+def test_resize_runs_every_split_at_the_new_size(mnist: dict[str, Any]) -> None:
+    small = fit(_config(mnist, epochs=1), data=mnist["bundle"]).metrics
+    big = fit(_config(mnist, epochs=1, resize=40), data=mnist["bundle"]).metrics
+    assert big["macs"] > small["macs"] * 1.5  # 40x40 vs 28x28 convolutions
+
+
+def test_used_keys_show_only_what_matters() -> None:
+    adam = used_keys(TrialConfig(optimizer="adam"))
+    sgd = used_keys(TrialConfig(optimizer="sgd", schedule="step"))
+    assert "momentum" not in adam and "momentum" in sgd and "step_size" in sgd
+
+
+def test_console_lines_follow_the_documented_format(mnist: dict[str, Any]) -> None:
+    lines: list[str] = []
+    fit(_config(mnist, epochs=1), console_reporter(1, lines.append), data=mnist["bundle"])
+    assert lines[0].startswith("Epoch [1/1] train  samples ")
+    assert "img/s" in lines[0] and "%" in lines[0]
+    assert lines[1].startswith("Epoch [1/1] val ") and lines[2].startswith("Epoch [1/1] test ")

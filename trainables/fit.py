@@ -1,0 +1,269 @@
+"""One trial, read top to bottom: ``fit(config, report) -> FitResult``. No Ray, no MLflow.
+
+Data stays in memory as uint8 tensors (on the GPU when there is one); every batch is gathered,
+scaled, resized and augmented as tensor ops on the trial's device. Each epoch reseeds its
+shuffling, augmentation and dropout from ``(seed, epoch)``, so a trial resumed from a checkpoint
+draws exactly the batches an uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trainables.augment import build_augmenter
+from trainables.config import OPTIMIZERS, SCHEDULES, TrialConfig
+from trainables.cost import count_macs, count_params
+from trainables.data import DataBundle, load_data
+from trainables.errors import UserError
+from trainables.metrics import Meter, confusion_matrix, macro_prf
+from trainables.models import build_model
+from trainables.optim import build_optimizer, build_schedule
+
+__all__ = ["FitResult", "Reporter", "console_reporter", "fit", "pick_device", "used_keys"]
+
+# report(metrics, make_state): make_state() builds the checkpoint dict only if it is wanted.
+Reporter = Callable[[dict[str, Any], Callable[[], dict[str, Any]] | None], None]
+
+# Settings every trial uses whatever its model/optimizer/schedule.
+_ALWAYS = ("dataset", "val_fraction", "split_seed", "resize", "model", "activation", "augment",
+           "optimizer", "lr", "schedule", "epochs", "batch_size", "seed")
+
+
+@dataclass
+class FitResult:
+    """How a trial ended: ``completed`` or ``diverged``, its last metrics and every epoch's."""
+
+    status: str
+    metrics: dict[str, Any]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    model: nn.Module | None = None
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when present, else CPU; an explicit CUDA device must exist."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device: '{name}' was asked for but no CUDA GPU is visible; use auto/cpu")
+    return torch.device(name)
+
+
+def used_keys(config: TrialConfig) -> tuple[str, ...]:
+    """The settings that matter for this config (the rest are unused defaults)."""
+    keys = list(_ALWAYS)
+    keys += OPTIMIZERS.get(config.optimizer).uses + SCHEDULES.get(config.schedule).uses
+    if config.model in ("mlp", "cnn", "alexnet"):
+        keys += ["fc_widths"] if config.fc_widths else ["fc_depth", "fc_width"]
+    if config.model in ("cnn", "resnet18", "alexnet"):
+        keys += ["channels"]
+    if config.model in ("resnet18", "alexnet"):
+        keys += ["stem"]
+    if config.model == "resnet18":
+        keys += ["drop_stages"]
+    if config.model != "resnet18":
+        keys += ["batchnorm", "dropout"]
+    return tuple(dict.fromkeys(keys))
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return (seed * 1_000_003 + epoch * 7_919) % (2**63)
+
+
+class _Batches:
+    """Turns uint8 image tensors into normalised float batches on the trial's device."""
+
+    def __init__(self, data: DataBundle, config: TrialConfig, device: torch.device) -> None:
+        self.device = device
+        self.size = (config.resize, config.resize) if config.resize else None
+        c = data.in_channels
+        self.mean = torch.tensor(data.mean, device=device).view(1, c, 1, 1)
+        self.std = torch.tensor(data.std, device=device).view(1, c, 1, 1)
+        self.augment = build_augmenter(config)
+        self.channels_last = device.type == "cuda" and config.channels_last
+
+    def __call__(self, x: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True).float().div_(255)
+        if self.size is not None and tuple(x.shape[-2:]) != self.size:
+            x = F.interpolate(x, size=self.size, mode="bilinear", antialias=True,
+                              align_corners=False)
+        if gen is not None and self.augment is not None:
+            x = self.augment(x, gen)
+        x = (x - self.mean) / self.std
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+
+def _autocast(device: torch.device, config: TrialConfig) -> contextlib.AbstractContextManager:
+    if device.type == "cuda" and config.amp:
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return contextlib.nullcontext()
+
+
+def _evaluate(model: nn.Module, x_all: torch.Tensor, y_all: torch.Tensor, batches: _Batches,
+              config: TrialConfig, keep_preds: bool = False) -> Meter:
+    model.eval()
+    meter = Meter(keep_preds=keep_preds)
+    with torch.inference_mode(), _autocast(batches.device, config):
+        for i in range(0, len(y_all), config.eval_batch_size):
+            x = batches(x_all[i:i + config.eval_batch_size])
+            y = y_all[i:i + config.eval_batch_size].to(batches.device)
+            logits = model(x).float()
+            meter.update(logits, y, F.cross_entropy(logits, y))
+    return meter
+
+
+def fit(config: TrialConfig, report: Reporter | None = None, *, data: DataBundle | None = None,
+        state: dict[str, Any] | None = None) -> FitResult:
+    """Train and evaluate one config; ``report`` is called once per epoch.
+
+    Args:
+        config: The trial's settings.
+        report: Called as ``report(metrics, make_state)`` after every epoch.
+        data: Already-decoded data (e.g. from Ray's object store); loaded here if None.
+        state: A checkpoint dict from an earlier ``make_state()`` to resume from.
+
+    Returns:
+        How the trial ended, with its last metrics and per-epoch history.
+    """
+    device = pick_device(config.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    torch.manual_seed(config.seed)
+    data = data if data is not None else load_data(config)
+    size = (config.resize, config.resize) if config.resize else data.image_size
+    model = build_model(config, data.in_channels, size, data.num_classes)
+    cost = {"params": count_params(model),
+            "macs": count_macs(model, (data.in_channels, *size))}
+    model.to(device)
+    batches = _Batches(data, config, device)
+    if batches.channels_last:
+        model.to(memory_format=torch.channels_last)
+
+    n_train = len(data.train_y)
+    bs = min(config.batch_size, n_train)
+    steps = math.ceil(n_train / bs)
+    optimizer = build_optimizer(model.parameters(), config)
+    schedule, per_batch = build_schedule(optimizer, config, steps)
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and config.amp
+                                  and not torch.cuda.is_bf16_supported())
+    history: list[dict[str, Any]] = []
+    start = 1
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if schedule is not None and state.get("schedule") is not None:
+            schedule.load_state_dict(state["schedule"])
+        history = list(state["history"])
+        start = int(state["epoch"]) + 1
+
+    train_x, train_y = data.train_x.to(device), data.train_y.to(device)
+    check_every = 1 if device.type == "cpu" else 25
+    metrics: dict[str, Any] = history[-1] if history else {}
+    status = "completed"
+
+    for epoch in range(start, config.epochs + 1):
+        t0 = time.perf_counter()
+        model.train()
+        seed = _epoch_seed(config.seed, epoch)
+        torch.manual_seed(seed)
+        perm = torch.randperm(n_train, generator=torch.Generator().manual_seed(seed))
+        gen = torch.Generator(device=device).manual_seed(seed + 1)
+        meter = Meter()
+        lr = optimizer.param_groups[0]["lr"]
+        for step, i in enumerate(range(0, n_train, bs)):
+            idx = perm[i:i + bs].to(device)
+            if len(idx) < 2 <= n_train:  # a lone last sample breaks BatchNorm; skip it
+                continue
+            x, y = batches(train_x[idx], gen), train_y[idx]
+            with _autocast(device, config):
+                logits = model(x)
+                loss = F.cross_entropy(logits.float(), y)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            lr = optimizer.param_groups[0]["lr"]
+            if schedule is not None and per_batch:
+                schedule.step()
+            meter.update(logits, y, loss)
+            if step % check_every == 0 and not math.isfinite(loss.item()):
+                status = "diverged"
+                break
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        train_seconds = time.perf_counter() - t0
+        if schedule is not None and not per_batch:
+            schedule.step()
+        if status != "diverged" and not math.isfinite(float(meter.loss_sum)):
+            status = "diverged"
+
+        metrics = {"epoch": epoch, "train_samples": meter.samples, **meter.result("train")}
+        if len(data.val_y):
+            metrics["val_samples"] = len(data.val_y)
+            metrics.update(_evaluate(model, data.val_x, data.val_y, batches, config)
+                           .result("val"))
+        metrics.update(lr=lr, images_per_second=meter.samples / max(train_seconds, 1e-9), **cost)
+        last = epoch == config.epochs
+        if last and status != "diverged":
+            metrics.update(_test_metrics(model, data, batches, config))
+        metrics["epoch_seconds"] = time.perf_counter() - t0
+        metrics["status"] = status if (last or status == "diverged") else "running"
+        history.append(metrics)
+
+        def make_state(epoch: int = epoch) -> dict[str, Any]:
+            return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "schedule": schedule.state_dict() if schedule is not None else None,
+                    "epoch": epoch, "history": history, "rng": torch.get_rng_state(),
+                    "config": config.to_dict()}
+
+        if report is not None:
+            report(metrics, make_state)
+        if status == "diverged":
+            break
+    return FitResult(status=status, metrics=metrics, history=history, model=model)
+
+
+def _test_metrics(model: nn.Module, data: DataBundle, batches: _Batches,
+                  config: TrialConfig) -> dict[str, Any]:
+    meter = _evaluate(model, data.test_x, data.test_y, batches, config, keep_preds=True)
+    preds = torch.cat(meter.preds) if meter.preds else torch.zeros(0, dtype=torch.long)
+    cm = confusion_matrix(preds, data.test_y, data.num_classes)
+    prf = macro_prf(cm)
+    return {**meter.result("test"), "test_precision": prf["precision"],
+            "test_recall": prf["recall"], "test_f1": prf["f1"],
+            "test_confusion": cm.tolist()}
+
+
+def console_reporter(total_epochs: int, echo: Callable[[str], None] = print) -> Reporter:
+    """A reporter printing one line per epoch and phase, like
+    ``Epoch [2/10] train  samples 54000  loss 0.3120  top1 88.61%  top3 98.70%  1850 img/s``."""
+
+    def line(epoch: int, phase: str, samples: int, m: dict[str, Any], tail: str = "") -> str:
+        return (f"Epoch [{epoch}/{total_epochs}] {phase:<5}  samples {samples:<6d} "
+                f"loss {m[f'{phase}_loss']:.4f}  top1 {100 * m[f'{phase}_top1']:.2f}%  "
+                f"top3 {100 * m[f'{phase}_top3']:.2f}%{tail}")
+
+    def report(m: dict[str, Any], make_state: Callable[[], dict[str, Any]] | None) -> None:
+        e = m["epoch"]
+        echo(line(e, "train", m["train_samples"], m,
+                  f"  {m['images_per_second']:.0f} img/s  lr {m['lr']:.3g}"))
+        if "val_loss" in m:
+            echo(line(e, "val", m["val_samples"], m))
+        if "test_loss" in m:
+            echo(line(e, "test", sum(map(sum, m["test_confusion"])), m,
+                      f"  macro-F1 {100 * m['test_f1']:.2f}%"))
+        if m["status"] == "diverged":
+            echo(f"Epoch [{e}/{total_epochs}] diverged: loss is not finite; trial stopped")
+
+    return report
