@@ -45,18 +45,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _load_spec(path: str, overrides: list[str] | None) -> tuple[Any, str]:
-    from search.spec import parse_spec
+    from search.spec import load_spec
 
-    data = load_yaml(path)
-    for key, value in parse_overrides(overrides or []).items():
-        node = data
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise UserError(f"--set {key}: '{part}' is not a mapping in {path}")
-        node[leaf] = value
-    return parse_spec(data, source=path), Path(path).read_text()
+    return load_spec(path, parse_overrides(overrides or [])), Path(path).read_text()
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:

@@ -36,6 +36,14 @@ Reporter = Callable[[dict[str, Any], Callable[[], dict[str, Any]] | None], None]
 # Settings every trial uses whatever its model/optimizer/schedule.
 _ALWAYS = ("dataset", "val_fraction", "split_seed", "resize", "model", "activation", "augment",
            "optimizer", "lr", "schedule", "epochs", "batch_size", "seed")
+# What each model reads of the model settings (trainables/models.py).
+_MODEL_KEYS = {
+    "mlp": ("fc_widths", "batchnorm", "dropout"),
+    "cnn": ("channels", "kernel_size", "fc_widths", "batchnorm", "dropout"),
+    "resnet18": ("channels", "stem", "drop_stages", "fc_widths", "dropout"),
+    "squeezenet1_1": ("dropout",),
+    "alexnet": ("channels", "stem", "fc_widths", "dropout"),
+}
 
 
 @dataclass
@@ -61,16 +69,9 @@ def used_keys(config: TrialConfig) -> tuple[str, ...]:
     """The settings that matter for this config (the rest are unused defaults)."""
     keys = list(_ALWAYS)
     keys += OPTIMIZERS.get(config.optimizer).uses + SCHEDULES.get(config.schedule).uses
-    if config.model in ("mlp", "cnn", "alexnet"):
-        keys += ["fc_widths"] if config.fc_widths else ["fc_depth", "fc_width"]
-    if config.model in ("cnn", "resnet18", "alexnet"):
-        keys += ["channels"]
-    if config.model in ("resnet18", "alexnet"):
-        keys += ["stem"]
-    if config.model == "resnet18":
-        keys += ["drop_stages"]
-    if config.model != "resnet18":
-        keys += ["batchnorm", "dropout"]
+    keys += _MODEL_KEYS[config.model]
+    if config.model in ("mlp", "cnn") and not config.fc_widths:
+        keys = [k for k in keys if k != "fc_widths"] + ["fc_depth", "fc_width"]
     return tuple(dict.fromkeys(keys))
 
 

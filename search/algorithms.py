@@ -1,0 +1,161 @@
+"""What to try next (searchers) and when to stop (schedulers): registries over Ray Tune's own.
+
+* ``optuna``: Ray's ``OptunaSearch`` (TPE, seedable, start points, multi-objective), told the
+  truth about early stopping: a trial ASHA stopped is ``PRUNED`` in Optuna (with its per-epoch
+  intermediate values), not ``COMPLETE`` with a low-epoch score; a crashed one is ``FAIL``; one
+  rejected by a cost constraint is infeasible through Optuna's ``constraints_func``.
+* ``random``: the same, with Optuna's ``RandomSampler`` (conditional spaces work alike).
+* ``grid`` (and ``design: ofat``): a fixed list of configs handed out in order.
+* ``asha`` / ``none``: Tune's ``ASHAScheduler`` on the ``epoch`` metric / FIFO.
+"""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+from ray.tune.search import Searcher
+from ray.tune.search.optuna import OptunaSearch
+
+from search.space import define_by_run, encode_point, grid_configs, ofat_configs
+from search.spec import SweepSpec
+from trainables.registry import Registry
+
+__all__ = ["SCHEDULERS", "SEARCHERS", "ListSearcher", "TruthfulOptunaSearch", "build_scheduler",
+           "build_searcher", "planned_trials"]
+
+SEARCHERS: Registry = Registry("search algorithm", ("optuna", "grid", "random"),
+                               "search.algorithms")
+SCHEDULERS: Registry = Registry("scheduler", ("asha", "none"), "search.algorithms")
+
+_VIOLATION = "constraint_violation"
+
+
+def _violation(trial: optuna.trial.FrozenTrial) -> list[float]:
+    return [trial.user_attrs.get(_VIOLATION, 0.0)]
+
+
+class TruthfulOptunaSearch(OptunaSearch):
+    """OptunaSearch that tells Optuna how each trial really ended (see module docstring)."""
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
+                          error: bool = False) -> None:
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        status = (result or {}).get("status")
+        ot_trial = self._ot_trials[trial_id]
+        state, values = TrialState.COMPLETE, None
+        if error or result is None:
+            state = TrialState.FAIL
+        elif status == "running":  # stopped by the scheduler before its last epoch
+            state = TrialState.PRUNED
+            # Tune withholds from the searcher the result on which the scheduler stopped the
+            # trial; give Optuna that last intermediate value, which TPE ranks pruned trials by.
+            if not isinstance(self.metric, list) and self.metric in result:
+                step = int(result.get("training_iteration", result.get("epoch", 0)))
+                ot_trial.report(float(result[self.metric]), step)
+        else:
+            if status == "rejected":
+                ot_trial.set_user_attr(_VIOLATION, 1.0)
+            metrics = self.metric if isinstance(self.metric, list) else [self.metric]
+            values = [float(result[m]) for m in metrics]
+        try:
+            if state == TrialState.COMPLETE:
+                self._ot_study.tell(ot_trial, values if len(values) > 1 else values[0])
+            else:
+                self._ot_study.tell(ot_trial, state=state)
+        except Exception as exc:  # noqa: BLE001 - a NaN score must not stop the sweep
+            optuna.logging.get_logger(__name__).warning("optuna tell failed: %s", exc)
+            self._ot_study.tell(ot_trial, state=TrialState.FAIL)
+        self._completed_trials.add(trial_id)
+
+
+class ListSearcher(Searcher):
+    """Hands out a fixed list of configs in order (grid search, one-factor-at-a-time)."""
+
+    def __init__(self, configs: list[dict[str, Any]], metric: str | None = None,
+                 mode: str | None = None) -> None:
+        super().__init__(metric=metric, mode=mode)
+        self._configs = configs
+        self._next = 0
+        self._given: dict[str, int] = {}
+
+    def set_search_properties(self, metric: str | None, mode: str | None,
+                              config: dict[str, Any], **spec: Any) -> bool:
+        return True
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        if trial_id in self._given:
+            return dict(self._configs[self._given[trial_id]])
+        if self._next >= len(self._configs):
+            return Searcher.FINISHED
+        self._given[trial_id] = self._next
+        self._next += 1
+        return dict(self._configs[self._given[trial_id]])
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
+                          error: bool = False) -> None:
+        return None
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump({"configs": self._configs, "next": self._next, "given": self._given}, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            saved = pickle.load(f)
+        self._configs, self._next, self._given = saved["configs"], saved["next"], saved["given"]
+
+
+def _objective(spec: SweepSpec) -> tuple[str | list[str], str | list[str]]:
+    if spec.is_multi_objective:
+        return list(spec.metrics), list(spec.modes)
+    return spec.metric, spec.mode
+
+
+def _optuna_searcher(spec: SweepSpec, sampler: optuna.samplers.BaseSampler) -> Searcher:
+    metric, mode = _objective(spec)
+    points = [encode_point(spec, p) for p in (spec.search.start_points or [])]
+    return TruthfulOptunaSearch(space=define_by_run(spec), metric=metric, mode=mode,
+                                sampler=sampler, points_to_evaluate=points or None)
+
+
+def _constraints(spec: SweepSpec) -> Any:
+    return _violation if (spec.max_params or spec.max_macs) else None
+
+
+SEARCHERS.register("optuna")(lambda spec: _optuna_searcher(spec, optuna.samplers.TPESampler(
+    seed=spec.search.seed, constraints_func=_constraints(spec))))
+SEARCHERS.register("random")(lambda spec: _optuna_searcher(
+    spec, optuna.samplers.RandomSampler(seed=spec.search.seed)))
+SEARCHERS.register("grid")(lambda spec: ListSearcher(
+    ofat_configs(spec) if spec.design == "ofat" else grid_configs(spec)))
+
+SCHEDULERS.register("asha")(lambda spec: ASHAScheduler(
+    time_attr="epoch", metric=spec.metric, mode=spec.mode, max_t=spec.budget.max_epochs,
+    grace_period=spec.scheduler.grace_period, reduction_factor=spec.scheduler.reduction_factor))
+SCHEDULERS.register("none")(lambda spec: FIFOScheduler())
+
+
+def build_searcher(spec: SweepSpec) -> Searcher:
+    """The searcher named by ``spec.search.algorithm`` (``design: ofat`` lists its configs)."""
+    name = "grid" if spec.design == "ofat" else spec.search.algorithm
+    return SEARCHERS.get(name, "search.algorithm")(spec)
+
+
+def build_scheduler(spec: SweepSpec) -> TrialScheduler:
+    """The trial scheduler named by ``spec.scheduler.name``."""
+    return SCHEDULERS.get(spec.scheduler.name, "scheduler.name")(spec)
+
+
+def planned_trials(spec: SweepSpec) -> int:
+    """How many trials the sweep runs: the budget, or the size of a grid / OFAT design."""
+    if spec.design == "ofat":
+        return len(ofat_configs(spec))
+    if spec.search.algorithm == "grid":
+        return min(spec.budget.trials, len(grid_configs(spec))) if spec.budget.trials \
+            else len(grid_configs(spec))
+    return spec.budget.trials

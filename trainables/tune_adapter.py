@@ -1,0 +1,127 @@
+"""The one place ``trainables`` touches Ray: a Tune function trainable around :func:`fit`.
+
+Tune hands a flat config dict; this turns it into a TrialConfig, fetches the decoded dataset from
+Ray's object store (zero-copy on the node), enforces the sweep's cost constraints before any
+training, reports every epoch with a checkpoint and resumes from the newest complete one.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from ray.tune import Checkpoint, get_checkpoint, get_context, report
+
+from trainables.config import TrialConfig, parse_trial_config
+from trainables.data import DataBundle
+from trainables.fit import fit
+
+__all__ = ["CHECKPOINT_FILE", "latest_checkpoint_state", "train_trial"]
+
+CHECKPOINT_FILE = "state.pt"
+_COMPLETE = "COMPLETE"  # written last: a checkpoint without it was cut off mid-write
+_KEEP = 2  # checkpoints kept per trial (Tune's own num_to_keep forces experiment snapshots)
+
+
+def _load_state(directory: Path) -> dict[str, Any] | None:
+    if not (directory / _COMPLETE).exists():
+        return None
+    return torch.load(directory / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+
+
+def latest_checkpoint_state(trial_dir: Path | None,
+                            tune_checkpoint: Checkpoint | None) -> dict[str, Any] | None:
+    """The newest complete checkpoint of a trial: its own folder may be ahead of Tune's record
+    when the driver died between a checkpoint and the next experiment snapshot."""
+    candidates: list[Path] = []
+    if trial_dir is not None and trial_dir.is_dir():
+        candidates = sorted(trial_dir.glob("checkpoint_*"), reverse=True)
+    best: dict[str, Any] | None = None
+    for d in candidates:
+        best = _load_state(d)
+        if best is not None:
+            break
+    if tune_checkpoint is not None:
+        with tune_checkpoint.as_directory() as d:
+            recorded = _load_state(Path(d))
+        if recorded is not None and (best is None or recorded["epoch"] > best["epoch"]):
+            best = recorded
+    return best
+
+
+def _prune(trial_dir: Path | None) -> None:
+    if trial_dir is None:
+        return
+    for old in sorted(trial_dir.glob("checkpoint_*"))[:-_KEEP]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _trial_dir() -> Path | None:
+    try:
+        path = get_context().get_trial_dir()
+    except Exception:  # noqa: BLE001 - remote storage: no local trial dir
+        return None
+    return Path(path) if path and os.path.isdir(path) else None
+
+
+def _constraint_violation(cost: dict[str, int], limits: dict[str, int | None]) -> str | None:
+    for key in ("params", "macs"):
+        limit = limits.get(f"max_{key}")
+        if limit is not None and cost[key] > limit:
+            return f"{key} {cost[key]:,} > max_{key} {limit:,}"
+    return None
+
+
+def _cost(config: TrialConfig, bundle: DataBundle) -> dict[str, int]:
+    from trainables.cost import count_macs, count_params
+    from trainables.models import build_model
+
+    size = (config.resize, config.resize) if config.resize else bundle.image_size
+    with torch.device("meta"):  # shapes only: no memory, even for 60M-parameter models
+        model = build_model(config, bundle.in_channels, size, bundle.num_classes)
+    return {"params": count_params(model), "macs": count_macs(model, (bundle.in_channels, *size))}
+
+
+def train_trial(config: dict[str, Any], data: dict[str, Any],
+                limits: dict[str, int | None] | None = None,
+                objective: dict[str, str] | None = None) -> None:
+    """Tune function trainable: one trial of ``fit`` with per-epoch reports and checkpoints.
+
+    Args:
+        config: Flat trial settings from the search space merged with the sweep's fixed ones.
+        data: ``DataBundle.to_arrays()`` from the object store (shared, not copied, per node).
+        limits: ``{"max_params": int | None, "max_macs": int | None}``; a config over a limit
+            is reported once as ``status: rejected`` and never trained.
+        objective: ``{metric: "min" | "max"}``, so a rejected trial reports its worst values.
+    """
+    trial_config: TrialConfig = parse_trial_config(config)
+    bundle = DataBundle.from_arrays(data)
+    if "OMP_NUM_THREADS" in os.environ:  # Ray sets it to the trial's CPU count
+        torch.set_num_threads(max(1, int(os.environ["OMP_NUM_THREADS"])))
+    trial_dir = _trial_dir()
+    state = latest_checkpoint_state(trial_dir, get_checkpoint())
+
+    if state is None and limits and any(v is not None for v in limits.values()):
+        cost = _cost(trial_config, bundle)
+        violation = _constraint_violation(cost, limits)
+        if violation:
+            worst = {m: (float("inf") if mode == "min" else 0.0)
+                     for m, mode in (objective or {}).items()}
+            report({**worst, **cost, "epoch": 0, "status": "rejected",
+                    "rejected_reason": violation})
+            return
+
+    def on_epoch(metrics: dict[str, Any], make_state: Any) -> None:
+        state = make_state()
+        with tempfile.TemporaryDirectory() as tmp:
+            torch.save(state, Path(tmp) / CHECKPOINT_FILE)
+            torch.save(state["model"], Path(tmp) / "model.pt")
+            (Path(tmp) / _COMPLETE).touch()
+            report(metrics, checkpoint=Checkpoint.from_directory(tmp))
+        _prune(trial_dir)
+
+    fit(trial_config, on_epoch, data=bundle, state=state)
