@@ -34,7 +34,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
-    """``["lr=0.01", "augment=[hflip]"]`` -> ``{"lr": 0.01, "augment": ["hflip"]}`` (YAML values)."""
+    """``["lr=0.01"]`` -> ``{"lr": 0.01}``: each value parsed as YAML."""
     out: dict[str, Any] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
