@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from search.yamlio import load_yaml, parse_overrides
+from search.yamlio import load_yaml, parse_overrides, read_source
 from trainables.config import parse_trial_config
 from trainables.errors import UserError
 
@@ -47,7 +47,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _load_spec(path: str, overrides: list[str] | None) -> tuple[Any, str]:
     from search.spec import load_spec
 
-    return load_spec(path, parse_overrides(overrides or [])), Path(path).read_text()
+    return load_spec(path, parse_overrides(overrides or [])), read_source(path)
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
@@ -68,6 +68,21 @@ def _cmd_resume(args: argparse.Namespace) -> int:
     spec = _load_spec(args.spec, None)[0] if args.spec else None
     outcome = resume_sweep(args.name, storage=args.storage, spec=spec, address=args.address)
     return 0 if outcome.counts.get("failed", 0) < outcome.trials else 1
+
+
+def _cmd_submit(args: argparse.Namespace) -> int:
+    spec, text = _load_spec(args.spec, args.set)
+    if args.set:  # the job runs exactly what was validated here
+        import yaml
+
+        from search.spec import apply_overrides
+
+        text = yaml.safe_dump(apply_overrides(load_yaml(args.spec),
+                                              parse_overrides(args.set)), sort_keys=False)
+    from search.runner import submit_sweep
+
+    submit_sweep(text, spec, args.address, follow=args.follow)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,6 +118,15 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--spec", help="the spec again, checked for incompatible changes")
     resume.add_argument("--address", help="an existing Ray cluster")
     resume.set_defaults(func=_cmd_resume)
+
+    submit = sub.add_parser("submit", help="send a sweep to a running Ray cluster as a Ray Job")
+    submit.add_argument("spec", help="sweep spec YAML")
+    submit.add_argument("--address", required=True,
+                        help="the cluster's dashboard / job API, e.g. http://127.0.0.1:8265")
+    submit.add_argument("--set", action="append", metavar="KEY=VALUE",
+                        help="override a spec value by dotted path (sent with the job)")
+    submit.add_argument("--follow", action="store_true", help="stream the job's logs until done")
+    submit.set_defaults(func=_cmd_submit)
     return parser
 
 

@@ -24,7 +24,8 @@ from search.spec import SweepSpec, parse_spec, spec_fingerprint
 from trainables.config import TrialConfig, parse_trial_config
 from trainables.errors import UserError
 
-__all__ = ["META_FILE", "SweepOutcome", "load_meta", "resume_sweep", "run_dir_for", "run_sweep"]
+__all__ = ["META_FILE", "SweepOutcome", "load_meta", "resume_sweep", "run_dir_for", "run_sweep",
+           "submit_sweep"]
 
 META_FILE = "hpsearch.json"
 # Settings that decide which data a trial sees: one decoded copy serves the whole sweep.
@@ -45,7 +46,8 @@ class SweepOutcome:
 
 def run_dir_for(name: str, storage: str | os.PathLike[str] | None) -> Path:
     """``<storage>/<name>`` as an absolute path (Tune needs one every node sees)."""
-    return Path(storage or "runs").expanduser().resolve() / name
+    root = storage or os.environ.get("HPSEARCH_STORAGE") or "runs"
+    return Path(root).expanduser().resolve() / name
 
 
 def load_meta(name: str, storage: str | None = None) -> dict[str, Any]:
@@ -296,6 +298,52 @@ def resume_sweep(name: str, *, storage: str | None = None, spec: SweepSpec | Non
     start = time.monotonic()
     results = tuner.fit()
     return _summarise(spec, run_dir, results, tracking_uri, time.monotonic() - start, echo)
+
+
+def submit_sweep(spec_text: str, spec: SweepSpec, address: str, *, follow: bool = False,
+                 echo: Callable[[str], None] = print) -> str:
+    """Send a sweep to a running Ray cluster as a Ray Job (``hpsearch sweep --address auto``
+    on the head node); returns the job id. Token auth: ``RAY_AUTH_MODE``/``RAY_AUTH_TOKEN``."""
+    from ray.job_submission import JobSubmissionClient
+
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            client = JobSubmissionClient(address)
+            job_id = client.submit_job(
+                # The spec travels as an env var: no working_dir package to upload or to be
+                # garbage-collected under the running driver.
+                entrypoint="hpsearch sweep env:HPSEARCH_SPEC_YAML --address auto",
+                runtime_env={"env_vars": {"HPSEARCH_SPEC_YAML": spec_text}},
+                submission_id=f"hpsearch-{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+                metadata={"hpsearch.sweep": spec.name})
+            break
+        except Exception as err:  # noqa: BLE001 - connection refused, auth, bad URL: one line
+            text = str(err).strip()
+            if "try again later" in text and time.monotonic() < deadline:
+                time.sleep(3)  # the head's job agent is still starting
+                continue
+            first = text.splitlines()[0] if text else type(err).__name__
+            raise UserError(f"--address {address}: the Ray job API refused or could not be "
+                            f"reached ({first[:300]}); is the cluster up, and RAY_AUTH_MODE=token "
+                            "with the cluster's RAY_AUTH_TOKEN set?") from None
+    echo(f"submitted sweep '{spec.name}' as Ray job {job_id} to {address}")
+    echo(f"  follow:  ray job logs {job_id} --address {address} --follow")
+    echo(f"  status:  ray job status {job_id} --address {address}")
+    echo(f"  dashboard: {address}")
+    if follow:
+        import asyncio
+
+        async def tail() -> None:
+            async for chunk in client.tail_job_logs(job_id):
+                echo(chunk.rstrip("\n"))
+
+        asyncio.run(tail())
+        status = client.get_job_status(job_id)
+        echo(f"job {job_id}: {status}")
+        if str(status) != "SUCCEEDED":
+            raise SystemExit(1)
+    return job_id
 
 
 def _write_meta(run_dir: Path, spec: SweepSpec, spec_text: str, tracking_uri: str) -> None:

@@ -291,7 +291,7 @@ class _Header(BaseModel):
     name: str
     description: str | None = None
     design: Literal["ofat"] | None = None
-    storage: str = "runs"
+    storage: str | None = None
 
     @field_validator("name")
     @classmethod
@@ -318,7 +318,7 @@ class SweepSpec(BaseModel):
     constraints: Constraints = Constraints()
     design: Literal["ofat"] | None = None
     baseline: dict[str, Any] | None = None
-    storage: str = "runs"
+    storage: str | None = None
     tracking: Tracking = Tracking()
 
     def trial_defaults(self) -> dict[str, Any]:

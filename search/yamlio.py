@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -9,16 +10,32 @@ import yaml
 
 from trainables.errors import UserError
 
-__all__ = ["load_yaml", "parse_overrides"]
+__all__ = ["load_yaml", "parse_overrides", "read_source"]
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    """The mapping at the top of a YAML file."""
+ENV_PREFIX = "env:"
+
+
+def read_source(path: str | Path) -> str:
+    """The text of a YAML file, or of environment variable NAME for ``env:NAME`` (how a
+    submitted Ray Job receives its spec without uploading a working directory)."""
+    if str(path).startswith(ENV_PREFIX):
+        name = str(path)[len(ENV_PREFIX):]
+        if name not in os.environ:
+            raise UserError(f"{path}: environment variable {name} is not set")
+        return os.environ[name]
     p = Path(path)
     if not p.is_file():
         raise UserError(f"{p}: no such file")
+    return p.read_text()
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """The mapping at the top of a YAML file (or ``env:NAME``)."""
+    p = Path(path)
+    text = read_source(path)
     try:
-        data = yaml.safe_load(p.read_text())
+        data = yaml.safe_load(text)
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark
         where = f"{p}:{mark.line + 1}:{mark.column + 1}" if mark else str(p)

@@ -7,6 +7,7 @@ training, reports every epoch with a checkpoint and resumes from the newest comp
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from ray.tune import Checkpoint, get_checkpoint, get_context, report
+from ray.tune import Checkpoint, get_checkpoint, report
 
 from trainables.config import TrialConfig, parse_trial_config
 from trainables.data import DataBundle
@@ -53,6 +54,19 @@ def latest_checkpoint_state(trial_dir: Path | None,
     return best
 
 
+def _recorded_epochs(trial_dir: Path | None) -> int:
+    """The last epoch in the trial's ``result.json``, which the driver writes as results come."""
+    if trial_dir is None or not (trial_dir / "result.json").is_file():
+        return 0
+    last = 0
+    for line in (trial_dir / "result.json").read_text().splitlines():
+        try:
+            last = max(last, int(json.loads(line).get("epoch", 0)))
+        except (ValueError, AttributeError):
+            continue  # a line cut off by a killed driver
+    return last
+
+
 def _prune(trial_dir: Path | None) -> None:
     if trial_dir is None:
         return
@@ -61,11 +75,27 @@ def _prune(trial_dir: Path | None) -> None:
 
 
 def _trial_dir() -> Path | None:
+    """The trial's folder on the storage path, when that is a local (or mounted) filesystem.
+
+    Tune's public ``get_trial_dir()`` is a staging folder; checkpoints and ``result.json`` live
+    under the storage path, which Ray only exposes through its (developer) storage context.
+    """
     try:
-        path = get_context().get_trial_dir()
-    except Exception:  # noqa: BLE001 - remote storage: no local trial dir
+        from ray.train._internal.session import get_storage
+
+        storage = get_storage()
+        if type(storage.storage_filesystem).__name__ != "LocalFileSystem":
+            return None  # S3 & co: rely on Tune's own checkpoint record
+        path = Path(storage.trial_fs_path)
+    except Exception:  # noqa: BLE001 - API moved: fall back to Tune's record alone
         return None
-    return Path(path) if path and os.path.isdir(path) else None
+    return path if path.is_dir() else None
+
+
+def _node_id() -> str:
+    import ray
+
+    return ray.get_runtime_context().get_node_id()
 
 
 def _constraint_violation(cost: dict[str, int], limits: dict[str, int | None]) -> str | None:
@@ -115,7 +145,10 @@ def train_trial(config: dict[str, Any], data: dict[str, Any],
                     "rejected_reason": violation})
             return
 
+    node = _node_id()
+
     def on_epoch(metrics: dict[str, Any], make_state: Any) -> None:
+        metrics = {**metrics, "node_id": node}
         state = make_state()
         with tempfile.TemporaryDirectory() as tmp:
             torch.save(state, Path(tmp) / CHECKPOINT_FILE)
@@ -124,4 +157,11 @@ def train_trial(config: dict[str, Any], data: dict[str, Any],
             report(metrics, checkpoint=Checkpoint.from_directory(tmp))
         _prune(trial_dir)
 
+    if state is not None:
+        # A driver killed between a checkpoint and writing its result leaves epochs that were
+        # trained but never recorded: report them again, once, before training on.
+        recorded = _recorded_epochs(trial_dir)
+        for past in state["history"]:
+            if past["epoch"] > recorded:
+                report(dict(past))
     fit(trial_config, on_epoch, data=bundle, state=state)

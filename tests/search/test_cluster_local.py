@@ -1,0 +1,85 @@
+"""A real 2-node Ray cluster on this machine (``ray start --head`` + ``ray start --address``),
+token auth on, a sweep sent with ``hpsearch submit`` as a Ray Job."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.integration
+RAY = str(Path(sys.executable).parent / "ray")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def two_node_cluster(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16),
+           "HPSEARCH_STORAGE": str(tmp_path / "shared" / "runs"),
+           "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db",
+           "RAY_USAGE_STATS_ENABLED": "0",
+           # as with an activated venv: the job's shell finds `hpsearch`
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    gcs, dash = _free_port(), _free_port()
+    common = ["--num-cpus=1", "--disable-usage-stats"]
+    try:
+        subprocess.run([RAY, "start", "--head", f"--port={gcs}", "--include-dashboard=true",
+                        "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
+                        "--node-ip-address=127.0.0.1", *common],
+                       env=env, check=True, capture_output=True, timeout=120)
+        subprocess.run([RAY, "start", f"--address=127.0.0.1:{gcs}",
+                        "--node-ip-address=127.0.0.1", *common],
+                       env=env, check=True, capture_output=True, timeout=120)
+        yield f"http://127.0.0.1:{dash}", env
+    finally:
+        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
+
+
+def test_submitted_sweep_runs_on_both_nodes(two_node_cluster: tuple[str, dict[str, str]],
+                                            tiny_mnist_dir: Path, tmp_path: Path) -> None:
+    address, env = two_node_cluster
+    spec = {"name": "submitted",
+            "fixed": {"dataset": "mnist", "data_dir": str(tiny_mnist_dir), "model": "cnn",
+                      "channels": [8, 16], "fc_width": 32, "batch_size": 32, "device": "cpu"},
+            "space": {"lr": [0.001, 0.002, 0.004, 0.008]},
+            "search": {"algorithm": "grid"}, "scheduler": {"name": "none"},
+            "budget": {"max_epochs": 2}, "resources": {"cpu": 1}}
+    spec_file = tmp_path / "submitted.yaml"
+    spec_file.write_text(yaml.safe_dump(spec))
+    out = subprocess.run([sys.executable, "-m", "search.cli", "submit", str(spec_file),
+                          "--address", address, "--follow"],
+                         env=env, capture_output=True, text=True, timeout=400)
+    assert out.returncode == 0 and "SUCCEEDED" in out.stdout, out.stdout[-4000:]
+    run_dir = tmp_path / "shared" / "runs" / "submitted"
+    nodes = set()
+    for result in run_dir.glob("trial_*/result.json"):
+        rows = [json.loads(line) for line in result.read_text().splitlines()]
+        assert rows[-1]["status"] == "completed"
+        nodes.add(rows[-1]["node_id"])
+    assert len(list(run_dir.glob("trial_*"))) == 4
+    assert len(nodes) == 2, "trials should have run on both nodes"
+
+
+def test_submit_without_the_token_is_refused(two_node_cluster: tuple[str, dict[str, str]],
+                                             tmp_path: Path) -> None:
+    address, env = two_node_cluster
+    env = {**env, "RAY_AUTH_TOKEN": "wrong" + secrets.token_hex(8)}
+    out = subprocess.run([sys.executable, "-m", "search.cli", "submit",
+                          "studies/quickstart.yaml", "--address", address],
+                         env=env, capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.returncode != 0
+    assert "Traceback" not in out.stderr

@@ -1,0 +1,86 @@
+"""Driver faults: ``hpsearch sweep`` killed with SIGKILL mid-sweep, then ``hpsearch resume``."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.fakedata import write_mnist
+
+pytestmark = pytest.mark.integration
+
+
+def _cli(*args: str, cwd: Path) -> list[str]:
+    return [sys.executable, "-m", "search.cli", *args]
+
+
+def _epochs(trial_dir: Path) -> list[int]:
+    rows = [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines()
+            if line.strip()]
+    return [r["epoch"] for r in rows]
+
+
+def test_sigkilled_sweep_resumes_with_every_epoch_exactly_once(tmp_path: Path) -> None:
+    data = write_mnist(tmp_path / "data", n_train=3000, n_test=300)
+    spec = {
+        "name": "killed",
+        "fixed": {"dataset": "mnist", "data_dir": str(data), "model": "cnn",
+                  "channels": [16, 32], "fc_width": 64, "batch_size": 32, "device": "cpu"},
+        "space": {"lr": [0.001, 0.003], "optimizer": ["adam", "sgd"]},
+        "search": {"algorithm": "grid"},
+        "scheduler": {"name": "none"},
+        "budget": {"max_epochs": 4},
+        "resources": {"cpu": 1},
+        "storage": str(tmp_path / "runs"),
+        "tracking": {"uri": f"sqlite:///{tmp_path}/mlflow.db"},
+    }
+    spec_file = tmp_path / "killed.yaml"
+    spec_file.write_text(yaml.safe_dump(spec))
+    run_dir = tmp_path / "runs" / "killed"
+    driver = subprocess.Popen(_cli("sweep", str(spec_file), cwd=tmp_path), cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline:  # kill once some trial has 2 epochs checkpointed
+            if list(run_dir.glob("trial_*/checkpoint_000001")) and driver.poll() is None:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the sweep never reached its second checkpoint")
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait(timeout=30)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    before = {d.name: _epochs(d) for d in run_dir.glob("trial_*") if (d / "result.json").exists()}
+    assert not all(e == [1, 2, 3, 4] for e in before.values()) or len(before) < 4, \
+        "the sweep finished before it was killed; the test proves nothing"
+
+    time.sleep(2)  # let Ray's fate-shared processes of the dead driver go
+    out = subprocess.run(_cli("resume", "killed", "--storage", str(tmp_path / "runs"),
+                              cwd=tmp_path), cwd=tmp_path, capture_output=True, text=True,
+                         timeout=400)
+    assert out.returncode == 0, out.stderr[-3000:]
+    trials = sorted(run_dir.glob("trial_*"))
+    assert len(trials) == 4  # no trial created twice
+    for d in trials:
+        assert _epochs(d) == [1, 2, 3, 4], f"{d.name}: every epoch exactly once"
+        last = json.loads((d / "result.json").read_text().splitlines()[-1])
+        assert last["status"] == "completed" and "test_top1" in last
+    for name, epochs in before.items():  # trials under way were continued, not restarted
+        assert _epochs(run_dir / name)[:len(epochs)] == epochs
+
+
+def test_resume_of_an_unknown_sweep_is_one_line(tmp_path: Path) -> None:
+    out = subprocess.run(_cli("resume", "nope", "--storage", str(tmp_path), cwd=tmp_path),
+                         cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "no sweep named 'nope'" in out.stderr
+    assert "Traceback" not in out.stderr
