@@ -1,0 +1,182 @@
+"""Bad input, as a user types it: each case gives one clear line per problem, exit code 2, no
+traceback, and starts nothing (no sweep folder, no Ray)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+GOOD: dict[str, Any] = {
+    "name": "bad",
+    "fixed": {"dataset": "mnist", "model": "cnn", "channels": [8, 16]},
+    "space": {"lr": {"type": "loguniform", "low": 1e-4, "high": 1e-1},
+              "optimizer": ["adam", "sgd"],
+              "momentum": {"type": "uniform", "low": 0.5, "high": 0.9,
+                           "when": {"optimizer": "sgd"}}},
+    "search": {"algorithm": "optuna", "seed": 0},
+    "scheduler": {"name": "asha", "grace_period": 1},
+    "budget": {"trials": 4, "max_epochs": 2},
+    "resources": {"cpu": 1},
+}
+
+
+def _with(path: str, value: Any) -> dict[str, Any]:
+    spec = copy.deepcopy(GOOD)
+    *parents, leaf = path.split(".")
+    node = spec
+    for p in parents:
+        node = node.setdefault(p, {})
+    if value is _DELETE:
+        node.pop(leaf, None)
+    else:
+        node[leaf] = value
+    return spec
+
+
+_DELETE = object()
+
+# (case id, spec mapping or raw YAML text, expected phrase in the error line)
+SPECS: list[tuple[str, Any, str]] = [
+    ("yaml-syntax", "name: x\nspace: {lr: [0.1, 0.2}\n", ":2:"),
+    ("top-level-list", "- a\n- b\n", "top level must be a mapping"),
+    ("typo-top-level", {**GOOD, "serach": {}}, "did you mean 'search'"),
+    ("unknown-space-setting", _with("space.learning_rate", [0.1, 0.2]),
+     "space.learning_rate"),
+    ("wrong-type-trials", _with("budget.trials", "ten"), "budget.trials"),
+    ("zero-trials", _with("budget.trials", 0), "budget.trials"),
+    ("zero-epochs", _with("budget.max_epochs", 0), "budget.max_epochs"),
+    ("empty-choice", _with("space.optimizer", []), "space.optimizer"),
+    ("low-ge-high", _with("space.lr", {"type": "uniform", "low": 0.1, "high": 0.01}),
+     "space.lr"),
+    ("log-low-zero", _with("space.lr", {"type": "loguniform", "low": 0, "high": 0.1}),
+     "space.lr.low"),
+    ("unknown-dist-type", _with("space.lr", {"type": "gaussian", "low": 0, "high": 1}),
+     "space.lr"),
+    ("unknown-model", _with("fixed.model", "resnet50"), "unknown model 'resnet50'"),
+    ("unknown-dataset", _with("fixed.dataset", "imagenet"), "unknown dataset 'imagenet'"),
+    ("unknown-optimizer-choice", _with("space.optimizer", ["adam", "adamm"]),
+     "unknown optimizer 'adamm'"),
+    ("unknown-augmentation", _with("space.augment", [["hflip"], ["flip"]]),
+     "unknown augmentation 'flip'"),
+    ("unknown-activation", _with("fixed.activation", "swish"), "unknown activation 'swish'"),
+    ("unknown-scheduler", _with("scheduler.name", "hyperband"), "scheduler.name"),
+    ("unknown-algorithm", _with("search.algorithm", "bayes"), "search.algorithm"),
+    ("pruner-key", _with("search.pruner", "median"), "scheduler"),
+    ("grid-continuous", _with("search.algorithm", "grid"), "grid search needs finite values"),
+    ("asha-multi-objective", _with("objective", {"metrics": [
+        {"name": "val_top1", "mode": "max"}, {"name": "params", "mode": "min"}]}), "ASHA"),
+    ("bad-mode", _with("objective", {"metric": "val_top1", "mode": "maximize"}),
+     "objective.mode"),
+    ("unknown-metric", _with("objective", {"metric": "accuracy", "mode": "max"}),
+     "objective.metric"),
+    ("cpu-zero", _with("resources.cpu", 0), "resources.cpu"),
+    ("gpu-negative", _with("resources.gpu", -1), "resources.gpu"),
+    ("when-unknown-key", _with("space.momentum.when", {"optimiser": "sgd"}), "when"),
+    ("fixed-and-space", _with("fixed.lr", 0.01), "space.lr"),
+    ("ofat-without-baseline", _with("design", "ofat"), "baseline"),
+    ("bad-time-limit", _with("budget.time_limit", "soon"), "budget.time_limit"),
+    ("bad-name", _with("name", "my sweep!"), "name"),
+    ("bad-constraint", _with("constraints", {"max_params": "lots"}), "constraints.max_params"),
+    ("wrong-type-fixed", _with("fixed.batch_size", "big"), "fixed.batch_size"),
+    ("grace-over-max-epochs", _with("scheduler.grace_period", 5), "scheduler.grace_period"),
+]
+
+
+def hpsearch(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "search.cli", *args], capture_output=True,
+                          text=True, timeout=120, cwd=cwd)
+
+
+def _assert_clean_failure(out: subprocess.CompletedProcess[str], phrase: str,
+                          cwd: Path) -> None:
+    assert out.returncode == 2, (out.returncode, out.stderr[-2000:])
+    assert "Traceback" not in out.stderr
+    assert phrase in out.stderr, out.stderr
+    assert all(line.startswith("hpsearch: error: ") for line in out.stderr.splitlines())
+    assert not (cwd / "runs").exists(), "nothing may start on bad input"
+    assert "hpsearch sweep '" not in out.stdout
+
+
+@pytest.mark.parametrize("case, spec, phrase", SPECS, ids=[c[0] for c in SPECS])
+def test_bad_spec(tmp_path: Path, case: str, spec: Any, phrase: str) -> None:
+    path = tmp_path / f"{case}.yaml"
+    path.write_text(spec if isinstance(spec, str) else yaml.safe_dump(spec, sort_keys=False))
+    _assert_clean_failure(hpsearch("sweep", str(path), cwd=tmp_path), phrase, tmp_path)
+
+
+def test_three_problems_give_three_lines(tmp_path: Path) -> None:
+    spec = _with("budget.trials", 0)
+    spec["scheduler"]["grace_perod"] = 1
+    spec["fixed"]["model"] = "cnnn"
+    path = tmp_path / "three.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    out = hpsearch("sweep", str(path), cwd=tmp_path)
+    _assert_clean_failure(out, "did you mean 'grace_period'", tmp_path)
+    assert len(out.stderr.strip().splitlines()) == 3
+
+
+@pytest.mark.parametrize("args, phrase", [
+    (["sweep", "missing.yaml"], "missing.yaml: no such file"),
+    (["sweep", "spec.yaml", "--set", "budget.trials"], "expected key=value"),
+    (["resume", "never-ran"], "no sweep named 'never-ran'"),
+    (["submit", "spec.yaml", "--address", "http://127.0.0.1:9"], "--address"),
+])
+def test_bad_cli_calls(tmp_path: Path, args: list[str], phrase: str) -> None:
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(GOOD))
+    _assert_clean_failure(hpsearch(*args, cwd=tmp_path), phrase, tmp_path)
+
+
+def test_missing_data_offline_fails_before_ray(tmp_path: Path) -> None:
+    spec = _with("fixed.dataset", "cifar10")
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec))
+    out = hpsearch("sweep", "s.yaml", cwd=tmp_path)
+    _assert_clean_failure(out, "cifar10", tmp_path)
+
+
+def test_gpus_asked_for_but_absent(tmp_path: Path, tiny_mnist_dir: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    spec = _with("resources.gpu", 0.25)
+    spec["fixed"]["data_dir"] = str(tiny_mnist_dir)
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec))
+    _assert_clean_failure(hpsearch("sweep", "s.yaml", cwd=tmp_path), "resources.gpu", tmp_path)
+
+
+def test_infeasible_constraints_fail_before_ray(tmp_path: Path, tiny_mnist_dir: Path) -> None:
+    spec = _with("constraints", {"max_params": 10})
+    spec["fixed"]["data_dir"] = str(tiny_mnist_dir)
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec))
+    _assert_clean_failure(hpsearch("sweep", "s.yaml", cwd=tmp_path),
+                          "constraints: none of", tmp_path)
+
+
+def test_data_setting_in_the_space_is_refused(tmp_path: Path, tiny_mnist_dir: Path) -> None:
+    spec = _with("space.val_fraction", [0.1, 0.2])
+    spec["fixed"]["data_dir"] = str(tiny_mnist_dir)
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec))
+    _assert_clean_failure(hpsearch("sweep", "s.yaml", cwd=tmp_path), "space.val_fraction",
+                          tmp_path)
+
+
+def test_resume_with_an_incompatibly_changed_spec(tmp_path: Path) -> None:
+    from search.runner import _write_meta
+    from search.spec import parse_spec
+
+    run_dir = tmp_path / "elsewhere" / "bad"
+    run_dir.mkdir(parents=True)
+    _write_meta(run_dir, parse_spec(GOOD), yaml.safe_dump(GOOD), "sqlite:///x.db")
+    changed = _with("space.lr", {"type": "loguniform", "low": 1e-5, "high": 1e-1})
+    (tmp_path / "changed.yaml").write_text(yaml.safe_dump(changed))
+    out = hpsearch("resume", "bad", "--storage", str(tmp_path / "elsewhere"), "--spec",
+                   "changed.yaml", cwd=tmp_path)
+    _assert_clean_failure(out, "changed incompatibly", tmp_path)
+    assert json.loads((run_dir / "hpsearch.json").read_text())["name"] == "bad"
