@@ -85,6 +85,48 @@ def _cmd_submit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sync(args: argparse.Namespace) -> int:
+    from search.runner import META_FILE, find_run_dir
+
+    run_dir = find_run_dir(args.name, args.storage)
+    meta = json.loads((run_dir / META_FILE).read_text())
+    from search.tracking import sync
+
+    uri = args.tracking_uri or meta["tracking_uri"]
+    try:
+        stats = sync(run_dir, meta["name"], tracking_uri=uri, experiment=meta.get("experiment"),
+                     spec_yaml=meta.get("spec_yaml", ""))
+    except Exception as err:  # noqa: BLE001 - MLflow down again: say so in one line
+        raise UserError(f"sync {meta['name']}: MLflow at {uri} failed ({str(err)[:200]}); "
+                        "nothing is lost, run sync again when it is up") from None
+    print(f"synced '{meta['name']}' to {uri}: {stats.trials} trials, {stats.runs_created} runs "
+          f"created, {stats.points_logged} metric points and {stats.artifacts_logged} "
+          "artifacts added")
+    return 0
+
+
+def _cmd_ui(args: argparse.Namespace) -> int:
+    import os
+    import subprocess
+
+    uri = args.tracking_uri
+    if uri is None and args.name:
+        from search.runner import META_FILE, find_run_dir
+
+        uri = json.loads((find_run_dir(args.name, args.storage) / META_FILE)
+                         .read_text())["tracking_uri"]
+    from search.tracking import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(uri)
+    if not uri.startswith(("sqlite:", "postgresql", "mysql", "file:")) and "://" in uri:
+        print(f"{uri} is a tracking server: open it in a browser")
+        return 0
+    print(f"MLflow UI on http://127.0.0.1:{args.port} for {uri} (Ctrl-C stops it)")
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+           "--host", "127.0.0.1", "--port", str(args.port)]
+    return subprocess.call(cmd, env=os.environ.copy())
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``hpsearch`` argument parser."""
     parser = argparse.ArgumentParser(
@@ -127,6 +169,19 @@ def build_parser() -> argparse.ArgumentParser:
                         help="override a spec value by dotted path (sent with the job)")
     submit.add_argument("--follow", action="store_true", help="stream the job's logs until done")
     submit.set_defaults(func=_cmd_submit)
+
+    sync = sub.add_parser("sync", help="replay a sweep's results into MLflow (idempotent)")
+    sync.add_argument("name", help="the sweep's name, or the path of its folder")
+    sync.add_argument("--storage", help="where its results are (default ./runs)")
+    sync.add_argument("--tracking-uri", help="another MLflow than the one the sweep used")
+    sync.set_defaults(func=_cmd_sync)
+
+    ui = sub.add_parser("ui", help="start the MLflow UI on a sweep's tracking store")
+    ui.add_argument("name", nargs="?", help="a sweep's name (default: ./mlflow.db)")
+    ui.add_argument("--storage", help="where its results are (default ./runs)")
+    ui.add_argument("--tracking-uri", help="the store to show")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.set_defaults(func=_cmd_ui)
     return parser
 
 

@@ -24,8 +24,8 @@ from search.spec import SweepSpec, parse_spec, spec_fingerprint
 from trainables.config import TrialConfig, parse_trial_config
 from trainables.errors import UserError
 
-__all__ = ["META_FILE", "SweepOutcome", "load_meta", "resume_sweep", "run_dir_for", "run_sweep",
-           "submit_sweep"]
+__all__ = ["META_FILE", "SweepOutcome", "find_run_dir", "load_meta", "resume_sweep",
+           "run_dir_for", "run_sweep", "submit_sweep"]
 
 META_FILE = "hpsearch.json"
 # Settings that decide which data a trial sees: one decoded copy serves the whole sweep.
@@ -69,11 +69,6 @@ def _git_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
-
-
-def default_tracking_uri() -> str:
-    """``MLFLOW_TRACKING_URI`` if set, else MLflow's local SQLite file ``./mlflow.db``."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path('mlflow.db').resolve()}"
 
 
 def _base_config(spec: SweepSpec) -> TrialConfig:
@@ -230,7 +225,9 @@ def run_sweep(spec: SweepSpec, spec_text: str, *, address: str | None = None,
         raise UserError(f"a sweep named '{spec.name}' already exists in {run_dir}; continue it "
                         f"with `hpsearch resume {spec.name}` or choose another `name`")
     bundle, slots = _prepare(spec, address)
-    tracking_uri = tracking_uri or spec.tracking.uri or default_tracking_uri()
+    from search.tracking import resolve_tracking_uri
+
+    tracking_uri = resolve_tracking_uri(tracking_uri or spec.tracking.uri)
     total = planned_trials(spec)
     _quiet_tune(slots)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -265,6 +262,15 @@ def run_sweep(spec: SweepSpec, spec_text: str, *, address: str | None = None,
     start = time.monotonic()
     results = tuner.fit()
     return _summarise(spec, run_dir, results, tracking_uri, time.monotonic() - start, echo)
+
+
+def find_run_dir(name_or_path: str, storage: str | None = None) -> Path:
+    """A sweep's folder from its name (under the storage dir) or from a path to it."""
+    path = Path(name_or_path)
+    if (path / META_FILE).is_file():
+        return path.resolve()
+    load_meta(name_or_path, storage)  # one-line error listing the sweeps there are
+    return run_dir_for(name_or_path, storage)
 
 
 def resume_sweep(name: str, *, storage: str | None = None, spec: SweepSpec | None = None,
@@ -383,4 +389,7 @@ def _summarise(spec: SweepSpec, run_dir: Path, results: Any, tracking_uri: str,
         echo(f"best {metric} {best['value']:.4f}: trial {best['trial_id']} {varied}")
     echo(f"results: {run_dir} | MLflow: {tracking_uri} (experiment "
          f"'{spec.tracking.experiment or spec.name}') | report: hpsearch report {spec.name}")
+    if (run_dir / "mlflow_pending").exists():
+        echo(f"MLflow missed some results (it was unreachable): `hpsearch sync {spec.name}` "
+             "replays them from the trial folders")
     return SweepOutcome(spec.name, run_dir, len(results), best, tracking_uri, counts)

@@ -1,0 +1,433 @@
+"""MLflow tracking: what a user sees in MLflow after a sweep, an outage, a resume or a sync.
+
+Unit tests replay a hand-written Tune results dir into a local SQLite store (no server, no Ray
+runtime); integration tests run real Tune sweeps against a real ``mlflow server``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pickle
+import socket
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mlflow import MlflowClient
+from ray.tune import Callback
+
+from search.tracking import (
+    MARKER_FILE,
+    RUNS_FILE,
+    MlflowTracker,
+    flatten_params,
+    read_results,
+    resolve_tracking_uri,
+    result_metrics,
+    sync,
+    trial_status,
+)
+from tests.mlflow_server import MlflowServer
+
+EPOCHS = 3
+CONFUSION = [[5, 1, 0], [1, 4, 1], [0, 2, 6]]
+
+
+# --------------------------------------------------------------------------- fake trial output
+
+
+def epoch_metrics(lr: float, epoch: int, epochs: int = EPOCHS) -> dict[str, Any]:
+    """One epoch's report in the shape ``trainables.fit`` produces; lr >= 1 diverges at 2."""
+    diverged = lr >= 1.0 and epoch == 2
+    last = epoch == epochs
+    acc = 0.1 if lr >= 1.0 else min(0.95, 0.3 + 0.1 * epoch + lr)
+    m: dict[str, Any] = {
+        "epoch": epoch, "train_samples": 64, "train_loss": 2.0 / epoch, "train_top1": acc + 0.05,
+        "train_top3": min(1.0, acc + 0.2), "val_samples": 32, "val_loss": 2.2 / epoch,
+        "val_top1": acc, "val_top3": min(1.0, acc + 0.15), "lr": lr, "images_per_second": 900.0,
+        "epoch_seconds": 0.01, "params": 1234, "macs": 56789,
+        "status": "diverged" if diverged else ("completed" if last else "running")}
+    if diverged:
+        m["train_loss"] = float("nan")
+    elif last:
+        m.update(test_loss=0.7, test_top1=acc - 0.01, test_top3=0.99, test_precision=0.6,
+                 test_recall=0.61, test_f1=0.605, test_confusion=CONFUSION)
+    return m
+
+
+def tiny_trainable(config: dict[str, Any]) -> None:
+    """Tune function trainable: reports EPOCHS epochs with a ``model.pt`` checkpoint each."""
+    from ray.tune import Checkpoint, get_checkpoint, report
+
+    start = 1
+    checkpoint = get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            start = json.loads((Path(d) / "state.json").read_text())["epoch"] + 1
+    for epoch in range(start, EPOCHS + 1):
+        time.sleep(config.get("sleep", 0.0))
+        metrics = epoch_metrics(config["lr"], epoch)
+        with tempfile.TemporaryDirectory() as d:
+            (Path(d) / "model.pt").write_bytes(pickle.dumps({"w": [config["lr"]] * 4}))
+            (Path(d) / "state.json").write_text(json.dumps({"epoch": epoch}))
+            report(metrics, checkpoint=Checkpoint.from_directory(d))
+        if config.get("fail_once") and epoch == 2 and _first_to_create(config["fail_once"]):
+            raise RuntimeError("worker lost (simulated)")
+        if metrics["status"] == "diverged":
+            return
+
+
+def _first_to_create(path: str) -> bool:
+    try:  # O_EXCL: exactly one of the concurrent trials wins
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        return False
+    return True
+
+
+def write_tune_dir(run_dir: Path, trials: dict[str, tuple[float, int, str | None]]) -> None:
+    """A Tune results layout by hand: ``<trial>/params.json`` + ``result.json`` (+ error.txt)."""
+    stamp = 1_700_000_000
+    for i, (trial_id, (lr, epochs, error)) in enumerate(trials.items()):
+        config = {"lr": lr, "augment": ["flip", "crop"], "channels": None, "model": "cnn"}
+        trial_dir = run_dir / f"tiny_{trial_id}_{i}_lr={lr}"
+        (trial_dir / "checkpoint_000000").mkdir(parents=True)
+        (trial_dir / "checkpoint_000000" / "model.pt").write_bytes(b"weights")
+        (trial_dir / "params.json").write_text(json.dumps(config))
+        rows = []
+        for epoch in range(1, epochs + 1):
+            stamp += 1
+            rows.append({**epoch_metrics(lr, epoch), "trial_id": trial_id, "timestamp": stamp,
+                         "training_iteration": epoch, "hostname": "node-a", "config": config,
+                         "checkpoint_dir_name": "checkpoint_000000", "done": False})
+        text = "\n".join(json.dumps(r) for r in rows) + "\n"
+        (trial_dir / "result.json").write_text(text + '{"epoch": 9, "val_to')  # torn write
+        if error:
+            (trial_dir / "error.txt").write_text(f"Failure # 1\nTraceback...\n{error}\n")
+
+
+# --------------------------------------------------------------------------- MLflow views
+
+
+def sweep_runs(client: MlflowClient, sweep: str) -> tuple[Any, dict[str, Any]]:
+    """(the one parent run, {trial_id: child run}) as a user would look them up."""
+    exp = client.get_experiment_by_name(sweep)
+    assert exp is not None
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("hpsearch.role") == "sweep"]
+    assert len(parents) == 1, [r.info.run_id for r in parents]
+    children = [r for r in runs if r.data.tags.get("hpsearch.role") == "trial"]
+    by_trial = {r.data.tags["hpsearch.trial_id"]: r for r in children}
+    assert len(by_trial) == len(children), "duplicate child runs"
+    for child in children:
+        assert child.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+    return parents[0], by_trial
+
+
+def history(client: MlflowClient, run_id: str, key: str) -> list[tuple[int, float]]:
+    return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+
+
+def artifacts(client: MlflowClient, run_id: str, path: str | None = None) -> set[str]:
+    return {f.path for f in client.list_artifacts(run_id, path)}
+
+
+def assert_matches_results(client: MlflowClient, run_dir: Path, children: dict[str, Any]) -> None:
+    """Every (metric, step) in every trial's result.json is in MLflow exactly once."""
+    for result_file in run_dir.glob("*/result.json"):
+        rows = read_results(result_file)
+        run = children[rows[0]["trial_id"]]
+        expected: dict[str, dict[int, float]] = {}
+        for row in rows:
+            for key, value in result_metrics(row).items():
+                expected.setdefault(key, {}).setdefault(int(row["epoch"]), value)
+        for key, points in expected.items():
+            got = client.get_metric_history(run.info.run_id, key)
+            assert sorted(m.step for m in got) == sorted(points), (key, got)
+            for m in got:
+                want = points[m.step]
+                assert (math.isnan(m.value) and math.isnan(want)) or m.value == pytest.approx(want)
+
+
+# --------------------------------------------------------------------------- unit
+
+
+def test_flatten_params_writes_lists_and_none_as_json() -> None:
+    params = flatten_params({"lr": 0.1, "augment": ["flip", "crop"], "channels": None,
+                             "opt": {"name": "adam", "betas": [0.9, 0.99]}, "model": "cnn"})
+    assert params == {"lr": "0.1", "augment": '["flip", "crop"]', "channels": "null",
+                      "opt.name": "adam", "opt.betas": "[0.9, 0.99]", "model": "cnn"}
+
+
+def test_result_metrics_keeps_numbers_only() -> None:
+    row = {**epoch_metrics(0.1, EPOCHS), "trial_id": "t", "timestamp": 1, "done": True,
+           "hostname": "h", "config": {"lr": 0.1}, "training_iteration": 3, "time_total_s": 1.5}
+    metrics = result_metrics(row)
+    assert {"val_top1", "test_f1", "params", "macs", "time_total_s"} <= set(metrics)
+    assert not {"status", "test_confusion", "epoch", "timestamp", "done"} & set(metrics)
+
+
+@pytest.mark.parametrize(("last", "tune_status", "error", "expected"), [
+    ("completed", "TERMINATED", None, "completed"),
+    ("running", "TERMINATED", None, "stopped_early"),
+    ("diverged", "TERMINATED", None, "diverged"),
+    ("rejected", "TERMINATED", None, "rejected"),
+    ("running", "ERROR", "RuntimeError: boom", "failed"),
+    ("completed", "ERROR", "RuntimeError: boom", "completed"),  # retried, then completed
+    ("running", None, "RuntimeError: boom", "failed"),
+    ("running", "RUNNING", None, "running"),
+    ("running", None, None, "unknown"),
+])
+def test_trial_status(last: str, tune_status: str | None, error: str | None,
+                      expected: str) -> None:
+    assert trial_status([{"status": last}], tune_status, error) == expected
+
+
+def test_tracking_uri_defaults_to_sqlite_in_cwd(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert resolve_tracking_uri() == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
+    assert resolve_tracking_uri() == "http://mlflow:5000"
+    assert resolve_tracking_uri("sqlite:////x.db") == "sqlite:////x.db"
+
+
+def test_read_results_skips_a_torn_last_line(tmp_path: Path) -> None:
+    (tmp_path / "result.json").write_text('{"epoch": 1}\n{"epoch": 2}\n{"epoch": 3, "va')
+    assert [r["epoch"] for r in read_results(tmp_path / "result.json")] == [1, 2]
+
+
+def test_tracker_pickles_without_its_thread(tmp_path: Path) -> None:
+    # Tune pickles the run config, callbacks included, into tuner.pkl.
+    tracker = MlflowTracker(sweep_name="s", run_dir=tmp_path,
+                            tracking_uri=f"sqlite:///{tmp_path / 'm.db'}")
+    tracker.setup()
+    clone = pickle.loads(pickle.dumps(tracker))
+    assert clone.run_dir == tracker.run_dir and clone.tracking_uri == tracker.tracking_uri
+    assert tracker.close(timeout=30)
+    assert not (tmp_path / MARKER_FILE).exists()  # delivered: no sync due
+    assert json.loads((tmp_path / RUNS_FILE).read_text())[tracker.tracking_uri]["parent_run_id"]
+
+
+def test_sync_into_local_sqlite_without_server_is_idempotent(tmp_path: Path) -> None:
+    run_dir = tmp_path / "runs" / "local"
+    write_tune_dir(run_dir, {"aaaa_00000": (0.01, 3, None), "aaaa_00001": (0.1, 3, None),
+                             "aaaa_00002": (1.0, 2, None), "aaaa_00003": (0.05, 1, "OSError: x")})
+    (run_dir / MARKER_FILE).write_text("pending\n")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+    stats = sync(run_dir, "local", tracking_uri=uri, spec_yaml="name: local\n")
+    assert (stats.trials, stats.runs_created) == (4, 5)
+    assert not (run_dir / MARKER_FILE).exists()
+    client = MlflowClient(uri)
+    parent, children = sweep_runs(client, "local")
+    assert_matches_results(client, run_dir, children)
+    tags = {t: r.data.tags for t, r in children.items()}
+    assert tags["aaaa_00001"]["hpsearch.status"] == "completed"
+    assert tags["aaaa_00002"]["hpsearch.status"] == "diverged"
+    assert tags["aaaa_00003"]["hpsearch.status"] == "failed"
+    assert tags["aaaa_00003"]["hpsearch.error"] == "OSError: x"
+    assert children["aaaa_00003"].info.status == "FAILED"
+    assert children["aaaa_00001"].data.params["augment"] == '["flip", "crop"]'
+    assert artifacts(client, children["aaaa_00001"].info.run_id) == {
+        "curves.png", "confusion.csv", "confusion.png"}
+    assert parent.data.tags["hpsearch.best_trial_id"] == "aaaa_00001"
+    assert {"spec.yaml", "best"} <= artifacts(client, parent.info.run_id)
+    assert artifacts(client, parent.info.run_id, "best") == {"best/model.pt", "best/best.json"}
+    assert parent.data.metrics["best_val_top1"] == pytest.approx(0.7)
+    assert parent.info.status == "FINISHED"
+    # artifacts of sqlite runs live next to the DB, not in the cwd
+    assert (tmp_path / "mlartifacts").is_dir()
+
+    again = sync(run_dir, "local", tracking_uri=uri, spec_yaml="name: local\n")
+    assert (again.runs_created, again.points_logged, again.artifacts_logged) == (0, 0, 0)
+    sweep_runs(client, "local")
+
+    # One more epoch on disk: a sync reads back that run's history and adds only that epoch.
+    result_file = next(run_dir.glob("tiny_aaaa_00003_*/result.json"))
+    rows = read_results(result_file)
+    late = {**rows[-1], **epoch_metrics(0.05, 2), "timestamp": rows[-1]["timestamp"] + 100}
+    result_file.write_text("\n".join(json.dumps(r) for r in [*rows, late]) + "\n")
+    third = sync(run_dir, "local", tracking_uri=uri)
+    assert (third.runs_created, third.points_logged) == (0, len(result_metrics(late)))
+    assert_matches_results(client, run_dir, sweep_runs(client, "local")[1])
+
+
+# --------------------------------------------------------------------------- integration
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """A private local 2-CPU Ray (never a cluster already running on this machine), whatever
+    RAY_AUTH_MODE says: token auth on or off both work."""
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture
+def server(tmp_path: Path):
+    with MlflowServer(tmp_path / "mlflow") as srv:
+        yield srv
+
+
+def run_sweep(storage: Path, name: str, param_space: dict[str, Any], callbacks: list[Any],
+              ) -> Any:
+    from ray import tune
+    from ray.tune import RunConfig
+
+    tuner = tune.Tuner(tiny_trainable, param_space=param_space,
+                       run_config=RunConfig(name=name, storage_path=str(storage),
+                                            callbacks=callbacks, verbose=0))
+    return tuner.fit()
+
+
+def _space(**extra: Any) -> dict[str, Any]:
+    from ray import tune
+
+    return {"lr": tune.grid_search([0.01, 0.1, 1.0]), "augment": ["flip", "crop"],
+            "channels": None, "model": "cnn", **extra}
+
+
+@pytest.mark.integration
+def test_sweep_shows_parent_children_metrics_artifacts(ray_local: Any, server: MlflowServer,
+                                                       tmp_path: Path) -> None:
+    storage = tmp_path / "runs"
+    tracker = MlflowTracker(sweep_name="tiny", run_dir=storage / "tiny",
+                            tracking_uri=server.uri, spec_yaml="name: tiny\n",
+                            sweep_params={"searcher": "grid", "scheduler": "none"})
+    results = run_sweep(storage, "tiny", _space(), [tracker])
+    assert not results.errors
+
+    client = MlflowClient(server.uri)
+    parent, children = sweep_runs(client, "tiny")
+    assert len(children) == 3
+    by_lr = {float(r.data.params["lr"]): r for r in children.values()}
+    for lr, run in by_lr.items():
+        steps = [1, 2] if lr >= 1.0 else [1, 2, 3]
+        assert [s for s, _ in history(client, run.info.run_id, "val_top1")] == steps
+        assert run.data.params["augment"] == '["flip", "crop"]'
+        assert run.data.params["channels"] == "null"
+        assert run.data.tags["hpsearch.device"] == "cpu"
+        assert run.data.tags["hpsearch.node"] == socket.gethostname()
+        assert run.data.tags["hpsearch.git_commit"] == parent.data.tags["hpsearch.git_commit"]
+        assert "curves.png" in artifacts(client, run.info.run_id)
+    assert by_lr[0.1].data.tags["hpsearch.status"] == "completed"
+    assert by_lr[1.0].data.tags["hpsearch.status"] == "diverged"
+    assert math.isnan(history(client, by_lr[1.0].info.run_id, "train_loss")[-1][1])
+    assert by_lr[0.1].data.metrics["test_f1"] == pytest.approx(0.605)
+    assert {"confusion.csv", "confusion.png"} <= artifacts(client, by_lr[0.1].info.run_id)
+    assert_matches_results(client, storage / "tiny", children)
+
+    assert parent.data.params == {"searcher": "grid", "scheduler": "none"}
+    assert parent.data.tags["hpsearch.best_run_id"] == by_lr[0.1].info.run_id
+    assert parent.data.metrics["best_val_top1"] == pytest.approx(0.7)
+    assert parent.info.status == "FINISHED"
+    assert "spec.yaml" in artifacts(client, parent.info.run_id)
+    assert artifacts(client, parent.info.run_id, "best") == {"best/model.pt", "best/best.json"}
+    weights = client.download_artifacts(parent.info.run_id, "best/model.pt", str(tmp_path))
+    assert pickle.loads(Path(weights).read_bytes()) == {"w": [0.1] * 4}
+
+    saved = json.loads((storage / "tiny" / RUNS_FILE).read_text())[server.uri]
+    assert saved["parent_run_id"] == parent.info.run_id
+    assert saved["trials"] == {t: r.info.run_id for t, r in children.items()}
+    assert not (storage / "tiny" / MARKER_FILE).exists()
+
+
+@pytest.mark.integration
+def test_sweep_into_local_sqlite_without_server(ray_local: Any, tmp_path: Path) -> None:
+    storage, uri = tmp_path / "runs", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = MlflowTracker(sweep_name="lite", run_dir=storage / "lite", tracking_uri=uri)
+    assert not run_sweep(storage, "lite", _space(), [tracker]).errors
+    client = MlflowClient(uri)
+    parent, children = sweep_runs(client, "lite")
+    assert len(children) == 3
+    assert_matches_results(client, storage / "lite", children)
+    assert artifacts(client, parent.info.run_id, "best") == {"best/model.pt", "best/best.json"}
+    assert not (storage / "lite" / MARKER_FILE).exists()
+
+
+class StopServerAfter(Callback):
+    """A driver-side callback that takes the tracking server down after ``n`` results."""
+
+    def __init__(self, server: MlflowServer, n: int) -> None:
+        self.server: MlflowServer | None = server
+        self.n, self.seen = n, 0
+
+    def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks into tuner.pkl
+        return {**self.__dict__, "server": None}
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
+                        **info: Any) -> None:
+        self.seen += 1
+        if self.seen == self.n and self.server is not None:
+            self.server.stop()
+
+
+@pytest.mark.integration
+def test_outage_never_fails_the_sweep_and_sync_restores_every_point(
+        ray_local: Any, server: MlflowServer, tmp_path: Path) -> None:
+    storage = tmp_path / "runs"
+    tracker = MlflowTracker(sweep_name="outage", run_dir=storage / "outage",
+                            tracking_uri=server.uri, retry_interval=1.0, close_timeout=3.0)
+    results = run_sweep(storage, "outage", _space(sleep=0.4),
+                        [tracker, StopServerAfter(server, 2)])
+    assert not results.errors
+    assert sorted(r.metrics["status"] for r in results) == ["completed", "completed", "diverged"]
+    assert (storage / "outage" / MARKER_FILE).exists()
+
+    server.start()
+    stats = sync(storage / "outage", "outage", tracking_uri=server.uri)
+    assert stats.points_logged > 0
+    assert not (storage / "outage" / MARKER_FILE).exists()
+    client = MlflowClient(server.uri)
+    parent, children = sweep_runs(client, "outage")
+    assert len(children) == 3
+    assert_matches_results(client, storage / "outage", children)
+    assert sorted(r.data.tags["hpsearch.status"] for r in children.values()) == [
+        "completed", "completed", "diverged"]
+    assert artifacts(client, parent.info.run_id, "best") == {"best/model.pt", "best/best.json"}
+
+    again = sync(storage / "outage", "outage", tracking_uri=server.uri)
+    assert (again.runs_created, again.points_logged, again.artifacts_logged) == (0, 0, 0)
+    assert len(sweep_runs(client, "outage")[1]) == 3
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("forget_run_map", [False, True], ids=["run-map-file", "tags-only"])
+def test_resumed_sweep_reattaches_to_its_runs(ray_local: Any, server: MlflowServer,
+                                              tmp_path: Path, forget_run_map: bool) -> None:
+    from ray import tune
+
+    storage, run_dir = tmp_path / "runs", tmp_path / "runs" / "resume"
+    space = {"lr": tune.grid_search([0.01, 0.1]), "fail_once": str(tmp_path / "failed-once")}
+    tracker = MlflowTracker(sweep_name="resume", run_dir=run_dir, tracking_uri=server.uri)
+    first = run_sweep(storage, "resume", space, [tracker])
+    assert len(first.errors) == 1  # the first trial died after epoch 2
+    client = MlflowClient(server.uri)
+    _, before = sweep_runs(client, "resume")
+    assert sorted(r.data.tags["hpsearch.status"] for r in before.values()) == [
+        "completed", "failed"]
+    if forget_run_map:
+        (run_dir / RUNS_FILE).unlink()
+
+    # A new driver: Tune restores the callbacks from tuner.pkl (a fresh, unpickled tracker).
+    tuner = tune.Tuner.restore(str(run_dir), trainable=tiny_trainable, resume_errored=True)
+    second = tuner.fit()
+    assert not second.errors
+
+    parent, after = sweep_runs(client, "resume")
+    assert {t: r.info.run_id for t, r in after.items()} == {
+        t: r.info.run_id for t, r in before.items()}
+    for run in after.values():
+        assert run.data.tags["hpsearch.status"] == "completed"
+        assert [s for s, _ in history(client, run.info.run_id, "val_top1")] == [1, 2, 3]
+    assert_matches_results(client, run_dir, after)
+    assert parent.info.status == "FINISHED"
