@@ -3,7 +3,7 @@
 * ``optuna``: Ray's ``OptunaSearch`` (TPE, seedable, start points, multi-objective), told the
   truth about early stopping: a trial ASHA stopped is ``PRUNED`` in Optuna (with its per-epoch
   intermediate values), not ``COMPLETE`` with a low-epoch score; a crashed one is ``FAIL``; one
-  rejected by a cost constraint is infeasible through Optuna's ``constraints_func``.
+  rejected by a cost constraint is infeasible (Optuna's ``Trial.set_constraint``).
 * ``random``: the same, with Optuna's ``RandomSampler`` (conditional spaces work alike).
 * ``grid`` (and ``design: ofat``): a fixed list of configs handed out in order.
 * ``asha`` / ``none``: Tune's ``ASHAScheduler`` on the ``epoch`` metric / FIFO.
@@ -31,15 +31,18 @@ SEARCHERS: Registry = Registry("search algorithm", ("optuna", "grid", "random"),
                                "search.algorithms")
 SCHEDULERS: Registry = Registry("scheduler", ("asha", "none"), "search.algorithms")
 
-_VIOLATION = "constraint_violation"
-
-
-def _violation(trial: optuna.trial.FrozenTrial) -> list[float]:
-    return [trial.user_attrs.get(_VIOLATION, 0.0)]
-
-
 class TruthfulOptunaSearch(OptunaSearch):
-    """OptunaSearch that tells Optuna how each trial really ended (see module docstring)."""
+    """OptunaSearch that tells Optuna how each trial really ended (see module docstring).
+
+    Args:
+        constrained: The sweep has cost limits: every finished trial carries Optuna's
+            constraint value (``> 0``: rejected as infeasible), which its samplers respect.
+        **kwargs: Passed to ``OptunaSearch``.
+    """
+
+    def __init__(self, *, constrained: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.constrained = constrained
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
                           error: bool = False) -> None:
@@ -58,8 +61,8 @@ class TruthfulOptunaSearch(OptunaSearch):
                 step = int(result.get("training_iteration", result.get("epoch", 0)))
                 ot_trial.report(float(result[self.metric]), step)
         else:
-            if status == "rejected":
-                ot_trial.set_user_attr(_VIOLATION, 1.0)
+            if self.constrained:
+                ot_trial.set_constraint("cost_limits", 1.0 if status == "rejected" else 0.0)
             metrics = self.metric if isinstance(self.metric, list) else [self.metric]
             values = [float(result[m]) for m in metrics]
         try:
@@ -120,15 +123,12 @@ def _optuna_searcher(spec: SweepSpec, sampler: optuna.samplers.BaseSampler) -> S
     metric, mode = _objective(spec)
     points = [encode_point(spec, p) for p in (spec.search.start_points or [])]
     return TruthfulOptunaSearch(space=define_by_run(spec), metric=metric, mode=mode,
-                                sampler=sampler, points_to_evaluate=points or None)
+                                sampler=sampler, points_to_evaluate=points or None,
+                                constrained=bool(spec.max_params or spec.max_macs))
 
 
-def _constraints(spec: SweepSpec) -> Any:
-    return _violation if (spec.max_params or spec.max_macs) else None
-
-
-SEARCHERS.register("optuna")(lambda spec: _optuna_searcher(spec, optuna.samplers.TPESampler(
-    seed=spec.search.seed, constraints_func=_constraints(spec))))
+SEARCHERS.register("optuna")(lambda spec: _optuna_searcher(
+    spec, optuna.samplers.TPESampler(seed=spec.search.seed)))
 SEARCHERS.register("random")(lambda spec: _optuna_searcher(
     spec, optuna.samplers.RandomSampler(seed=spec.search.seed)))
 SEARCHERS.register("grid")(lambda spec: ListSearcher(
