@@ -91,25 +91,35 @@ def _preflight(spec: SweepSpec, address: str | None) -> None:
                             "runs on CPUs)")
 
 
-def _check_feasible(spec: SweepSpec, bundle: Any, configs: list[dict[str, Any]]) -> None:
-    """With cost constraints, at least one candidate config must fit them."""
-    if not (spec.max_params or spec.max_macs):
-        return
+def _check_candidates(spec: SweepSpec, bundle: Any, configs: list[dict[str, Any]],
+                      enumerated: bool) -> None:
+    """Before Ray: candidate configs must build for this data (e.g. an ImageNet stem needs big
+    enough images) and, with cost limits, at least one must fit them. Grid/OFAT configs are all
+    checked; for sampled spaces, an error only when no sampled config works."""
     from trainables.tune_adapter import _constraint_violation, _cost
 
     limits = {"max_params": spec.max_params, "max_macs": spec.max_macs}
     smallest: dict[str, int] | None = None
+    problems: list[str] = []
+    fits = 0
     for values in configs:
         config = parse_trial_config({**spec.trial_defaults(), **values})
-        cost = _cost(config, bundle)
+        try:
+            cost = _cost(config, bundle)
+        except UserError as err:
+            problems.append(f"space: the config {values} cannot run: {err}")
+            continue
         if _constraint_violation(cost, limits) is None:
-            return
-        if smallest is None or cost["params"] < smallest["params"]:
+            fits += 1
+        elif smallest is None or cost["params"] < smallest["params"]:
             smallest = cost
-    raise UserError(
-        f"constraints: none of {len(configs)} candidate configs fits "
-        f"max_params={spec.max_params}, max_macs={spec.max_macs}; the smallest has "
-        f"params {smallest['params']:,} and MACs {smallest['macs']:,}")
+    if problems and (enumerated or len(problems) == len(configs)):
+        raise UserError("\n".join(problems))
+    if fits == 0 and smallest is not None:
+        raise UserError(
+            f"constraints: none of {len(configs)} candidate configs fits "
+            f"max_params={spec.max_params}, max_macs={spec.max_macs}; the smallest has "
+            f"params {smallest['params']:,} and MACs {smallest['macs']:,}")
 
 
 def _candidates(spec: SweepSpec, n: int = 32) -> list[dict[str, Any]]:
@@ -206,7 +216,8 @@ def _prepare(spec: SweepSpec, address: str | None) -> tuple[Any, int]:
 
     _preflight(spec, address)
     bundle = load_data(_base_config(spec))
-    _check_feasible(spec, bundle, _candidates(spec))
+    _check_candidates(spec, bundle, _candidates(spec),
+                      enumerated=spec.design == "ofat" or spec.search.algorithm == "grid")
     _init_ray(address)
     return bundle, _slots(spec)
 

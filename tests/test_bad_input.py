@@ -159,6 +159,17 @@ def test_infeasible_constraints_fail_before_ray(tmp_path: Path, tiny_mnist_dir: 
                           "constraints: none of", tmp_path)
 
 
+def test_grid_config_that_cannot_run_on_this_data(tmp_path: Path, tiny_mnist_dir: Path) -> None:
+    spec = _with("space", {"model": ["cnn", "alexnet"]})
+    spec["search"] = {"algorithm": "grid"}
+    spec["fixed"].update(data_dir=str(tiny_mnist_dir), stem="imagenet",
+                         channels=[8, 8, 8, 8, 8])
+    spec["fixed"].pop("model")
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec))
+    _assert_clean_failure(hpsearch("sweep", "s.yaml", cwd=tmp_path),
+                          "'alexnet'} cannot run", tmp_path)
+
+
 def test_data_setting_in_the_space_is_refused(tmp_path: Path, tiny_mnist_dir: Path) -> None:
     spec = _with("space.val_fraction", [0.1, 0.2])
     spec["fixed"]["data_dir"] = str(tiny_mnist_dir)

@@ -184,7 +184,7 @@ def fit(config: TrialConfig, report: Reporter | None = None, *, data: DataBundle
         lr = optimizer.param_groups[0]["lr"]
         for step, i in enumerate(range(0, n_train, bs)):
             idx = perm[i:i + bs].to(device)
-            if len(idx) < 2 <= n_train:  # a lone last sample breaks BatchNorm; skip it
+            if len(idx) == 1 < bs:  # a lone last sample would break BatchNorm; skip it
                 continue
             x, y = batches(train_x[idx], gen), train_y[idx]
             with _autocast(device, config):

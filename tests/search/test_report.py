@@ -1,0 +1,401 @@
+"""The sweep report: pure table logic on hand-built trials, then real sweeps on real Ray read
+back from Ray's files and from MLflow (the same numbers either way)."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import yaml
+
+from search.report import (
+    SweepData,
+    compute_summary,
+    factor_tables,
+    format_macs,
+    format_params,
+    from_mlflow,
+    from_ray_dir,
+    leaderboard,
+    leaderboard_text,
+    load_trials,
+    ofat_table,
+    param_importances,
+    pareto_front,
+    parse_count,
+    write_report,
+)
+from search.spec import parse_spec
+from trainables.errors import UserError
+
+# --------------------------------------------------------------------------- pure functions
+
+
+def test_pareto_front_keeps_the_non_dominated_points() -> None:
+    points = pd.DataFrame({"acc": [0.90, 0.95, 0.80, 0.97, 0.85],
+                           "params": [100, 300, 50, 1000, 400]},
+                          index=["a", "b", "c", "d", "e"])
+    front = pareto_front(points, [("acc", "max"), ("params", "min")])
+    assert list(front) == ["a", "b", "c", "d"]  # e: b is better and smaller
+
+
+def test_pareto_front_keeps_ties_and_duplicates_and_drops_missing() -> None:
+    points = pd.DataFrame({"acc": [0.9, 0.9, 0.9, 0.8, math.nan],
+                           "params": [100, 100, 200, 100, 1]})
+    front = pareto_front(points, [("acc", "max"), ("params", "min")])
+    assert list(front) == [0, 1]  # equal points do not dominate each other; 2 and 3 lose
+    one = pareto_front(points, [("acc", "max")])
+    assert list(one) == [0, 1, 2]
+
+
+def test_pareto_front_minimising_both_and_a_bad_mode() -> None:
+    points = pd.DataFrame({"loss": [1.0, 2.0, 0.5], "macs": [10, 5, 20]})
+    assert list(pareto_front(points, [("loss", "min"), ("macs", "min")])) == [0, 1, 2]
+    assert list(pareto_front(points.iloc[:0], [("loss", "min")])) == []
+    with pytest.raises(ValueError, match="'max' or 'min'"):
+        pareto_front(points, [("loss", "lowest")])
+
+
+@pytest.mark.parametrize(("text", "count"), [
+    ("1M", 1_000_000), ("1.2M", 1_200_000), ("50K", 50_000), ("50k", 50_000), ("2G", 2 * 10**9),
+    ("1e6", 1_000_000), ("1200000", 1_200_000), ("1_000", 1000), (390634, 390634)])
+def test_parse_count(text: str | int, count: int) -> None:
+    assert parse_count(text) == count
+
+
+@pytest.mark.parametrize("text", ["", "M", "1T", "-1M", "0", "lots", True])
+def test_parse_count_rejects_what_is_not_a_count(text: Any) -> None:
+    with pytest.raises(ValueError, match="positive count"):
+        parse_count(text)
+
+
+def test_units_read_like_a_lab_report() -> None:
+    assert format_params(390634) == "0.390634M"
+    assert format_macs(7924000) == "0.007924G"
+    assert format_params(None) == format_macs(math.nan) == "—"
+
+
+# --------------------------------------------------------------------------- hand-built trials
+
+
+def _trial(trial_id: str, optimizer: str, lr: float, score: float | None, *,
+           status: str = "completed", params: int = 1000, epochs: int = 3,
+           **extra: Any) -> dict[str, Any]:
+    return {"trial_id": trial_id, "status": status, "model": "cnn", "optimizer": optimizer,
+            "lr": lr, "batch_size": 64, "best_val_top1": math.nan if score is None else score,
+            "test_top1": score if status == "completed" else math.nan, "params": params,
+            "macs": params * 10, "epochs_run": epochs if score is not None else 0,
+            "stopped_epoch": epochs if status == "stopped_early" else None,
+            "wall_seconds": 10.0 * epochs if score is not None else 0.0, "started": 100.0,
+            "ended": 100.0 + (10 * epochs if score is not None else 0),
+            **extra}
+
+
+_SPEC = {"name": "hand", "budget": {"trials": 6, "max_epochs": 3},
+         "space": {"optimizer": ["adam", "sgd"],
+                   "lr": {"type": "loguniform", "low": 1e-4, "high": 1e-0}}}
+
+
+def _hand_data(spec: dict[str, Any] | None = _SPEC) -> SweepData:
+    rows = [_trial("a", "adam", 5e-4, 0.90), _trial("b", "adam", 2e-3, 0.80),
+            _trial("c", "sgd", 0.5, 0.60, status="stopped_early", epochs=1),
+            _trial("d", "sgd", 0.3, 0.70, params=500),
+            _trial("e", "sgd", 0.2, None, status="rejected", params=10**6),
+            _trial("f", "adam", 3e-4, 0.85, params=5000)]
+    parsed = parse_spec(spec) if spec is not None else None
+    return SweepData.from_rows("hand", rows, spec=parsed,
+                               meta={"max_epochs": 3, "cpu_per_trial": 2.0, "gpu_per_trial": 0})
+
+
+def test_factor_table_aggregates_each_value() -> None:
+    tables = factor_tables(_hand_data())
+    assert list(tables) == ["optimizer", "lr"]
+    opt = tables["optimizer"].set_index("value")
+    assert list(opt.index) == ["adam", "sgd"]  # the spec's order
+    assert opt.loc["adam", "trials"] == 3 and opt.loc["sgd", "trials"] == 3
+    assert opt.loc["sgd", "scored"] == 2  # the rejected trial has no score
+    assert opt.loc["adam", "best"] == pytest.approx(0.90)
+    assert opt.loc["adam", "mean"] == pytest.approx((0.90 + 0.80 + 0.85) / 3)
+    assert opt.loc["sgd", "mean"] == pytest.approx((0.60 + 0.70) / 2)
+
+
+def test_factor_table_bins_a_log_uniform_setting_in_log_space() -> None:
+    lr = factor_tables(_hand_data())["lr"]
+    assert len(lr) <= 4 and lr["trials"].sum() == 6
+    assert list(lr["value"]) == ["0.0001–0.001", "0.001–0.01", "0.1–1"]  # decades; empty bin out
+    assert list(lr["trials"]) == [2, 1, 3]
+    assert lr.set_index("value").loc["0.0001–0.001", "best"] == pytest.approx(0.90)
+
+
+def test_factor_tables_without_a_spec_use_the_settings_that_vary() -> None:
+    tables = factor_tables(_hand_data(spec=None))
+    assert set(tables) == {"optimizer", "lr"}  # model and batch_size do not vary
+    assert tables["lr"]["trials"].sum() == 6
+
+
+def test_leaderboard_ranks_best_first_and_shows_what_varies() -> None:
+    data = _hand_data()
+    board = leaderboard(data)
+    assert list(board["Trial"]) == ["a", "f", "b", "d", "c", "e"]  # unscored last
+    assert list(board.columns) == [
+        "Trial", "Model", "Optimizer", "Learning rate", "Batch size", "Params", "MACs",
+        "Val acc (%)", "Test acc (%)", "Epochs run", "Status"]  # activation etc. never vary
+    first = board.iloc[0]
+    assert (first["Val acc (%)"], first["Params"], first["MACs"]) == \
+        ("90.00", "0.001000M", "0.000010G")
+    status = dict(zip(board["Trial"], board["Status"], strict=True))
+    assert status["c"] == "stopped at epoch 1" and status["e"] == "rejected"
+    assert list(leaderboard(data, top=2)["Trial"]) == ["a", "f"]
+    assert list(leaderboard(data, max_params=1000)["Trial"]) == ["a", "b", "d", "c"]
+    assert list(leaderboard(data, max_macs=5000)["Trial"]) == ["d"]
+
+
+def test_leaderboard_adds_a_setting_column_once_it_varies() -> None:
+    rows = [_trial("a", "adam", 1e-3, 0.9, activation="relu", augment=("hflip", "rotate")),
+            _trial("b", "adam", 1e-3, 0.8, activation="gelu", augment=())]
+    board = leaderboard(SweepData.from_rows("x", rows))
+    assert list(board["Activation"]) == ["relu", "gelu"]
+    assert list(board["Data augmentation"]) == ["hflip+rotate", "none"]
+
+
+def test_compute_summary_counts_asha_savings_and_cpu_hours() -> None:
+    s = compute_summary(_hand_data())
+    assert s["counts"]["completed"] == 4 and s["counts"]["stopped_early"] == 1
+    assert s["counts"]["rejected"] == 1 and s["trials"] == 6
+    assert s["trial_epochs"] == 3 * 4 + 1
+    assert s["full_budget_epochs"] == 5 * 3  # the rejected trial never trains
+    assert s["savings"] == pytest.approx(1 - 13 / 15)
+    assert s["wall_seconds"] == pytest.approx(30.0)
+    assert s["cpu_hours"] == pytest.approx(2.0 * 10 * 13 / 3600)  # 2 CPUs x 10 s/epoch
+    assert s["best"]["trial_id"] == "a"
+
+
+def test_importance_needs_enough_trials_and_settings() -> None:
+    importances, note = param_importances(_hand_data())
+    assert importances is not None and set(importances) == {"optimizer", "lr"}
+    assert sum(importances.values()) == pytest.approx(1.0)
+    few = SweepData.from_rows("few", [_trial("a", "adam", 1e-3, 0.9),
+                                      _trial("b", "sgd", 1e-2, 0.8)])
+    assert param_importances(few) == (None, "hyperparameter importance skipped: 2 scored "
+                                            "trial(s), at least 4 needed")
+
+
+def test_write_report_from_hand_built_trials(tmp_path: Path) -> None:
+    files = write_report(_hand_data(), tmp_path / "out", top=3, max_params=1000)
+    assert {"report.md", "report.html", "trials.csv", "leaderboard.tex",
+            "leaderboard_budget.tex", "factor_optimizer.tex", "importance.png"} <= set(files)
+    assert all(p.is_file() and p.stat().st_size > 0 for p in files.values())
+    assert "Best under budget (params <= 0.001000M)" in files["report.md"].read_text()
+
+
+# --------------------------------------------------------------------------- real sweeps
+
+
+@pytest.fixture(scope="module")
+def ray_local() -> Iterator[None]:
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def _fixed(data_dir: Path, **kw: Any) -> dict[str, Any]:
+    return {"dataset": "mnist", "data_dir": str(data_dir), "channels": [8, 16], "fc_width": 32,
+            "batch_size": 32, "device": "cpu", **kw}
+
+
+def _run(root: Path, spec: dict[str, Any]) -> Path:
+    from search.runner import run_sweep
+
+    spec["storage"] = str(root / "runs")
+    # sort_keys=False: MLflow's spec.yaml keeps the space order that hpsearch.json has
+    outcome = run_sweep(parse_spec(spec), yaml.safe_dump(spec, sort_keys=False),
+                        tracking_uri=f"sqlite:///{root}/mlflow.db", echo=lambda s: None)
+    return outcome.run_dir
+
+
+@pytest.fixture(scope="module")
+def ofat_sweep(ray_local: None, tiny_mnist_dir: Path,
+               tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Baseline completes; lr 1e-6 stays at chance and ASHA stops it; lr 1e6 diverges;
+    alexnet with two conv widths fails. One trial at a time, so ASHA's choice is fixed."""
+    root = tmp_path_factory.mktemp("ofat")
+    return _run(root, {
+        "name": "ofat", "design": "ofat",
+        "fixed": _fixed(tiny_mnist_dir, optimizer="sgd", batchnorm=False),
+        "baseline": {"lr": 0.05, "model": "cnn"},
+        "space": {"lr": [0.05, 1.0e-6, 1.0e6], "model": ["cnn", "alexnet"]},
+        "scheduler": {"name": "asha", "grace_period": 1, "reduction_factor": 2},
+        "budget": {"max_epochs": 2},
+        "resources": {"cpu": 1, "max_concurrent": 1, "max_failures": 0}})
+
+
+@pytest.fixture(scope="module")
+def grid_sweep(ray_local: None, tiny_mnist_dir: Path,
+               tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """2 optimizers x 2 learning rates x 2 widths; the wide models break max_params."""
+    root = tmp_path_factory.mktemp("grid")
+    return _run(root, {
+        "name": "grid",
+        "fixed": {k: v for k, v in _fixed(tiny_mnist_dir, train_limit=200).items()
+                  if k != "channels"},
+        "space": {"optimizer": ["adam", "sgd"], "lr": [0.001, 0.01],
+                  "channels": [[4, 8], [64, 128]]},
+        "search": {"algorithm": "grid"}, "scheduler": {"name": "none"},
+        "constraints": {"max_params": 20000},
+        "budget": {"max_epochs": 1}, "resources": {"cpu": 1}})
+
+
+def _results(run_dir: Path) -> dict[str, list[dict[str, Any]]]:
+    """Every trial's rows from Tune's own result.json, by trial id (folder ``trial_<id>``)."""
+    return {d.name.removeprefix("trial_"): [json.loads(line) for line in
+                                            (d / "result.json").read_text().splitlines()]
+            for d in sorted(run_dir.glob("trial_*"))}
+
+
+def _assert_matches_result_files(data: SweepData, run_dir: Path) -> None:
+    results = _results(run_dir)
+    assert sorted(data.trials["trial_id"]) == sorted(results)
+    for _, t in data.trials.iterrows():
+        rows = results[t["trial_id"]]
+        trained = [r for r in rows if r["epoch"] >= 1]
+        assert t["epochs_run"] == (trained[-1]["epoch"] if trained else 0)
+        if t["status"] in ("rejected", "failed"):
+            assert math.isnan(t["best_val_top1"])
+        else:
+            assert t["best_val_top1"] == max(r["val_top1"] for r in trained)
+            assert t["best_val_loss"] == min(r["val_loss"] for r in trained)
+        if rows:
+            assert t["params"] == rows[-1]["params"] and t["macs"] == rows[-1]["macs"]
+        if t["status"] == "completed":
+            assert t["test_top1"] == rows[-1]["test_top1"]
+        history = data.history[data.history["trial_id"] == t["trial_id"]]
+        assert list(history["epoch"]) == [r["epoch"] for r in trained]
+        assert list(history["val_loss"]) == [r["val_loss"] for r in trained]
+
+
+@pytest.mark.integration
+def test_ofat_report_labels_each_variation_with_its_delta(ofat_sweep: Path) -> None:
+    data = from_ray_dir(ofat_sweep)
+    _assert_matches_result_files(data, ofat_sweep)
+    results = _results(ofat_sweep)
+    status = {t: s for t, s in zip(data.trials["trial_id"], data.trials["status"], strict=True)}
+    table = ofat_table(data)
+    assert table is not None
+    assert [(r.setting, r.value) for r in table.itertuples()] == [
+        ("baseline", "lr=0.05, model=cnn"), ("lr", "1e-06"), ("lr", "1e+06"),
+        ("model", "alexnet")]
+    by = table.set_index("value")
+    assert [status[by.loc[v, "trial_id"]] for v in ("lr=0.05, model=cnn", "1e-06", "1e+06",
+                                                     "alexnet")] == \
+        ["completed", "stopped_early", "diverged", "failed"]
+    base = max(r["val_top1"] for r in results[by.loc["lr=0.05, model=cnn", "trial_id"]])
+    for value in ("1e-06", "1e+06"):
+        best = max(r["val_top1"] for r in results[by.loc[value, "trial_id"]])
+        assert by.loc[value, "best"] == best
+        assert by.loc[value, "delta"] == pytest.approx(best - base)
+    assert by.loc["lr=0.05, model=cnn", "delta"] == 0
+    assert math.isnan(by.loc["alexnet", "delta"])
+    failed = data.trials.set_index("trial_id").loc[by.loc["alexnet", "trial_id"]]
+    assert "alexnet takes 5 conv widths" in failed["error"]
+
+    board = leaderboard(data)
+    assert len(board) == 4
+    assert list(board["Status"]) == ["completed", "stopped at epoch 1", "diverged", "failed"]
+    assert list(board["Model"]) == ["cnn", "cnn", "cnn", "alexnet"]
+    s = compute_summary(data)
+    assert {k: n for k, n in s["counts"].items() if n} == {
+        "completed": 1, "stopped_early": 1, "diverged": 1, "failed": 1}
+    assert s["trial_epochs"] == 2 + 1 + 1 + 0 and s["full_budget_epochs"] == 4 * 2
+
+
+@pytest.mark.integration
+def test_grid_report_tables_and_files(grid_sweep: Path, tmp_path: Path) -> None:
+    data = from_ray_dir(grid_sweep)
+    _assert_matches_result_files(data, grid_sweep)
+    results = _results(grid_sweep)
+    trials = data.trials.set_index("trial_id")
+    wide = trials[trials["channels"] == (64, 128)]
+    assert len(trials) == 8 and len(wide) == 4
+    assert set(wide["status"]) == {"rejected"} and set(wide["epochs_run"]) == {0}
+    assert all(r.startswith("params ") and "> max_params 20,000" in r
+               for r in wide["rejected_reason"])
+    assert set(trials[trials["channels"] == (4, 8)]["status"]) == {"completed"}
+
+    board = leaderboard(data)
+    assert len(board) == 8 and list(board.columns) == [
+        "Trial", "Model", "Optimizer", "Learning rate", "Batch size", "Channels", "Params",
+        "MACs", "Val acc (%)", "Test acc (%)", "Epochs run", "Status"]
+    assert list(board["Status"][4:]) == ["rejected"] * 4  # unscored last
+    for _, row in board.iterrows():
+        rows = results[row["Trial"]]
+        assert row["Params"] == format_params(rows[-1]["params"])
+        if row["Status"] == "completed":
+            assert row["Val acc (%)"] == f"{100 * rows[-1]['val_top1']:.2f}"
+            assert row["Test acc (%)"] == f"{100 * rows[-1]['test_top1']:.2f}"
+    assert list(leaderboard(data, top=3)["Trial"]) == list(board["Trial"][:3])
+    assert len(leaderboard(data, max_params=20000)) == 4
+
+    tables = factor_tables(data)
+    assert list(tables) == ["optimizer", "lr", "channels"]
+    opt = tables["optimizer"].set_index("value")
+    adam = [max(r["val_top1"] for r in rows) for rows in results.values()
+            if rows[0]["config"]["optimizer"] == "adam" and rows[-1]["status"] == "completed"]
+    assert (opt.loc["adam", "trials"], opt.loc["adam", "scored"]) == (4, 2)
+    assert opt.loc["adam", "best"] == max(adam)
+    assert opt.loc["adam", "mean"] == pytest.approx(sum(adam) / len(adam))
+    assert list(tables["channels"]["value"]) == ["[4, 8]", "[64, 128]"]
+    assert ofat_table(data) is None
+
+    files = write_report(data, tmp_path / "grid", max_params=20000)
+    for name in ("report.md", "report.html", "trials.csv", "history.csv", "leaderboard.tex",
+                 "factor_optimizer.tex", "pareto.tex", "compute.tex", "curves.png",
+                 "confusion.png", "parallel.png", "cost.png"):
+        assert files[name].is_file() and files[name].stat().st_size > 0, name
+    page = files["report.html"].read_text()
+    assert page.count("src='data:image/png;base64,") >= 4
+    assert "src='http" not in page and ".png'" not in page  # nothing outside the file
+    assert "\\begin{tabular}" in files["leaderboard.tex"].read_text()
+    csv = pd.read_csv(files["trials.csv"])
+    assert len(csv) == 8 and {"trial_id", "status", "lr", "best_val_top1"} <= set(csv.columns)
+    md = files["report.md"].read_text()
+    assert "## Leaderboard" in md and "![" in md and data.meta["git_commit"] in md
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("sweep", ["ofat_sweep", "grid_sweep"])
+def test_mlflow_and_ray_files_give_the_same_tables(sweep: str,
+                                                   request: pytest.FixtureRequest) -> None:
+    run_dir: Path = request.getfixturevalue(sweep)
+    from_ray = from_ray_dir(run_dir)
+    uri = f"sqlite:///{run_dir.parent.parent}/mlflow.db"
+    from_ml = from_mlflow(run_dir.name, tracking_uri=uri)
+    pd.testing.assert_frame_equal(from_ray.trials, from_ml.trials)
+    pd.testing.assert_frame_equal(from_ray.history, from_ml.history)
+    pd.testing.assert_frame_equal(leaderboard(from_ray), leaderboard(from_ml))
+    assert from_ray.confusion == from_ml.confusion is not None
+    assert from_ray.confusion_trial == from_ml.confusion_trial
+    assert from_ray.spec == from_ml.spec
+    assert from_ml.meta["source"] == "mlflow" and from_ray.meta["source"] == "ray"
+
+
+@pytest.mark.integration
+def test_load_trials_finds_a_sweep_by_name_path_or_experiment(grid_sweep: Path) -> None:
+    storage = str(grid_sweep.parent)
+    uri = f"sqlite:///{grid_sweep.parent.parent}/mlflow.db"
+    by_name = load_trials("grid", storage=storage)
+    by_path = load_trials(str(grid_sweep))
+    by_experiment = load_trials("grid", storage=str(grid_sweep / "nowhere"), tracking_uri=uri)
+    assert by_name.meta["source"] == by_path.meta["source"] == "ray"
+    assert by_experiment.meta["source"] == "mlflow"
+    text = leaderboard_text(by_name, top=2)
+    assert text.splitlines()[0] == "sweep 'grid': 8 trials (4 completed, 4 rejected)"
+    assert len(text.splitlines()) == 2 + 2
+    with pytest.raises(UserError, match="sweeps there: grid"):
+        load_trials("gird", storage=storage, tracking_uri=uri)
