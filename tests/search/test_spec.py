@@ -269,7 +269,7 @@ def test_minimal_spec_gets_defaults() -> None:
     assert (spec.scheduler.grace_period, spec.scheduler.reduction_factor) == (1, 3.0)
     assert (spec.resources.cpu, spec.resources.gpu, spec.resources.max_concurrent) == (1, 0, None)
     assert spec.max_params is None and spec.time_limit_seconds is None
-    assert spec.storage == "runs" and spec.design is None
+    assert spec.storage is None and spec.design is None  # storage: $HPSEARCH_STORAGE or ./runs
 
 
 def test_multi_objective_with_grid_and_no_scheduler() -> None:
