@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import torch
 
-from trainables.config import DATASETS, OPTIMIZERS, SCHEDULES, TrialConfig
+from trainables.config import AUGMENTATIONS, DATASETS, OPTIMIZERS, SCHEDULES, TrialConfig
 from trainables.data import load_data
 from trainables.errors import UserError
 from trainables.fit import console_reporter, fit, used_keys
@@ -161,3 +161,26 @@ def test_console_lines_follow_the_documented_format(mnist: dict[str, Any]) -> No
     assert lines[0].startswith("Epoch [1/1] train  samples ")
     assert "img/s" in lines[0] and "%" in lines[0]
     assert lines[1].startswith("Epoch [1/1] val ") and lines[2].startswith("Epoch [1/1] test ")
+
+
+@pytest.mark.parametrize("augmentation", AUGMENTATIONS.names())
+def test_every_augmentation_trains_on_real_format_data(mnist: dict[str, Any],
+                                                       augmentation: str) -> None:
+    result = fit(_config(mnist, epochs=1, augment=(augmentation,)), data=mnist["bundle"])
+    assert result.status == "completed" and result.metrics["val_top1"] > 0.2
+
+
+@pytest.mark.parametrize("model, extra", [
+    ("mlp", {"fc_depth": 2, "fc_width": 32}),
+    ("cnn", {}),
+    ("resnet18", {"channels": (8, 8, 8, 16, 16)}),
+    ("squeezenet1_1", {}),
+    ("alexnet", {"channels": (16, 32, 32, 32, 16), "fc_widths": (64,)}),
+])
+def test_every_model_trains_on_tiny_cifar(tiny_cifar_dir: Path, model: str,
+                                          extra: dict[str, Any]) -> None:
+    config = TrialConfig(dataset="cifar10", data_dir=str(tiny_cifar_dir),
+                         **{**TINY, "channels": None, "epochs": 1, "model": model, **extra})
+    result = fit(config)
+    assert result.status == "completed"
+    assert math.isfinite(result.metrics["train_loss"]) and result.metrics["params"] > 0
