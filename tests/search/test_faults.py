@@ -8,7 +8,6 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,16 +19,7 @@ from search.runner import SweepOutcome, run_sweep
 from search.spec import parse_spec
 from tests.fakedata import write_mnist
 
-pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module", autouse=True)
-def ray_local() -> Iterator[None]:
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_local")]
 
 
 def _spec(tmp_path: Path, data_dir: Path, space: dict[str, Any], **kw: Any) -> dict[str, Any]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -27,15 +26,6 @@ CASES = [(name, "cifar", shape) for name in MODELS.names() for shape in SHAPES] 
     ("resnet18", "imagenet", (3, 32, 32)),
     ("alexnet", "imagenet", (3, 64, 64)),
 ]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """Tiny models run faster (and steadier on a busy machine) on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def small_config(model: str, **overrides: Any) -> TrialConfig:
