@@ -127,6 +127,24 @@ def _cmd_ui(args: argparse.Namespace) -> int:
     return subprocess.call(cmd, env=os.environ.copy())
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from search.report import parse_count, report
+
+    limits = {}
+    for key in ("max_params", "max_macs"):
+        raw = getattr(args, key)
+        try:
+            limits[key] = parse_count(raw) if raw else None
+        except ValueError:
+            raise UserError(f"--{key.replace('_', '-')}: expected a count such as 1M, 250K or "
+                            f"50000, but got {raw!r}") from None
+    text, files = report(args.name, storage=args.storage, tracking_uri=args.tracking_uri,
+                         results_dir=args.out, top=args.top, **limits)
+    print(text)
+    print(f"report: {files['report.html']} (also report.md, trials.csv, *.tex, plots)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``hpsearch`` argument parser."""
     parser = argparse.ArgumentParser(
@@ -175,6 +193,16 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("--storage", help="where its results are (default ./runs)")
     sync.add_argument("--tracking-uri", help="another MLflow than the one the sweep used")
     sync.set_defaults(func=_cmd_sync)
+
+    rep = sub.add_parser("report", help="write the report tables and plots of a sweep")
+    rep.add_argument("name", help="a sweep name, a Ray results folder, or an MLflow experiment")
+    rep.add_argument("--storage", help="where sweeps are (default ./runs)")
+    rep.add_argument("--tracking-uri", help="read from this MLflow (default: the sweep's)")
+    rep.add_argument("--out", default="results", help="reports go to OUT/NAME/ (default results)")
+    rep.add_argument("--top", type=int, help="leaderboard rows (default: all)")
+    rep.add_argument("--max-params", help="best models under a budget, e.g. 1M")
+    rep.add_argument("--max-macs", help="best models under a budget, e.g. 50M")
+    rep.set_defaults(func=_cmd_report)
 
     ui = sub.add_parser("ui", help="start the MLflow UI on a sweep's tracking store")
     ui.add_argument("name", nargs="?", help="a sweep's name (default: ./mlflow.db)")

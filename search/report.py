@@ -368,59 +368,62 @@ def _store_exists(uri: str) -> bool:
 
 
 def from_ray_dir(run_dir: str | os.PathLike[str]) -> SweepData:
-    """A sweep from Tune's results dir ``<storage>/<name>/`` (no Ray import, no MLflow).
+    """A sweep from Tune's results dir ``<storage>/<name>/`` (its files only; no MLflow).
 
     Raises:
         UserError: ``run_dir`` holds no trials.
     """
     from search.runner import META_FILE
-    from search.tracking import read_results, result_metrics, result_step, trial_status
 
     run_dir = Path(run_dir).expanduser().resolve()
     meta_path = run_dir / META_FILE
     saved = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     spec = _spec_or_none(saved.get("spec"), f"{run_dir.name}/{META_FILE}")
-    states = _tune_states(run_dir)
-    by_dir = {d: t for t, (_, d) in states.items() if d}
-    trials: list[_Trial] = []
-    matrices: dict[str, list[list[float]]] = {}
+    from search.tracking import tune_states
+
+    states = tune_states(run_dir)
     dirs = sorted({p.parent for p in run_dir.glob("*/result.json")}
                   | {p.parent for p in run_dir.glob("*/params.json")})
-    for trial_dir in dirs:
-        raw = read_results(trial_dir / "result.json")
-        merged = {result_step(r): r for r in raw}  # a resumed trial may repeat an epoch
-        rows = [merged[s] for s in sorted(merged)]
-        trial_id = next((r["trial_id"] for r in rows if r.get("trial_id")),
-                        by_dir.get(trial_dir.name, trial_dir.name.removeprefix("trial_")))
-        config = _read_json(trial_dir / "params.json")
-        if not isinstance(config, dict):
-            config = next((r["config"] for r in rows if isinstance(r.get("config"), dict)), {})
-        error_file = trial_dir / "error.txt"
-        error = _last_line(error_file) if error_file.is_file() else None
-        if error is None and (trial_dir / "error.pkl").is_file():
-            error = "error.pkl (no error.txt)"
-        status = trial_status(rows, states.get(trial_id, (None, None))[0], error)
-        metric_rows = []
-        for r in rows:
-            values = result_metrics(r)
-            metric_rows.append({"epoch": float(result_step(r)),
-                                "timestamp": float(r.get("timestamp", math.nan)),
-                                **{k: values[k] for k in HISTORY_METRICS if k in values}})
-        finals: dict[str, float] = {}
-        for r in rows:
-            values = result_metrics(r)
-            finals.update({k: values[k] for k in FINAL_METRICS if k in values})
-            if isinstance(r.get("test_confusion"), list) and r["test_confusion"]:
-                matrices[trial_id] = r["test_confusion"]
-        last = rows[-1] if rows else {}
-        trials.append(_Trial(
-            trial_id=trial_id, config=config, rows=metric_rows, finals=finals, status=status,
-            error=error if status == "failed" else None,
-            rejected_reason=last.get("rejected_reason") if status == "rejected" else None,
-            node=last.get("hostname")))
+    trials = [_ray_trial(d, states) for d in dirs]
+    matrices = {t.trial_id: m for t, m in trials if m}
     meta = {"source": "ray", "run_dir": str(run_dir), **_meta_from(saved, spec)}
-    return _assemble(saved.get("name") or run_dir.name, spec, trials, meta,
+    return _assemble(saved.get("name") or run_dir.name, spec, [t for t, _ in trials], meta,
                      _objective(spec, None), matrices.get)
+
+
+def _ray_trial(trial_dir: Path, states: Mapping[str, tuple[str | None, str | None]],
+               ) -> tuple[_Trial, list[list[float]] | None]:
+    """One trial folder (``result.json``, ``params.json``, ``error.txt``) and its test
+    confusion matrix, if it has one."""
+    from search.tracking import read_results, result_metrics, result_step, trial_status
+
+    merged = {result_step(r): r for r in read_results(trial_dir / "result.json")}
+    rows = [merged[s] for s in sorted(merged)]  # a resumed trial may repeat an epoch
+    by_dir = {d: t for t, (_, d) in states.items() if d}
+    trial_id = next((r["trial_id"] for r in rows if r.get("trial_id")),
+                    by_dir.get(trial_dir.name, trial_dir.name.removeprefix("trial_")))
+    config = _read_json(trial_dir / "params.json")
+    if not isinstance(config, dict):
+        config = next((r["config"] for r in rows if isinstance(r.get("config"), dict)), {})
+    error = _last_line(trial_dir / "error.txt") if (trial_dir / "error.txt").is_file() else None
+    if error is None and (trial_dir / "error.pkl").is_file():
+        error = "error.pkl (no error.txt)"
+    status = trial_status(rows, states.get(trial_id, (None, None))[0], error)
+    metric_rows, finals, matrix = [], {}, None
+    for r in rows:
+        values = result_metrics(r)
+        metric_rows.append({"epoch": float(result_step(r)),
+                            "timestamp": float(r.get("timestamp", math.nan)),
+                            **{k: values[k] for k in HISTORY_METRICS if k in values}})
+        finals.update({k: values[k] for k in FINAL_METRICS if k in values})
+        if isinstance(r.get("test_confusion"), list) and r["test_confusion"]:
+            matrix = r["test_confusion"]
+    last = rows[-1] if rows else {}
+    trial = _Trial(trial_id=trial_id, config=config, rows=metric_rows, finals=finals,
+                   status=status, error=error if status == "failed" else None,
+                   rejected_reason=last.get("rejected_reason") if status == "rejected" else None,
+                   node=last.get("hostname"))
+    return trial, matrix
 
 
 def _spec_or_none(data: Any, source: str) -> SweepSpec | None:
@@ -457,23 +460,6 @@ def _last_line(path: Path) -> str | None:
     return lines[-1][:8000] if lines else None  # MLflow's tag limit, as the tracker cuts it
 
 
-def _tune_states(run_dir: Path) -> dict[str, tuple[str | None, str | None]]:
-    """trial_id -> (Tune status, trial dir name) from the newest ``experiment_state-*.json``."""
-    states = sorted(run_dir.glob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
-    data = _read_json(states[-1]) if states else None
-    out: dict[str, tuple[str | None, str | None]] = {}
-    for entry in (data or {}).get("trial_data", []):
-        try:
-            trial = json.loads(entry[0]) if isinstance(entry, list) else entry
-            out[trial["trial_id"]] = (trial.get("status"), trial.get("relative_logdir"))
-        except (ValueError, KeyError, TypeError, IndexError):
-            continue
-    return out
-
-
-# ---- MLflow
-
-
 def _find_experiment(name: str, uri: str) -> Any:
     from mlflow import MlflowClient
 
@@ -507,31 +493,11 @@ def from_mlflow(experiment: str, *, tracking_uri: str | None = None,
                         f"run (tag hpsearch.role=sweep); was it written by `hpsearch sweep`?")
     parent = parents[0]
     spec_yaml = _artifact_text(client, parent.info.run_id, "spec.yaml")
-    spec = None
-    if spec_yaml:
-        import yaml
-
-        spec = _spec_or_none(yaml.safe_load(spec_yaml), f"{experiment}/spec.yaml")
+    spec = _spec_from_yaml(spec_yaml, f"{experiment}/spec.yaml")
     children = _search_all(client, exp.experiment_id,
                            f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
-    objective = _objective(spec, parent.data.tags.get("hpsearch.objective"))
-    run_ids: dict[str, str] = {}
-    trials = []
-    for run in children:
-        tags = run.data.tags
-        trial_id = tags.get("hpsearch.trial_id") or run.info.run_name
-        run_ids[trial_id] = run.info.run_id
-        status = tags.get("hpsearch.status", "unknown")
-        trials.append(_Trial(
-            trial_id=trial_id,
-            config={k: _decode_param(k, v) for k, v in run.data.params.items()},
-            rows=_mlflow_rows(client, run),
-            finals={k: v for k, v in run.data.metrics.items() if k in FINAL_METRICS},
-            status=status,
-            error=tags.get("hpsearch.error") if status == "failed" else None,
-            rejected_reason=tags.get("hpsearch.rejected_reason") if status == "rejected"
-            else None,
-            node=tags.get("hpsearch.node")))
+    trials = [_mlflow_trial(client, run) for run in children]
+    run_ids = {t.trial_id: run.info.run_id for t, run in zip(trials, children, strict=True)}
     params = parent.data.params
     meta = {"source": "mlflow", "tracking_uri": uri, "experiment": experiment,
             "run_dir": parent.data.tags.get("hpsearch.run_dir"),
@@ -545,6 +511,7 @@ def from_mlflow(experiment: str, *, tracking_uri: str | None = None,
     if spec is not None:
         meta.update(cpu_per_trial=spec.resources.cpu, gpu_per_trial=spec.resources.gpu,
                     max_epochs=spec.budget.max_epochs)
+    objective = _objective(spec, parent.data.tags.get("hpsearch.objective"))
 
     def confusion(trial_id: str) -> list[list[float]] | None:
         run_id = run_ids.get(trial_id)
@@ -553,6 +520,32 @@ def from_mlflow(experiment: str, *, tracking_uri: str | None = None,
 
     name = parent.data.tags.get("hpsearch.sweep") or experiment
     return _assemble(name, spec, trials, meta, objective, confusion)
+
+
+def _spec_from_yaml(text: str | None, source: str) -> SweepSpec | None:
+    if not text:
+        return None
+    import yaml
+
+    try:
+        return _spec_or_none(yaml.safe_load(text), source)
+    except yaml.YAMLError:
+        return None
+
+
+def _mlflow_trial(client: Any, run: Any) -> _Trial:
+    """One nested trial run: its params (decoded), metric histories and status tags."""
+    tags = run.data.tags
+    status = tags.get("hpsearch.status", "unknown")
+    return _Trial(
+        trial_id=tags.get("hpsearch.trial_id") or run.info.run_name,
+        config={k: _decode_param(k, v) for k, v in run.data.params.items()},
+        rows=_mlflow_rows(client, run),
+        finals={k: v for k, v in run.data.metrics.items() if k in FINAL_METRICS},
+        status=status,
+        error=tags.get("hpsearch.error") if status == "failed" else None,
+        rejected_reason=tags.get("hpsearch.rejected_reason") if status == "rejected" else None,
+        node=tags.get("hpsearch.node"))
 
 
 def _search_all(client: Any, experiment_id: str, filter_string: str) -> list[Any]:
@@ -972,7 +965,8 @@ def compute_summary(data: SweepData) -> dict[str, Any]:
                            for k in data.searched if not _missing(t[k])}}
     return {
         "trials": len(trials), "counts": counts, "objective": data.objective,
-        "trial_epochs": run, "full_budget_epochs": full, "max_epochs": max_epochs,
+        "trained_trials": trained, "trial_epochs": run, "full_budget_epochs": full,
+        "max_epochs": max_epochs,
         "savings": 1 - run / full if full else None,
         "wall_seconds": float(ended - started) if pd.notna(started) and pd.notna(ended)
         else None,
@@ -994,7 +988,8 @@ def _compute_table(summary: Mapping[str, Any]) -> pd.DataFrame:
     rows += [(f"  {k.replace('_', ' ')}", str(n)) for k, n in c.items() if n]
     rows.append(("Trial-epochs run", str(summary["trial_epochs"])))
     if summary["full_budget_epochs"]:
-        rows.append((f"Full budget (trials x {summary['max_epochs']:g} epochs)",
+        rows.append((f"Full budget ({summary['trained_trials']} trials x "
+                     f"{summary['max_epochs']:g} epochs)",
                      str(summary["full_budget_epochs"])))
         rows.append(("Saved by early stopping", f"{100 * summary['savings']:.1f}%"))
     rows.append(("Wall time", _duration(summary["wall_seconds"])))
@@ -1047,9 +1042,16 @@ def plot_curves(data: SweepData, n: int = _CURVES) -> bytes | None:
         t = data.trials[data.trials["trial_id"] == trial_id].iloc[0]
         ax.plot(h["epoch"], h["train_loss"], marker="o", label="train loss")
         ax.plot(h["epoch"], h["val_loss"], marker="s", linestyle="--", label="val loss")
+        if not np.isfinite(h[["train_loss", "val_loss"]].to_numpy(dtype=float)).any():
+            ax.text(0.5, 0.5, "loss not finite", transform=ax.transAxes, ha="center")
         ax.set_title(f"trial {trial_id}: val acc {_fmt_metric('val_top1', t['best_val_top1'])}"
                      f"%, {_status_label(t['status'], t['stopped_epoch'])}", fontsize=9)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        last = int(h["epoch"].max())
+        ax.set_xlim(0.5, last + 0.5)
+        if last <= 20:
+            ax.set_xticks(range(1, last + 1))
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel("loss")
         ax.grid(alpha=0.3)
@@ -1552,7 +1554,8 @@ def _build(data: SweepData, *, top: int | None, max_params: int | None,
         f"{', '.join(seeds.get('split_seed', [])) or '23 (default)'}",
         f"resources per trial: {meta.get('cpu_per_trial')} CPU, "
         f"{meta.get('gpu_per_trial')} GPU",
-        f"trial nodes: {', '.join(f'{n} ({c} trials)' for n, c in nodes.items()) or 'unknown'}",
+        f"sweep driver: {meta.get('sweep_host') or 'not recorded'}; trial nodes: "
+        f"{', '.join(f'{n} ({c} trials)' for n, c in nodes.items()) or 'unknown'}",
         f"report machine: {machine['host']}, {machine['platform']}, Python "
         f"{machine['python']}, {machine['cpus']} CPUs, GPUs: "
         f"{', '.join(machine['gpus']) or 'none'}",

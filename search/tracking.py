@@ -1068,7 +1068,7 @@ def _gpus(trial: Any) -> float:
 # --------------------------------------------------------------------------- replay
 
 
-def _tune_states(run_dir: Path) -> dict[str, tuple[str | None, str | None]]:
+def tune_states(run_dir: Path) -> dict[str, tuple[str | None, str | None]]:
     """trial_id -> (Tune status, trial dir name) from the newest ``experiment_state-*.json``."""
     states = sorted(run_dir.glob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
     if not states:
@@ -1106,8 +1106,8 @@ def sync(run_dir: str | Path, sweep_name: str, tracking_uri: str | None = None,
     store = _Store(tracking_uri=resolve_tracking_uri(tracking_uri), run_dir=run_dir,
                    sweep_name=sweep_name, experiment=experiment, objective=objective)
     store.ensure_parent(spec_yaml, sweep_params)
-    tune_states = _tune_states(run_dir)
-    by_dir = {d: t for t, (_, d) in tune_states.items() if d}
+    states = tune_states(run_dir)
+    by_dir = {d: t for t, (_, d) in states.items() if d}
     trial_dirs = sorted({p.parent for p in run_dir.glob("*/params.json")}
                         | {p.parent for p in run_dir.glob("*/result.json")})
     trials: list[tuple[str, Path, list[dict[str, Any]]]] = []
@@ -1137,7 +1137,7 @@ def sync(run_dir: str | Path, sweep_name: str, tracking_uri: str | None = None,
 
     statuses = []
     for trial_id, trial_dir, rows in trials:
-        tune_status = tune_states.get(trial_id, (None, None))[0]
+        tune_status = states.get(trial_id, (None, None))[0]
         error = _last_line(trial_dir / "error.txt") if (trial_dir / "error.txt").exists() else None
         statuses.append(trial_status(by_step(rows), tune_status, error))
         store.finish(trial_id, statuses[-1], error=error, only_missing=True)
