@@ -188,8 +188,8 @@ def _trainable(spec: SweepSpec, bundle: Any) -> Any:
     return tune.with_resources(trainable, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
 
 
-def _callbacks(spec: SweepSpec, spec_text: str, run_dir: Path, tracking_uri: str,
-               total: int, echo: Callable[[str], None]) -> list[Any]:
+def _callbacks(spec: SweepSpec, run_dir: Path, tracking_uri: str, total: int,
+               echo: Callable[[str], None]) -> list[Any]:
     from search.progress import ProgressPrinter
     from search.tracking import MlflowTracker
 
@@ -197,9 +197,16 @@ def _callbacks(spec: SweepSpec, spec_text: str, run_dir: Path, tracking_uri: str
     mode = spec.modes[0] if spec.is_multi_objective else spec.mode
     tracker = MlflowTracker(
         sweep_name=spec.name, run_dir=run_dir, tracking_uri=tracking_uri,
-        experiment=spec.tracking.experiment or spec.name, spec_yaml=spec_text,
+        experiment=spec.tracking.experiment or spec.name, spec_yaml=_resolved_yaml(spec),
         sweep_params=_sweep_params(spec), objective=(metric, mode))
     return [tracker, ProgressPrinter(total, metric, mode, echo=echo)]
+
+
+def _resolved_yaml(spec: SweepSpec) -> str:
+    """The spec as it runs (``--set`` overrides applied, defaults filled in), for MLflow."""
+    import yaml
+
+    return yaml.safe_dump(spec.to_dict(), sort_keys=False)
 
 
 def _sweep_params(spec: SweepSpec) -> dict[str, Any]:
@@ -266,7 +273,7 @@ def run_sweep(spec: SweepSpec, spec_text: str, *, address: str | None = None,
             storage_path=str(run_dir.parent),
             checkpoint_config=CheckpointConfig(num_to_keep=None),
             failure_config=FailureConfig(max_failures=spec.resources.max_failures),
-            callbacks=_callbacks(spec, spec_text, run_dir, tracking_uri, total, echo),
+            callbacks=_callbacks(spec, run_dir, tracking_uri, total, echo),
             verbose=0,
         ),
     )
@@ -310,7 +317,7 @@ def resume_sweep(name: str, *, storage: str | None = None, spec: SweepSpec | Non
                                resume_errored=True, param_space=dict(spec.trial_defaults()))
     # Fresh callbacks: the pickled ones would carry the dead driver's state.
     tuner._local_tuner.get_run_config().callbacks = _callbacks(
-        spec, meta.get("spec_yaml", ""), run_dir, tracking_uri, planned_trials(spec), echo)
+        spec, run_dir, tracking_uri, planned_trials(spec), echo)
     echo(f"hpsearch resume '{name}': continuing from {run_dir}")
     start = time.monotonic()
     results = tuner.fit()
