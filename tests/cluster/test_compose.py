@@ -137,6 +137,14 @@ class Cluster:
         return sum(node.get("state") == "ALIVE" for node in nodes)
 
 
+def _image_id(engine: str) -> str | None:
+    out = subprocess.run([engine, "image", "inspect", "-f", "{{.Id}}", IMAGE],
+                         capture_output=True, text=True, timeout=60)
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() or None
+
+
 def _env_file(path: Path, data_dir: Path) -> tuple[dict[str, str], Path]:
     values = {
         "RAY_AUTH_TOKEN": secrets.token_hex(32),
@@ -147,12 +155,27 @@ def _env_file(path: Path, data_dir: Path) -> tuple[dict[str, str], Path]:
         "HPSEARCH_MLFLOW_PORT": str(_free_port()),
         "HPSEARCH_DATA_HOST": str(data_dir),
         "HPSEARCH_IMAGE": IMAGE,
+        "HPSEARCH_WORKERS": str(WORKERS),  # so that `down` knows every worker too
         "HPSEARCH_WORKER_CPUS": "1",  # 2 trials at once: one per worker
         "HPSEARCH_SHM_SIZE": "1gb",
     }
     path.write_text("".join(f"{key}={value}\n" for key, value in values.items()))
     path.chmod(0o600)
     return values, path
+
+
+def _tear_down(cluster: Cluster) -> None:
+    """``down -v``; containers it could not remove are removed by label, then ``down -v`` again
+    for the volumes and the network."""
+    out = cluster.run("down", "-v", "-t", "10", timeout=300)
+    if not cluster.containers():
+        return
+    for service in ("ray-worker", "ray-head", "mlflow", "postgres", None):  # dependents first
+        for cid in cluster.containers(service):
+            subprocess.run([cluster.engine, "rm", "-f", cid], capture_output=True, timeout=120)
+    again = cluster.run("down", "-v", "-t", "10", timeout=300)
+    pytest.fail(f"`down -v` left containers of {cluster.project} behind (removed them by "
+                f"label):\n{out.stderr[-2000:]}\n{again.stderr[-1000:]}")
 
 
 def _wait_until_ready(cluster: Cluster, deadline: float) -> None:
@@ -193,9 +216,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         mlflow=f"http://127.0.0.1:{values['HPSEARCH_MLFLOW_PORT']}")
     try:
         start = time.monotonic()
+        previous = _image_id(engine)
         out = cluster.run("build", "ray-head", timeout=BUILD_TIMEOUT_S)
         assert out.returncode == 0, f"build failed:\n{out.stdout[-3000:]}{out.stderr[-3000:]}"
         print(f"build: {time.monotonic() - start:.0f} s")
+        if previous and previous != _image_id(engine):  # the last run's build: superseded
+            subprocess.run([engine, "rmi", previous], capture_output=True, timeout=120)
         start = time.monotonic()
         out = cluster.run("up", "-d", "--scale", f"ray-worker={WORKERS}", timeout=UP_TIMEOUT_S)
         assert out.returncode == 0, f"up failed:\n{out.stderr[-3000:]}\n{cluster.logs()}"
@@ -203,9 +229,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         print(f"up until ready: {time.monotonic() - start:.0f} s")
         yield cluster
     finally:
-        out = cluster.run("down", "-v", "-t", "10", timeout=300)
-        left = cluster.containers()
-        assert out.returncode == 0 and not left, f"down -v failed:\n{out.stderr[-3000:]}"
+        _tear_down(cluster)
 
 
 def test_submitted_sweep_runs_on_every_worker_and_reaches_mlflow(cluster: Cluster,
