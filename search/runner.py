@@ -63,6 +63,8 @@ def load_meta(name: str, storage: str | None = None) -> dict[str, Any]:
 
 
 def _git_commit() -> str | None:
+    if os.environ.get("HPSEARCH_GIT_COMMIT"):  # set at image build time (no git in containers)
+        return os.environ["HPSEARCH_GIT_COMMIT"]
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                              timeout=5, cwd=Path(__file__).resolve().parent)
