@@ -104,8 +104,13 @@ PY
     fi
     export MLFLOW_ARTIFACTS_DESTINATION="${MLFLOW_ARTIFACTS_DESTINATION:-/mlflow/artifacts}"
     # MLflow >= 3.5 answers only Host headers it knows (DNS-rebinding protection).
+    # Opt-in basic auth: MLFLOW_AUTH=basic (users in MLflow's auth DB; set the admin
+    # password through MLFLOW_AUTH_CONFIG_PATH, see docker/README-cluster.md).
+    app=""
+    if [ "${MLFLOW_AUTH:-}" = basic ]; then app="--app-name basic-auth"; fi
+    # shellcheck disable=SC2086  # $app is empty or two words on purpose
     exec mlflow server --host 0.0.0.0 --port 5000 --workers "${MLFLOW_WORKERS:-2}" \
-      --allowed-hosts "${MLFLOW_ALLOWED_HOSTS:-mlflow:5000,localhost:5000,127.0.0.1:5000}"
+      --allowed-hosts "${MLFLOW_ALLOWED_HOSTS:-mlflow:5000,localhost:5000,127.0.0.1:5000}" $app
     ;;
   -h|--help|help)
     usage
