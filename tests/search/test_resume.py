@@ -78,6 +78,17 @@ def test_sigkilled_sweep_resumes_with_every_epoch_exactly_once(tmp_path: Path) -
     for name, epochs in before.items():  # trials under way were continued, not restarted
         assert _epochs(run_dir / name)[:len(epochs)] == epochs
 
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    exp = client.get_experiment_by_name("killed")
+    children = client.search_runs([exp.experiment_id], "tags.`hpsearch.trial_id` != ''")
+    ids = [r.data.tags["hpsearch.trial_id"] for r in children]
+    assert sorted(ids) == sorted(d.name.removeprefix("trial_") for d in trials)  # no duplicates
+    for r in children:
+        steps = [m.step for m in client.get_metric_history(r.info.run_id, "val_top1")]
+        assert sorted(steps) == [1, 2, 3, 4], "each epoch in MLflow exactly once"
+
 
 def test_resume_of_an_unknown_sweep_is_one_line(tmp_path: Path) -> None:
     out = subprocess.run(_cli("resume", "nope", "--storage", str(tmp_path), cwd=tmp_path),
