@@ -34,14 +34,20 @@ def two_node_cluster(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
            # as with an activated venv: the job's shell finds `hpsearch`
            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     gcs, dash = _free_port(), _free_port()
-    common = ["--num-cpus=1", "--disable-usage-stats"]
+    def node_ports() -> list[str]:
+        # Two nodes on one host: each needs its own agent ports, or the second node's agent
+        # can take the head's default port and leave the job API without an agent.
+        return [f"--dashboard-agent-listen-port={_free_port()}",
+                f"--dashboard-agent-grpc-port={_free_port()}",
+                f"--metrics-export-port={_free_port()}",
+                f"--runtime-env-agent-port={_free_port()}", "--num-cpus=1",
+                "--disable-usage-stats", "--node-ip-address=127.0.0.1"]
+
     try:
         subprocess.run([RAY, "start", "--head", f"--port={gcs}", "--include-dashboard=true",
-                        "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
-                        "--node-ip-address=127.0.0.1", *common],
+                        "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", *node_ports()],
                        env=env, check=True, capture_output=True, timeout=120)
-        subprocess.run([RAY, "start", f"--address=127.0.0.1:{gcs}",
-                        "--node-ip-address=127.0.0.1", *common],
+        subprocess.run([RAY, "start", f"--address=127.0.0.1:{gcs}", *node_ports()],
                        env=env, check=True, capture_output=True, timeout=120)
         yield f"http://127.0.0.1:{dash}", env
     finally:
