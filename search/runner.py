@@ -268,7 +268,9 @@ def run_sweep(spec: SweepSpec, spec_text: str, *, address: str | None = None,
             max_concurrent_trials=slots,
             time_budget_s=spec.time_limit_seconds,
             trial_dirname_creator=lambda t: f"trial_{t.trial_id}",
-            reuse_actors=False,
+            # One warm worker process per slot, reused trial after trial: no Python + torch
+            # start-up per trial (seconds each, which tiny trials would spend idle).
+            reuse_actors=True,
         ),
         run_config=RunConfig(
             name=spec.name,

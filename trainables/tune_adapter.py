@@ -54,6 +54,14 @@ def latest_checkpoint_state(trial_dir: Path | None,
     return best
 
 
+def _checkpoint_epoch(checkpoint: Checkpoint | None) -> int:
+    if checkpoint is None:
+        return 0
+    with checkpoint.as_directory() as d:
+        state = _load_state(Path(d))
+    return int(state["epoch"]) if state is not None else 0
+
+
 def _recorded_epochs(trial_dir: Path | None) -> int:
     """The last epoch in the trial's ``result.json``, which the driver writes as results come."""
     if trial_dir is None or not (trial_dir / "result.json").is_file():
@@ -133,7 +141,8 @@ def train_trial(config: dict[str, Any], data: dict[str, Any],
     if "OMP_NUM_THREADS" in os.environ:  # Ray sets it to the trial's CPU count
         torch.set_num_threads(max(1, int(os.environ["OMP_NUM_THREADS"])))
     trial_dir = _trial_dir()
-    state = latest_checkpoint_state(trial_dir, get_checkpoint())
+    tune_checkpoint = get_checkpoint()
+    state = latest_checkpoint_state(trial_dir, tune_checkpoint)
 
     if state is None and limits and any(v is not None for v in limits.values()):
         cost = _cost(trial_config, bundle)
@@ -159,8 +168,9 @@ def train_trial(config: dict[str, Any], data: dict[str, Any],
 
     if state is not None:
         # A driver killed between a checkpoint and writing its result leaves epochs that were
-        # trained but never recorded: report them again, once, before training on.
-        recorded = _recorded_epochs(trial_dir)
+        # trained but never recorded: report them again, once, before training on. Tune has
+        # every epoch up to its own checkpoint (a live retry); result.json may lag behind it.
+        recorded = max(_recorded_epochs(trial_dir), _checkpoint_epoch(tune_checkpoint))
         for past in state["history"]:
             if past["epoch"] > recorded:
                 report(dict(past))
