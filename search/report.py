@@ -1068,17 +1068,10 @@ def plot_confusion(data: SweepData) -> bytes | None:
         return None
     n = len(matrix)
     fig = _figure(1.8 + 0.45 * n, 1.4 + 0.45 * n)
+    from search.tracking import draw_confusion
+
     ax = fig.subplots()
-    image = ax.imshow(matrix, cmap="Blues")
-    fig.colorbar(image, ax=ax)
-    if n <= 20:
-        top = max((max(row) for row in matrix if row), default=0)
-        for i, row in enumerate(matrix):
-            for j, v in enumerate(row):
-                ax.text(j, i, f"{v:g}", ha="center", va="center", fontsize=7,
-                        color="white" if v > top / 2 else "black")
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
+    draw_confusion(ax, matrix)
     ax.set_title(f"test confusion, trial {data.confusion_trial}", fontsize=9)
     return _png(fig)
 

@@ -226,6 +226,20 @@ def plot_curves(history: list[dict[str, Any]], path: Path, title: str) -> None:
     fig.savefig(path, dpi=100)
 
 
+def draw_confusion(ax: Any, matrix: list[list[float]]) -> None:
+    """A confusion matrix ``[true][predicted]`` as a heatmap on ``ax``, counts written in
+    each cell up to 20 classes (shared by the per-trial artifact and the report)."""
+    image = ax.imshow(matrix, cmap="Blues")
+    ax.figure.colorbar(image, ax=ax)
+    if len(matrix) <= 20:
+        top = max((max(row) for row in matrix if row), default=0)
+        for i, row in enumerate(matrix):
+            for j, v in enumerate(row):
+                ax.text(j, i, f"{v:g}", ha="center", va="center", fontsize=7,
+                        color="white" if v > top / 2 else "black")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+
 def write_confusion(matrix: list[list[float]], csv_path: Path, png_path: Path) -> None:
     """A confusion matrix ``[true][pred]`` as CSV (header row: predicted class) and heatmap."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -238,17 +252,7 @@ def write_confusion(matrix: list[list[float]], csv_path: Path, png_path: Path) -
 
     fig = Figure(figsize=(1.6 + 0.45 * n, 1.2 + 0.45 * n), layout="constrained")
     FigureCanvasAgg(fig)
-    ax = fig.subplots()
-    image = ax.imshow(matrix, cmap="Blues")
-    fig.colorbar(image, ax=ax)
-    if n <= 20:
-        top = max((max(row) for row in matrix if row), default=0)
-        for i, row in enumerate(matrix):
-            for j, v in enumerate(row):
-                ax.text(j, i, f"{v:g}", ha="center", va="center", fontsize=7,
-                        color="white" if v > top / 2 else "black")
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
+    draw_confusion(fig.subplots(), matrix)
     fig.savefig(png_path, dpi=100)
 
 
