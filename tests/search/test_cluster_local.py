@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.fakedata import write_mnist
+
 pytestmark = pytest.mark.integration
 RAY = str(Path(sys.executable).parent / "ray")
 
@@ -55,14 +57,17 @@ def two_node_cluster(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
 
 
 def test_submitted_sweep_runs_on_both_nodes(two_node_cluster: tuple[str, dict[str, str]],
-                                            tiny_mnist_dir: Path, tmp_path: Path) -> None:
+                                            tmp_path: Path) -> None:
     address, env = two_node_cluster
+    # Trials of a few seconds: with sub-second ones, the first (reused) trial actor can finish
+    # them all before the second node's worker has even started.
+    data = write_mnist(tmp_path / "data", n_train=3000, n_test=300)
     spec = {"name": "submitted",
-            "fixed": {"dataset": "mnist", "data_dir": str(tiny_mnist_dir), "model": "cnn",
+            "fixed": {"dataset": "mnist", "data_dir": str(data), "model": "cnn",
                       "channels": [8, 16], "fc_width": 32, "batch_size": 32, "device": "cpu"},
             "space": {"lr": [0.001, 0.002, 0.004, 0.008]},
             "search": {"algorithm": "grid"}, "scheduler": {"name": "none"},
-            "budget": {"max_epochs": 2}, "resources": {"cpu": 1}}
+            "budget": {"max_epochs": 3}, "resources": {"cpu": 1}}
     spec_file = tmp_path / "submitted.yaml"
     spec_file.write_text(yaml.safe_dump(spec))
     out = subprocess.run([sys.executable, "-m", "search.cli", "submit", str(spec_file),
