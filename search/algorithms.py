@@ -156,6 +156,6 @@ def planned_trials(spec: SweepSpec) -> int:
     if spec.design == "ofat":
         return len(ofat_configs(spec))
     if spec.search.algorithm == "grid":
-        return min(spec.budget.trials, len(grid_configs(spec))) if spec.budget.trials \
-            else len(grid_configs(spec))
+        size = len(grid_configs(spec))
+        return min(spec.budget.trials, size) if spec.budget.trials else size
     return spec.budget.trials

@@ -86,11 +86,10 @@ def _cmd_submit(args: argparse.Namespace) -> int:
 
 
 def _cmd_sync(args: argparse.Namespace) -> int:
-    from search.runner import META_FILE, find_run_dir
-
-    run_dir = find_run_dir(args.name, args.storage)
-    meta = json.loads((run_dir / META_FILE).read_text())
+    from search.runner import find_sweep
     from search.tracking import sync
+
+    run_dir, meta = find_sweep(args.name, args.storage)
 
     uri = args.tracking_uri or meta["tracking_uri"]
     try:
@@ -111,10 +110,9 @@ def _cmd_ui(args: argparse.Namespace) -> int:
 
     uri = args.tracking_uri
     if uri is None and args.name:
-        from search.runner import META_FILE, find_run_dir
+        from search.runner import find_sweep
 
-        uri = json.loads((find_run_dir(args.name, args.storage) / META_FILE)
-                         .read_text())["tracking_uri"]
+        uri = find_sweep(args.name, args.storage)[1]["tracking_uri"]
     from search.tracking import resolve_tracking_uri
 
     uri = resolve_tracking_uri(uri)

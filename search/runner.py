@@ -24,7 +24,7 @@ from search.spec import SweepSpec, parse_spec, spec_fingerprint
 from trainables.config import TrialConfig, parse_trial_config
 from trainables.errors import UserError
 
-__all__ = ["META_FILE", "SweepOutcome", "find_run_dir", "load_meta", "resume_sweep",
+__all__ = ["META_FILE", "SweepOutcome", "find_sweep", "load_meta", "resume_sweep",
            "run_dir_for", "run_sweep", "submit_sweep"]
 
 META_FILE = "hpsearch.json"
@@ -286,13 +286,13 @@ def run_sweep(spec: SweepSpec, spec_text: str, *, address: str | None = None,
     return _summarise(spec, run_dir, results, tracking_uri, time.monotonic() - start, echo)
 
 
-def find_run_dir(name_or_path: str, storage: str | None = None) -> Path:
-    """A sweep's folder from its name (under the storage dir) or from a path to it."""
+def find_sweep(name_or_path: str, storage: str | None = None) -> tuple[Path, dict[str, Any]]:
+    """A sweep's folder and its ``hpsearch.json``, from its name (under the storage dir) or a
+    path to the folder; a UserError naming the sweeps there are when there is none."""
     path = Path(name_or_path)
     if (path / META_FILE).is_file():
-        return path.resolve()
-    load_meta(name_or_path, storage)  # one-line error listing the sweeps there are
-    return run_dir_for(name_or_path, storage)
+        return path.resolve(), json.loads((path / META_FILE).read_text())
+    return run_dir_for(name_or_path, storage), load_meta(name_or_path, storage)
 
 
 def resume_sweep(name: str, *, storage: str | None = None, spec: SweepSpec | None = None,

@@ -21,7 +21,7 @@ from trainables.config import TrialConfig, parse_trial_config
 from trainables.data import DataBundle
 from trainables.fit import fit
 
-__all__ = ["CHECKPOINT_FILE", "latest_checkpoint_state", "train_trial"]
+__all__ = ["CHECKPOINT_FILE", "checkpoint_state", "latest_checkpoint_state", "train_trial"]
 
 CHECKPOINT_FILE = "state.pt"
 _COMPLETE = "COMPLETE"  # written last: a checkpoint without it was cut off mid-write
@@ -34,10 +34,19 @@ def _load_state(directory: Path) -> dict[str, Any] | None:
     return torch.load(directory / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
 
 
+def checkpoint_state(checkpoint: Checkpoint | None) -> dict[str, Any] | None:
+    """The state saved in a Tune checkpoint (None if absent or cut off mid-write)."""
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as d:
+        return _load_state(Path(d))
+
+
 def latest_checkpoint_state(trial_dir: Path | None,
-                            tune_checkpoint: Checkpoint | None) -> dict[str, Any] | None:
-    """The newest complete checkpoint of a trial: its own folder may be ahead of Tune's record
-    when the driver died between a checkpoint and the next experiment snapshot."""
+                            recorded: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The newest complete checkpoint of a trial: its own folder may be ahead of ``recorded``
+    (the state of Tune's checkpoint) when the driver died between a checkpoint and the next
+    experiment snapshot."""
     candidates: list[Path] = []
     if trial_dir is not None and trial_dir.is_dir():
         candidates = sorted(trial_dir.glob("checkpoint_*"), reverse=True)
@@ -46,20 +55,9 @@ def latest_checkpoint_state(trial_dir: Path | None,
         best = _load_state(d)
         if best is not None:
             break
-    if tune_checkpoint is not None:
-        with tune_checkpoint.as_directory() as d:
-            recorded = _load_state(Path(d))
-        if recorded is not None and (best is None or recorded["epoch"] > best["epoch"]):
-            best = recorded
+    if recorded is not None and (best is None or recorded["epoch"] > best["epoch"]):
+        best = recorded
     return best
-
-
-def _checkpoint_epoch(checkpoint: Checkpoint | None) -> int:
-    if checkpoint is None:
-        return 0
-    with checkpoint.as_directory() as d:
-        state = _load_state(Path(d))
-    return int(state["epoch"]) if state is not None else 0
 
 
 def _recorded_epochs(trial_dir: Path | None) -> int:
@@ -141,8 +139,8 @@ def train_trial(config: dict[str, Any], data: dict[str, Any],
     if "OMP_NUM_THREADS" in os.environ:  # Ray sets it to the trial's CPU count
         torch.set_num_threads(max(1, int(os.environ["OMP_NUM_THREADS"])))
     trial_dir = _trial_dir()
-    tune_checkpoint = get_checkpoint()
-    state = latest_checkpoint_state(trial_dir, tune_checkpoint)
+    tune_state = checkpoint_state(get_checkpoint())
+    state = latest_checkpoint_state(trial_dir, tune_state)
 
     if state is None and limits and any(v is not None for v in limits.values()):
         cost = _cost(trial_config, bundle)
@@ -170,7 +168,8 @@ def train_trial(config: dict[str, Any], data: dict[str, Any],
         # A driver killed between a checkpoint and writing its result leaves epochs that were
         # trained but never recorded: report them again, once, before training on. Tune has
         # every epoch up to its own checkpoint (a live retry); result.json may lag behind it.
-        recorded = max(_recorded_epochs(trial_dir), _checkpoint_epoch(tune_checkpoint))
+        recorded = max(_recorded_epochs(trial_dir),
+                       int(tune_state["epoch"]) if tune_state is not None else 0)
         for past in state["history"]:
             if past["epoch"] > recorded:
                 report(dict(past))
