@@ -57,6 +57,13 @@ def _descends_from_us(pid: int) -> bool:
     return False
 
 
+def _cwd(pid: int) -> Path:
+    try:
+        return Path(os.readlink(f"/proc/{pid}/cwd"))
+    except OSError:
+        return Path()
+
+
 def _trial_workers() -> list[int]:
     """PIDs of this test's Ray workers running a trial (retitled ``ray::ImplicitFunc``), never
     those of another Ray cluster on the machine."""
@@ -79,10 +86,15 @@ def test_worker_killed_mid_epoch_is_retried_from_its_checkpoint(tmp_path: Path) 
     killed: list[int] = []
 
     def kill_one_after_first_checkpoint() -> None:
+        # The worker of a trial that has a checkpoint (Ray runs each trial in a working dir named
+        # after it): killing the other trial's worker mid-first-epoch would rightly restart that
+        # one from scratch.
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and not killed:
-            if list(run_dir.glob("trial_*/checkpoint_000000")):
-                workers = _trial_workers()
+            for trial_dir in run_dir.glob("trial_*"):
+                if not (trial_dir / "checkpoint_000000").is_dir():
+                    continue
+                workers = [p for p in _trial_workers() if _cwd(p).name == trial_dir.name]
                 if workers:
                     time.sleep(0.5)  # mid-way through the next epoch
                     os.kill(workers[0], signal.SIGKILL)
