@@ -143,6 +143,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+_STORAGE_HELP = ("where sweeps are: a folder or a URI such as s3://bucket/runs "
+                 "(default $HPSEARCH_STORAGE or ./runs)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``hpsearch`` argument parser."""
     parser = argparse.ArgumentParser(
@@ -172,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     resume = sub.add_parser("resume", help="continue an interrupted sweep")
     resume.add_argument("name", help="the sweep's name")
-    resume.add_argument("--storage", help="where its results are (default ./runs)")
+    resume.add_argument("--storage", help=_STORAGE_HELP)
     resume.add_argument("--spec", help="the spec again, checked for incompatible changes")
     resume.add_argument("--address", help="an existing Ray cluster")
     resume.set_defaults(func=_cmd_resume)
@@ -188,13 +192,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     sync = sub.add_parser("sync", help="replay a sweep's results into MLflow (idempotent)")
     sync.add_argument("name", help="the sweep's name, or the path of its folder")
-    sync.add_argument("--storage", help="where its results are (default ./runs)")
+    sync.add_argument("--storage", help=_STORAGE_HELP)
     sync.add_argument("--tracking-uri", help="another MLflow than the one the sweep used")
     sync.set_defaults(func=_cmd_sync)
 
     rep = sub.add_parser("report", help="write the report tables and plots of a sweep")
     rep.add_argument("name", help="a sweep name, a Ray results folder, or an MLflow experiment")
-    rep.add_argument("--storage", help="where sweeps are (default ./runs)")
+    rep.add_argument("--storage", help=_STORAGE_HELP)
     rep.add_argument("--tracking-uri", help="read from this MLflow (default: the sweep's)")
     rep.add_argument("--out", default="results", help="reports go to OUT/NAME/ (default results)")
     rep.add_argument("--top", type=int, help="leaderboard rows (default: all)")
@@ -204,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ui = sub.add_parser("ui", help="start the MLflow UI on a sweep's tracking store")
     ui.add_argument("name", nargs="?", help="a sweep's name (default: ./mlflow.db)")
-    ui.add_argument("--storage", help="where its results are (default ./runs)")
+    ui.add_argument("--storage", help=_STORAGE_HELP)
     ui.add_argument("--tracking-uri", help="the store to show")
     ui.add_argument("--port", type=int, default=5000)
     ui.set_defaults(func=_cmd_ui)

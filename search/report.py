@@ -54,6 +54,8 @@ from trainables.errors import UserError
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+    from search.storage import RemotePath
+
 __all__ = [
     "FINAL_METRICS",
     "HISTORY_METRICS",
@@ -328,13 +330,19 @@ def load_trials(source: str, *, storage: str | None = None,
         UserError: None of these holds such a sweep.
     """
     from search.runner import META_FILE, run_dir_for
+    from search.storage import is_uri, storage_error
 
+    if is_uri(source):  # a sweep folder on remote storage, e.g. s3://bucket/runs/<name>
+        return from_ray_dir(source)
     path = Path(source).expanduser()
     if path.is_dir() and _is_results_dir(path):
         return from_ray_dir(path)
     run_dir = run_dir_for(source, storage)
-    if (run_dir / META_FILE).is_file():
-        return from_ray_dir(run_dir)
+    try:
+        if (run_dir / META_FILE).is_file():
+            return from_ray_dir(run_dir)
+    except (OSError, ValueError) as err:  # remote storage: bad URI, no bucket, no credentials
+        raise UserError(storage_error(run_dir.parent, err)) from None
     uri = _tracking_uri(tracking_uri)
     if _store_exists(uri) and _find_experiment(source, uri) is not None:
         return from_mlflow(source, tracking_uri=uri)
@@ -367,15 +375,34 @@ def _store_exists(uri: str) -> bool:
 # ---- Ray's files
 
 
-def from_ray_dir(run_dir: str | os.PathLike[str]) -> SweepData:
-    """A sweep from Tune's results dir ``<storage>/<name>/`` (its files only; no MLflow).
+def from_ray_dir(run_dir: str | os.PathLike[str] | RemotePath) -> SweepData:
+    """A sweep from Tune's results dir ``<storage>/<name>/`` (its files only; no MLflow), a
+    local folder or a URI (read through a temporary local copy without the checkpoints).
 
     Raises:
-        UserError: ``run_dir`` holds no trials.
+        UserError: ``run_dir`` holds no trials, or remote storage cannot be read.
     """
+    from search.storage import local_copy, location, storage_error
+
+    where = location(run_dir)
+    if isinstance(where, Path):
+        return _from_local_dir(where, str(where), where.name)
+    try:
+        if not (where / "hpsearch.json").is_file() and not any(where.glob("*/result.json")):
+            raise UserError(f"report {where}: no sweep there (no hpsearch.json, no trial "
+                            "results)")
+        copy = local_copy(where)
+    except (OSError, ValueError) as err:
+        raise UserError(storage_error(where, err)) from None
+    try:
+        return _from_local_dir(copy, str(where), where.name)
+    finally:
+        shutil.rmtree(copy, ignore_errors=True)
+
+
+def _from_local_dir(run_dir: Path, shown: str, name: str) -> SweepData:
     from search.runner import META_FILE
 
-    run_dir = Path(run_dir).expanduser().resolve()
     meta_path = run_dir / META_FILE
     saved = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     spec = _spec_or_none(saved.get("spec"), f"{run_dir.name}/{META_FILE}")
@@ -386,8 +413,8 @@ def from_ray_dir(run_dir: str | os.PathLike[str]) -> SweepData:
                   | {p.parent for p in run_dir.glob("*/params.json")})
     trials = [_ray_trial(d, states) for d in dirs]
     matrices = {t.trial_id: m for t, m in trials if m}
-    meta = {"source": "ray", "run_dir": str(run_dir), **_meta_from(saved, spec)}
-    return _assemble(saved.get("name") or run_dir.name, spec, [t for t, _ in trials], meta,
+    meta = {"source": "ray", "run_dir": shown, **_meta_from(saved, spec)}
+    return _assemble(saved.get("name") or name, spec, [t for t, _ in trials], meta,
                      _objective(spec, None), matrices.get)
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from search.spec import SweepSpec, parse_spec, spec_fingerprint
+from search.storage import Location, is_uri, location, storage_error, write_atomic
 from trainables.config import TrialConfig, parse_trial_config
 from trainables.errors import UserError
 
@@ -37,29 +38,58 @@ class SweepOutcome:
     """What a finished sweep printed as its last line, as data."""
 
     name: str
-    run_dir: Path
+    run_dir: Location
     trials: int
     best: dict[str, Any] | None
     tracking_uri: str
     counts: dict[str, int]
 
 
-def run_dir_for(name: str, storage: str | os.PathLike[str] | None) -> Path:
-    """``<storage>/<name>`` as an absolute path (Tune needs one every node sees)."""
+def run_dir_for(name: str, storage: str | os.PathLike[str] | None) -> Location:
+    """``<storage>/<name>``: an absolute local path (Tune needs one every node sees, e.g. a
+    shared volume) or a URI such as ``s3://bucket/runs/<name>`` (see :mod:`search.storage`)."""
     root = storage or os.environ.get("HPSEARCH_STORAGE") or "runs"
-    return Path(root).expanduser().resolve() / name
+    return location(root) / name
 
 
 def load_meta(name: str, storage: str | None = None) -> dict[str, Any]:
     """The ``hpsearch.json`` of an existing sweep, or a UserError naming the sweeps there are."""
     run_dir = run_dir_for(name, storage)
+    return _read_meta(run_dir, name)
+
+
+def _read_meta(run_dir: Location, name: str) -> dict[str, Any]:
     meta = run_dir / META_FILE
-    if not meta.is_file():
+    try:
+        if meta.is_file():
+            return json.loads(meta.read_text())
         root = run_dir.parent
         found = sorted(p.parent.name for p in root.glob(f"*/{META_FILE}")) if root.is_dir() else []
-        raise UserError(f"no sweep named '{name}' under {root}/"
-                        f"{'; found: ' + ', '.join(found) if found else ' (no sweeps there)'}")
-    return json.loads(meta.read_text())
+    except (OSError, ValueError) as err:  # pyarrow: unknown scheme, no bucket, no credentials
+        raise UserError(storage_error(run_dir.parent, err)) from None
+    raise UserError(f"no sweep named '{name}' under {root}/"
+                    f"{'; found: ' + ', '.join(found) if found else ' (no sweeps there)'}")
+
+
+def _check_storage(run_dir: Location) -> bool:
+    """Before anything starts, and leaving nothing behind: the storage path opens and takes
+    writes. Returns whether a sweep of this name already has its ``hpsearch.json`` there."""
+    try:
+        if (run_dir / META_FILE).exists():
+            return True
+        if isinstance(run_dir, Path):
+            existing = next(p for p in (run_dir, *run_dir.parents) if p.exists())
+            if not os.access(existing, os.W_OK):
+                raise PermissionError(f"{existing} is not writable")
+            return False
+        root = run_dir.parent
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / f".hpsearch-probe-{run_dir.name}"
+        probe.write_text("ok")
+        probe.unlink()
+    except (OSError, ValueError) as err:  # pyarrow: unknown scheme, no bucket, no credentials
+        raise UserError(storage_error(run_dir.parent, err)) from None
+    return False
 
 
 def _git_commit() -> str | None:
@@ -98,7 +128,7 @@ def _check_candidates(spec: SweepSpec, bundle: Any, configs: list[dict[str, Any]
     """Before Ray: candidate configs must build for this data (e.g. an ImageNet stem needs big
     enough images) and, with cost limits, at least one must fit them. Grid/OFAT configs are all
     checked; for sampled spaces, an error only when no sampled config works."""
-    from trainables.tune_adapter import _constraint_violation, _cost
+    from trainables.cost import constraint_violation, trial_cost
 
     limits = {"max_params": spec.max_params, "max_macs": spec.max_macs}
     smallest: dict[str, int] | None = None
@@ -107,11 +137,11 @@ def _check_candidates(spec: SweepSpec, bundle: Any, configs: list[dict[str, Any]
     for values in configs:
         config = parse_trial_config({**spec.trial_defaults(), **values})
         try:
-            cost = _cost(config, bundle)
+            cost = trial_cost(config, bundle)
         except UserError as err:
             problems.append(f"space: the config {values} cannot run: {err}")
             continue
-        if _constraint_violation(cost, limits) is None:
+        if constraint_violation(cost, limits) is None:
             fits += 1
         elif smallest is None or cost["params"] < smallest["params"]:
             smallest = cost
@@ -190,7 +220,7 @@ def _trainable(spec: SweepSpec, bundle: Any) -> Any:
     return tune.with_resources(trainable, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
 
 
-def _callbacks(spec: SweepSpec, run_dir: Path, tracking_uri: str, total: int,
+def _callbacks(spec: SweepSpec, run_dir: Location, tracking_uri: str, total: int,
                echo: Callable[[str], None]) -> list[Any]:
     from search.progress import ProgressPrinter
     from search.tracking import MlflowTracker
@@ -241,7 +271,7 @@ def run_sweep(spec: SweepSpec, spec_text: str, *, address: str | None = None,
     from search.algorithms import build_scheduler, build_searcher, planned_trials
 
     run_dir = run_dir_for(spec.name, spec.storage)
-    if (run_dir / META_FILE).exists():
+    if _check_storage(run_dir):
         raise UserError(f"a sweep named '{spec.name}' already exists in {run_dir}; continue it "
                         f"with `hpsearch resume {spec.name}` or choose another `name`")
     bundle, slots = _prepare(spec, address)
@@ -286,10 +316,13 @@ def run_sweep(spec: SweepSpec, spec_text: str, *, address: str | None = None,
     return _summarise(spec, run_dir, results, tracking_uri, time.monotonic() - start, echo)
 
 
-def find_sweep(name_or_path: str, storage: str | None = None) -> tuple[Path, dict[str, Any]]:
+def find_sweep(name_or_path: str, storage: str | None = None) -> tuple[Location, dict[str, Any]]:
     """A sweep's folder and its ``hpsearch.json``, from its name (under the storage dir) or a
-    path to the folder; a UserError naming the sweeps there are when there is none."""
-    path = Path(name_or_path)
+    path or URI of the folder; a UserError naming the sweeps there are when there is none."""
+    if is_uri(name_or_path):
+        remote = location(name_or_path)
+        return remote, _read_meta(remote, remote.name)
+    path = Path(name_or_path).expanduser()
     if (path / META_FILE).is_file():
         return path.resolve(), json.loads((path / META_FILE).read_text())
     return run_dir_for(name_or_path, storage), load_meta(name_or_path, storage)
@@ -374,18 +407,16 @@ def submit_sweep(spec_text: str, spec: SweepSpec, address: str, *, follow: bool 
     return job_id
 
 
-def _write_meta(run_dir: Path, spec: SweepSpec, spec_text: str, tracking_uri: str) -> None:
+def _write_meta(run_dir: Location, spec: SweepSpec, spec_text: str, tracking_uri: str) -> None:
     meta = {"name": spec.name, "spec": spec.to_dict(), "spec_yaml": spec_text,
             "fingerprint": spec_fingerprint(spec), "storage": str(run_dir.parent),
             "tracking_uri": tracking_uri,
             "experiment": spec.tracking.experiment or spec.name, "git_commit": _git_commit(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    tmp = run_dir / f".{META_FILE}.tmp"
-    tmp.write_text(json.dumps(meta, indent=2))
-    tmp.replace(run_dir / META_FILE)
+    write_atomic(run_dir / META_FILE, json.dumps(meta, indent=2))
 
 
-def _summarise(spec: SweepSpec, run_dir: Path, results: Any, tracking_uri: str,
+def _summarise(spec: SweepSpec, run_dir: Location, results: Any, tracking_uri: str,
                wall_s: float, echo: Callable[[str], None]) -> SweepOutcome:
     metric = spec.metrics[0] if spec.is_multi_objective else spec.metric
     mode = spec.modes[0] if spec.is_multi_objective else spec.mode

@@ -20,6 +20,7 @@ import math
 import numbers
 import os
 import queue
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -32,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from ray.tune import Callback
+
+from search.storage import Location, RemotePath, local_copy, location, write_atomic
 
 __all__ = ["MARKER_FILE", "RUNS_FILE", "MlflowTracker", "SyncStats", "flatten_params",
            "plot_curves", "read_results", "resolve_tracking_uri", "result_metrics", "result_step",
@@ -323,7 +326,7 @@ class _Best:
 class _Store:
     """Parent and child runs of one sweep in one tracking store; raises on any MLflow error."""
 
-    def __init__(self, *, tracking_uri: str, run_dir: Path, sweep_name: str,
+    def __init__(self, *, tracking_uri: str, run_dir: Location, sweep_name: str,
                  experiment: str | None, objective: tuple[str, str]) -> None:
         from mlflow import MlflowClient
 
@@ -370,10 +373,7 @@ class _Store:
             "experiment": self.experiment_name, "experiment_id": self.experiment_id,
             "parent_run_id": self.parent.run_id if self.parent else None,
             "trials": dict(sorted(trials.items()))}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=1))
-        tmp.replace(path)
+        write_atomic(path, json.dumps(data, indent=1))
 
     # ---- runs
 
@@ -495,8 +495,15 @@ class _Store:
             self.add_params(state, flatten_params(config))
         if trial_path and state.trial_path != trial_path:
             state.trial_path = trial_path
-            self.set_tags(state, {"hpsearch.trial_dir": trial_path})
+            self.set_tags(state, {"hpsearch.trial_dir": self.trial_label(trial_path)})
         return state
+
+    def trial_label(self, trial_path: str) -> str:
+        """Where a trial's folder is for users: on remote storage its URI, not the local copy
+        (Tune's driver staging folder, or the one ``sync`` downloaded) that is read."""
+        if isinstance(self.run_dir, RemotePath):
+            return str(self.run_dir / Path(trial_path).name)
+        return trial_path
 
     # ---- buffered writes
 
@@ -707,7 +714,7 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _touch_marker(run_dir: Path, reason: str) -> None:
+def _touch_marker(run_dir: Location, reason: str) -> None:
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / MARKER_FILE).write_text(
@@ -747,7 +754,7 @@ class MlflowTracker(Callback):
         if objective[1] not in ("max", "min"):
             raise ValueError(f"objective mode must be 'max' or 'min', but got {objective[1]!r}")
         self.sweep_name = sweep_name
-        self.run_dir = Path(run_dir).resolve()
+        self.run_dir = location(run_dir)
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
         self.experiment = experiment
         self.spec_yaml = spec_yaml
@@ -984,7 +991,10 @@ class MlflowTracker(Callback):
         except Exception as err:  # noqa: BLE001
             self._failed(err, transient=False)
         if not self._lost and not self._marker_preexisting:
-            (self.run_dir / MARKER_FILE).unlink(missing_ok=True)
+            try:
+                (self.run_dir / MARKER_FILE).unlink(missing_ok=True)
+            except OSError as err:  # remote storage unreachable: the marker only asks a sync
+                logger.warning("could not remove %s: %s", self.run_dir / MARKER_FILE, err)
 
     def _give_up(self, backlog: deque[tuple[Any, ...]]) -> None:
         self._lost = True
@@ -1058,8 +1068,16 @@ def _quiet_retry_warnings() -> None:
 
 
 def _trial_path(trial: Any) -> str | None:
-    path = getattr(trial, "path", None)
-    return str(path) if path and os.path.isdir(path) else None
+    """The trial's folder on the driver: the storage path's when that is local, else Tune's
+    staging folder (its ``result.json`` is written there first, then uploaded)."""
+    for attr in ("path", "local_path"):
+        try:
+            path = getattr(trial, attr, None)
+        except RuntimeError:  # no trial dir name yet
+            path = None
+        if path and os.path.isdir(path):
+            return str(path)
+    return None
 
 
 def _gpus(trial: Any) -> float:
@@ -1102,18 +1120,33 @@ def sync(run_dir: str | Path, sweep_name: str, tracking_uri: str | None = None,
         FileNotFoundError: ``run_dir`` does not exist.
         mlflow.exceptions.MlflowException: MLflow failed (nothing is lost: run it again).
     """
-    run_dir = Path(run_dir).resolve()
+    run_dir = location(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run dir {run_dir} does not exist")
-    if not spec_yaml and (run_dir / "spec.yaml").is_file():
-        spec_yaml = (run_dir / "spec.yaml").read_text()
+    # Remote storage: read a local copy (results, params, errors, Tune state, the weights of
+    # the kept checkpoints); run ids, tags and the marker stay with the sweep's own folder.
+    source = local_copy(run_dir, keep=frozenset({WEIGHTS_FILE})) \
+        if isinstance(run_dir, RemotePath) else run_dir
+    try:
+        return _sync(run_dir, source, sweep_name, tracking_uri, experiment, spec_yaml,
+                     sweep_params, objective)
+    finally:
+        if source is not run_dir:
+            shutil.rmtree(source, ignore_errors=True)
+
+
+def _sync(run_dir: Location, source: Path, sweep_name: str, tracking_uri: str | None,
+          experiment: str | None, spec_yaml: str, sweep_params: Mapping[str, Any] | None,
+          objective: tuple[str, str]) -> SyncStats:
+    if not spec_yaml and (source / "spec.yaml").is_file():
+        spec_yaml = (source / "spec.yaml").read_text()
     store = _Store(tracking_uri=resolve_tracking_uri(tracking_uri), run_dir=run_dir,
                    sweep_name=sweep_name, experiment=experiment, objective=objective)
     store.ensure_parent(spec_yaml, sweep_params)
-    states = tune_states(run_dir)
+    states = tune_states(source)
     by_dir = {d: t for t, (_, d) in states.items() if d}
-    trial_dirs = sorted({p.parent for p in run_dir.glob("*/params.json")}
-                        | {p.parent for p in run_dir.glob("*/result.json")})
+    trial_dirs = sorted({p.parent for p in source.glob("*/params.json")}
+                        | {p.parent for p in source.glob("*/result.json")})
     trials: list[tuple[str, Path, list[dict[str, Any]]]] = []
     complete: set[str] = set()  # finished runs whose tracker logged every step: no replay
     for trial_dir in trial_dirs:

@@ -126,6 +126,12 @@ def test_three_problems_give_three_lines(tmp_path: Path) -> None:
     (["sweep", "missing.yaml"], "missing.yaml: no such file"),
     (["sweep", "spec.yaml", "--set", "budget.trials"], "expected key=value"),
     (["resume", "never-ran"], "no sweep named 'never-ran'"),
+    (["sweep", "spec.yaml", "--set", "storage=nosuch://bucket/runs"],
+     "storage: nosuch://bucket/runs cannot be used (Unrecognized filesystem type"),
+    (["resume", "x", "--storage", "nosuch://bucket/runs"], "storage: nosuch://bucket/runs"),
+    (["report", "x", "--storage", "nosuch://bucket/runs"], "storage: nosuch://bucket/runs"),
+    (["sync", "x", "--storage", "nosuch://bucket/runs"], "storage: nosuch://bucket/runs"),
+    (["report", "nosuch://bucket/runs/x"], "storage: nosuch://bucket/runs/x"),
     (["submit", "spec.yaml", "--address", "http://127.0.0.1:9"], "--address"),
 ])
 def test_bad_cli_calls(tmp_path: Path, args: list[str], phrase: str) -> None:

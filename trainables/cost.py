@@ -9,12 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["count_macs", "count_params", "dry_forward"]
+if TYPE_CHECKING:
+    from trainables.config import TrialConfig
+    from trainables.data import DataBundle
+
+__all__ = ["constraint_violation", "count_macs", "count_params", "dry_forward", "trial_cost"]
 
 
 def count_params(model: nn.Module) -> int:
@@ -78,3 +83,24 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
     finally:
         for module, training in modes:
             module.training = training
+
+
+def constraint_violation(cost: dict[str, int], limits: dict[str, int | None]) -> str | None:
+    """Why ``cost`` (``params``, ``macs``) breaks ``limits`` (``max_params``, ``max_macs``;
+    None: no limit), or None when it fits."""
+    for key in ("params", "macs"):
+        limit = limits.get(f"max_{key}")
+        if limit is not None and cost[key] > limit:
+            return f"{key} {cost[key]:,} > max_{key} {limit:,}"
+    return None
+
+
+def trial_cost(config: TrialConfig, bundle: DataBundle) -> dict[str, int]:
+    """Parameters and MACs of the model a trial config builds for this data, measured on the
+    meta device (no memory, even for 60M-parameter models). UserError if it cannot be built."""
+    from trainables.models import build_model
+
+    size = (config.resize, config.resize) if config.resize else bundle.image_size
+    with torch.device("meta"):
+        model = build_model(config, bundle.in_channels, size, bundle.num_classes)
+    return {"params": count_params(model), "macs": count_macs(model, (bundle.in_channels, *size))}

@@ -9,19 +9,21 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import pyarrow.fs
 import torch
 from ray.tune import Checkpoint, get_checkpoint, report
 
 from trainables.config import TrialConfig, parse_trial_config
+from trainables.cost import constraint_violation, trial_cost
 from trainables.data import DataBundle
 from trainables.fit import fit
 
-__all__ = ["CHECKPOINT_FILE", "checkpoint_state", "latest_checkpoint_state", "train_trial"]
+__all__ = ["CHECKPOINT_FILE", "TrialFolder", "checkpoint_state", "latest_checkpoint_state",
+           "train_trial"]
 
 CHECKPOINT_FILE = "state.pt"
 _COMPLETE = "COMPLETE"  # written last: a checkpoint without it was cut off mid-write
@@ -38,21 +40,57 @@ def checkpoint_state(checkpoint: Checkpoint | None) -> dict[str, Any] | None:
     """The state saved in a Tune checkpoint (None if absent or cut off mid-write)."""
     if checkpoint is None:
         return None
-    with checkpoint.as_directory() as d:
+    with checkpoint.as_directory() as d:  # local storage: the folder itself; S3: a copy
         return _load_state(Path(d))
 
 
-def latest_checkpoint_state(trial_dir: Path | None,
+class TrialFolder:
+    """The trial's folder on Tune's storage path, through the storage's own ``pyarrow.fs``
+    filesystem: a local or mounted folder, or ``s3://…`` and the like."""
+
+    def __init__(self, fs: pyarrow.fs.FileSystem, path: str) -> None:
+        self.fs, self.path = fs, path.rstrip("/")
+
+    @classmethod
+    def local(cls, path: Path) -> TrialFolder:
+        return cls(pyarrow.fs.LocalFileSystem(), str(path))
+
+    def _entries(self) -> list[pyarrow.fs.FileInfo]:
+        return self.fs.get_file_info(pyarrow.fs.FileSelector(self.path, allow_not_found=True))
+
+    def checkpoints(self) -> list[str]:
+        """Paths of the ``checkpoint_*`` folders, oldest first."""
+        return sorted(i.path for i in self._entries()
+                      if i.type == pyarrow.fs.FileType.Directory
+                      and i.base_name.startswith("checkpoint_"))
+
+    def read_text(self, name: str) -> str | None:
+        try:
+            with self.fs.open_input_stream(f"{self.path}/{name}") as f:
+                return f.read().decode(errors="replace")
+        except (FileNotFoundError, OSError):
+            return None
+
+    def state(self, checkpoint_path: str) -> dict[str, Any] | None:
+        return checkpoint_state(Checkpoint(checkpoint_path, filesystem=self.fs))
+
+    def delete(self, checkpoint_path: str) -> None:
+        try:
+            self.fs.delete_dir(checkpoint_path)
+        except OSError:
+            pass  # already gone, or a transient storage error: the next prune retries
+
+
+def latest_checkpoint_state(folder: TrialFolder | Path | None,
                             recorded: dict[str, Any] | None) -> dict[str, Any] | None:
     """The newest complete checkpoint of a trial: its own folder may be ahead of ``recorded``
     (the state of Tune's checkpoint) when the driver died between a checkpoint and the next
     experiment snapshot."""
-    candidates: list[Path] = []
-    if trial_dir is not None and trial_dir.is_dir():
-        candidates = sorted(trial_dir.glob("checkpoint_*"), reverse=True)
+    if isinstance(folder, Path):
+        folder = TrialFolder.local(folder)
     best: dict[str, Any] | None = None
-    for d in candidates:
-        best = _load_state(d)
+    for path in reversed(folder.checkpoints() if folder is not None else []):
+        best = folder.state(path)
         if best is not None:
             break
     if recorded is not None and (best is None or recorded["epoch"] > best["epoch"]):
@@ -60,12 +98,11 @@ def latest_checkpoint_state(trial_dir: Path | None,
     return best
 
 
-def _recorded_epochs(trial_dir: Path | None) -> int:
+def _recorded_epochs(folder: TrialFolder | None) -> int:
     """The last epoch in the trial's ``result.json``, which the driver writes as results come."""
-    if trial_dir is None or not (trial_dir / "result.json").is_file():
-        return 0
+    text = folder.read_text("result.json") if folder is not None else None
     last = 0
-    for line in (trial_dir / "result.json").read_text().splitlines():
+    for line in (text or "").splitlines():
         try:
             last = max(last, int(json.loads(line).get("epoch", 0)))
         except (ValueError, AttributeError):
@@ -73,15 +110,15 @@ def _recorded_epochs(trial_dir: Path | None) -> int:
     return last
 
 
-def _prune(trial_dir: Path | None) -> None:
-    if trial_dir is None:
+def _prune(folder: TrialFolder | None) -> None:
+    if folder is None:
         return
-    for old in sorted(trial_dir.glob("checkpoint_*"))[:-_KEEP]:
-        shutil.rmtree(old, ignore_errors=True)
+    for old in folder.checkpoints()[:-_KEEP]:
+        folder.delete(old)
 
 
-def _trial_dir() -> Path | None:
-    """The trial's folder on the storage path, when that is a local (or mounted) filesystem.
+def _trial_folder() -> TrialFolder | None:
+    """The trial's folder on the storage path (local, mounted or S3 & co).
 
     Tune's public ``get_trial_dir()`` is a staging folder; checkpoints and ``result.json`` live
     under the storage path, which Ray only exposes through its (developer) storage context.
@@ -90,36 +127,15 @@ def _trial_dir() -> Path | None:
         from ray.train._internal.session import get_storage
 
         storage = get_storage()
-        if type(storage.storage_filesystem).__name__ != "LocalFileSystem":
-            return None  # S3 & co: rely on Tune's own checkpoint record
-        path = Path(storage.trial_fs_path)
+        return TrialFolder(storage.storage_filesystem, storage.trial_fs_path)
     except Exception:  # noqa: BLE001 - API moved: fall back to Tune's record alone
         return None
-    return path if path.is_dir() else None
 
 
 def _node_id() -> str:
     import ray
 
     return ray.get_runtime_context().get_node_id()
-
-
-def _constraint_violation(cost: dict[str, int], limits: dict[str, int | None]) -> str | None:
-    for key in ("params", "macs"):
-        limit = limits.get(f"max_{key}")
-        if limit is not None and cost[key] > limit:
-            return f"{key} {cost[key]:,} > max_{key} {limit:,}"
-    return None
-
-
-def _cost(config: TrialConfig, bundle: DataBundle) -> dict[str, int]:
-    from trainables.cost import count_macs, count_params
-    from trainables.models import build_model
-
-    size = (config.resize, config.resize) if config.resize else bundle.image_size
-    with torch.device("meta"):  # shapes only: no memory, even for 60M-parameter models
-        model = build_model(config, bundle.in_channels, size, bundle.num_classes)
-    return {"params": count_params(model), "macs": count_macs(model, (bundle.in_channels, *size))}
 
 
 def train_trial(config: dict[str, Any], data: dict[str, Any],
@@ -138,13 +154,13 @@ def train_trial(config: dict[str, Any], data: dict[str, Any],
     bundle = DataBundle.from_arrays(data)
     if "OMP_NUM_THREADS" in os.environ:  # Ray sets it to the trial's CPU count
         torch.set_num_threads(max(1, int(os.environ["OMP_NUM_THREADS"])))
-    trial_dir = _trial_dir()
+    folder = _trial_folder()
     tune_state = checkpoint_state(get_checkpoint())
-    state = latest_checkpoint_state(trial_dir, tune_state)
+    state = latest_checkpoint_state(folder, tune_state)
 
     if state is None and limits and any(v is not None for v in limits.values()):
-        cost = _cost(trial_config, bundle)
-        violation = _constraint_violation(cost, limits)
+        cost = trial_cost(trial_config, bundle)
+        violation = constraint_violation(cost, limits)
         if violation:
             worst = {m: (float("inf") if mode == "min" else 0.0)
                      for m, mode in (objective or {}).items()}
@@ -162,13 +178,13 @@ def train_trial(config: dict[str, Any], data: dict[str, Any],
             torch.save(state["model"], Path(tmp) / "model.pt")
             (Path(tmp) / _COMPLETE).touch()
             report(metrics, checkpoint=Checkpoint.from_directory(tmp))
-        _prune(trial_dir)
+        _prune(folder)
 
     if state is not None:
         # A driver killed between a checkpoint and writing its result leaves epochs that were
         # trained but never recorded: report them again, once, before training on. Tune has
         # every epoch up to its own checkpoint (a live retry); result.json may lag behind it.
-        recorded = max(_recorded_epochs(trial_dir),
+        recorded = max(_recorded_epochs(folder),
                        int(tune_state["epoch"]) if tune_state is not None else 0)
         for past in state["history"]:
             if past["epoch"] > recorded:

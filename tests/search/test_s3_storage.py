@@ -1,0 +1,187 @@
+"""S3 as Tune's storage path, against a real S3 API (moto's server) over HTTP.
+
+What a user on a cluster without a shared disk does: ``storage: s3://bucket/runs`` plus the
+usual AWS variables. Every command then works from the bucket alone: the sweep (checkpoints,
+Tune state, hpsearch's own files), a resume after the driver was SIGKILLed, ``report`` and
+``sync``; nothing lands in a local ``runs/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from tests.fakedata import write_mnist
+from tests.s3_server import S3Server
+
+pytestmark = pytest.mark.integration
+
+BUCKET = "hpsearch-test"
+STORAGE = f"s3://{BUCKET}/runs"
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    with S3Server(tmp_path_factory.mktemp("moto"), bucket=BUCKET) as server:
+        yield server
+
+
+def _cli(s3: S3Server, *args: str, cwd: Path, timeout: float = 400,
+         ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "search.cli", *args], cwd=cwd,
+                          env={**os.environ, **s3.env}, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _spec(tmp_path: Path, name: str, data: Path, epochs: int) -> Path:
+    spec = {
+        "name": name,
+        "fixed": {"dataset": "mnist", "data_dir": str(data), "model": "cnn",
+                  "channels": [16, 32], "fc_width": 64, "batch_size": 32, "device": "cpu"},
+        "space": {"lr": [0.001, 0.003], "optimizer": ["adam", "sgd"]},
+        "search": {"algorithm": "grid"},
+        "scheduler": {"name": "none"},
+        "budget": {"max_epochs": epochs},
+        "resources": {"cpu": 1},
+        "storage": STORAGE,
+        "tracking": {"uri": f"sqlite:///{tmp_path}/mlflow.db"},
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def _epochs(s3: S3Server, key: str) -> list[int]:
+    return [json.loads(line)["epoch"] for line in s3.read(key).decode().splitlines()
+            if line.strip()]
+
+
+def _trials(keys: list[str], name: str) -> set[str]:
+    return {k.split("/")[2] for k in keys if k.startswith(f"runs/{name}/trial_")}
+
+
+def _children(tmp_path: Path, name: str) -> list[Any]:
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    exp = client.get_experiment_by_name(name)
+    return client.search_runs([exp.experiment_id], "tags.`hpsearch.trial_id` != ''")
+
+
+def test_a_sweep_on_s3_keeps_everything_in_the_bucket_and_reports_from_it(
+        tmp_path: Path, s3: S3Server) -> None:
+    data = write_mnist(tmp_path / "data", n_train=600, n_test=200)
+    spec = _spec(tmp_path, "ons3", data, epochs=3)
+    out = _cli(s3, "sweep", str(spec), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert f"results in {STORAGE}/ons3" in out.stdout
+    assert not (tmp_path / "runs").exists(), "nothing may go to a local runs/"
+
+    keys = s3.keys("runs/ons3")
+    assert "runs/ons3/hpsearch.json" in keys and "runs/ons3/mlflow_runs.json" in keys
+    assert "runs/ons3/mlflow_pending" not in keys  # MLflow got everything
+    assert any(k.startswith("runs/ons3/experiment_state-") for k in keys)
+    trials = _trials(keys, "ons3")
+    assert len(trials) == 4
+    for trial in trials:
+        assert _epochs(s3, f"runs/ons3/{trial}/result.json") == [1, 2, 3]
+        checkpoints = {k.split("/")[3] for k in keys
+                       if k.startswith(f"runs/ons3/{trial}/checkpoint_")}
+        # the trial prunes its own checkpoints on S3 too: the newest two stay
+        assert checkpoints == {"checkpoint_000001", "checkpoint_000002"}, checkpoints
+
+    children = _children(tmp_path, "ons3")
+    assert sorted(r.data.tags["hpsearch.trial_dir"] for r in children) == sorted(
+        f"{STORAGE}/ons3/{t}" for t in trials)
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    for run in children:
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_top1")]
+        assert sorted(steps) == [1, 2, 3]
+    parent = client.get_run(children[0].data.tags["mlflow.parentRunId"])
+    assert parent.data.tags["hpsearch.run_dir"] == f"{STORAGE}/ons3"
+    assert {f.path for f in client.list_artifacts(parent.info.run_id, "best")} == {
+        "best/best.json", "best/model.pt"}  # weights fetched from the S3 checkpoint
+
+    # report, from another folder, by name + --storage and by URI
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    rep = _cli(s3, "report", "ons3", "--storage", STORAGE, "--out", "out", cwd=elsewhere)
+    assert rep.returncode == 0, rep.stderr[-3000:]
+    rows = (elsewhere / "out" / "ons3" / "trials.csv").read_text().splitlines()
+    assert len(rows) == 1 + 4
+    rep = _cli(s3, "report", f"{STORAGE}/ons3", "--out", "out2", cwd=elsewhere)
+    assert rep.returncode == 0, rep.stderr[-3000:]
+    assert (elsewhere / "out2" / "ons3" / "trials.csv").read_text().splitlines() == rows
+
+    # sync from the bucket: idempotent (every run found again by id or tag, nothing added)
+    synced = _cli(s3, "sync", "ons3", "--storage", STORAGE, cwd=elsewhere)
+    assert synced.returncode == 0, synced.stderr[-3000:]
+    assert "4 trials, 0 runs created, 0 metric points" in synced.stdout, synced.stdout
+    assert len(_children(tmp_path, "ons3")) == 4
+
+
+def test_a_sweep_on_s3_resumes_after_its_driver_was_killed(tmp_path: Path, s3: S3Server) -> None:
+    data = write_mnist(tmp_path / "data", n_train=3000, n_test=300)
+    spec = _spec(tmp_path, "killeds3", data, epochs=4)
+    driver = subprocess.Popen([sys.executable, "-m", "search.cli", "sweep", str(spec)],
+                              cwd=tmp_path, env={**os.environ, **s3.env},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline:  # kill once some trial has 2 epochs checkpointed
+            if any("/checkpoint_000001/" in k for k in s3.keys("runs/killeds3")) \
+                    and driver.poll() is None:
+                break
+            time.sleep(0.3)
+        else:
+            pytest.fail("the sweep never reached its second checkpoint")
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait(timeout=30)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    keys = s3.keys("runs/killeds3")
+    before = {t: _epochs(s3, f"runs/killeds3/{t}/result.json") for t in _trials(keys, "killeds3")
+              if f"runs/killeds3/{t}/result.json" in keys}
+    assert not all(e == [1, 2, 3, 4] for e in before.values()) or len(before) < 4, \
+        "the sweep finished before it was killed; the test proves nothing"
+
+    time.sleep(2)  # let Ray's fate-shared processes of the dead driver go
+    elsewhere = tmp_path / "elsewhere"  # nothing local is needed: the bucket has it all
+    elsewhere.mkdir()
+    out = _cli(s3, "resume", "killeds3", "--storage", STORAGE, cwd=elsewhere)
+    assert out.returncode == 0, out.stderr[-3000:]
+    trials = _trials(s3.keys("runs/killeds3"), "killeds3")
+    assert len(trials) == 4  # no trial created twice
+    for trial in trials:
+        epochs = _epochs(s3, f"runs/killeds3/{trial}/result.json")
+        assert epochs == [1, 2, 3, 4], f"{trial}: every epoch exactly once"
+    for trial, epochs in before.items():  # trials under way were continued, not restarted
+        assert _epochs(s3, f"runs/killeds3/{trial}/result.json")[:len(epochs)] == epochs
+    children = _children(tmp_path, "killeds3")
+    assert sorted(r.data.tags["hpsearch.trial_id"] for r in children) == sorted(
+        t.removeprefix("trial_") for t in trials)  # no duplicate MLflow runs
+
+
+def test_an_unusable_bucket_is_one_line_before_anything_starts(
+        tmp_path: Path, s3: S3Server, tiny_mnist_dir: Path) -> None:
+    spec = yaml.safe_load(_spec(tmp_path, "nobucket", tiny_mnist_dir, 1).read_text())
+    spec["storage"] = "s3://no-such-bucket/runs"
+    (tmp_path / "nobucket.yaml").write_text(yaml.safe_dump(spec))
+    out = _cli(s3, "sweep", "nobucket.yaml", cwd=tmp_path, timeout=120)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        "hpsearch: error: storage: s3://no-such-bucket/runs cannot be used"), out.stderr
+    assert "hpsearch sweep '" not in out.stdout
+    assert not (tmp_path / "mlflow.db").exists()
