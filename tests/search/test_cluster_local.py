@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from tests.fakedata import write_mnist
+from tests.s3_server import S3Server
 
 pytestmark = pytest.mark.integration
 RAY = str(Path(sys.executable).parent / "ray")
@@ -28,9 +29,15 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def two_node_cluster(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+def two_node_cluster(tmp_path: Path, request: pytest.FixtureRequest,
+                     ) -> Iterator[tuple[str, dict[str, str]]]:
+    """Tune's storage on both nodes: a shared folder, or (param "s3") an S3 bucket."""
+    storage: dict[str, str] = {"HPSEARCH_STORAGE": str(tmp_path / "shared" / "runs")}
+    if getattr(request, "param", "shared") == "s3":
+        s3: S3Server = request.getfixturevalue("s3")
+        storage = {**s3.env, "HPSEARCH_STORAGE": f"s3://{s3.bucket}/cluster-runs"}
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16),
-           "HPSEARCH_STORAGE": str(tmp_path / "shared" / "runs"),
+           **storage,
            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db",
            "RAY_USAGE_STATS_ENABLED": "0",
            # as with an activated venv: the job's shell finds `hpsearch`
@@ -56,8 +63,10 @@ def two_node_cluster(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
         subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
 
 
+@pytest.mark.parametrize("two_node_cluster", ["shared", "s3"], indirect=True)
 def test_submitted_sweep_runs_on_both_nodes(two_node_cluster: tuple[str, dict[str, str]],
-                                            tmp_path: Path) -> None:
+                                            tmp_path: Path, request: pytest.FixtureRequest,
+                                            ) -> None:
     address, env = two_node_cluster
     # Trials of a few seconds: with sub-second ones, the first (reused) trial actor can finish
     # them all before the second node's worker has even started.
@@ -74,13 +83,21 @@ def test_submitted_sweep_runs_on_both_nodes(two_node_cluster: tuple[str, dict[st
                           "--address", address, "--follow"],
                          env=env, capture_output=True, text=True, timeout=400)
     assert out.returncode == 0 and "SUCCEEDED" in out.stdout, out.stdout[-4000:]
-    run_dir = tmp_path / "shared" / "runs" / "submitted"
+    if env["HPSEARCH_STORAGE"].startswith("s3://"):  # nothing on a shared disk: all in S3
+        s3: S3Server = request.getfixturevalue("s3")
+        assert not (tmp_path / "shared").exists()
+        results = {k: s3.read(k).decode() for k in s3.keys("cluster-runs/submitted")
+                   if k.endswith("/result.json")}
+        assert any("/checkpoint_" in k for k in s3.keys("cluster-runs/submitted"))
+    else:
+        run_dir = tmp_path / "shared" / "runs" / "submitted"
+        results = {str(p): p.read_text() for p in run_dir.glob("trial_*/result.json")}
     nodes = set()
-    for result in run_dir.glob("trial_*/result.json"):
-        rows = [json.loads(line) for line in result.read_text().splitlines()]
+    for text in results.values():
+        rows = [json.loads(line) for line in text.splitlines()]
         assert rows[-1]["status"] == "completed"
         nodes.add(rows[-1]["node_id"])
-    assert len(list(run_dir.glob("trial_*"))) == 4
+    assert len(results) == 4
     assert len(nodes) == 2, "trials should have run on both nodes"
 
 

@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +28,6 @@ pytestmark = pytest.mark.integration
 
 BUCKET = "hpsearch-test"
 STORAGE = f"s3://{BUCKET}/runs"
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    with S3Server(tmp_path_factory.mktemp("moto"), bucket=BUCKET) as server:
-        yield server
 
 
 def _cli(s3: S3Server, *args: str, cwd: Path, timeout: float = 400,
