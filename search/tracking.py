@@ -45,6 +45,8 @@ logger = logging.getLogger(__name__)
 RUNS_FILE = "mlflow_runs.json"
 MARKER_FILE = "mlflow_pending"
 WEIGHTS_FILE = "model.pt"
+STATE_FILE = "state.pt"  # hpsearch's trial checkpoint; the weights are its "model" entry
+_WEIGHT_FILES = (WEIGHTS_FILE, STATE_FILE)
 _THREAD = "hpsearch-mlflow"
 _FLUSH, _CLOSE = object(), object()  # control events for the writer thread
 
@@ -178,11 +180,28 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
-def _latest_weights(trial_dir: Path) -> Path | None:
-    for ckpt in sorted(trial_dir.glob("checkpoint_*"), reverse=True):
-        if (ckpt / WEIGHTS_FILE).is_file():
-            return ckpt / WEIGHTS_FILE
-    return None
+def _weights_in(ckpt: Path, tmp: Path) -> Path | None:
+    """A checkpoint folder's model weights: its ``model.pt`` (any Tune checkpoint that has
+    one), else the ``model`` entry of hpsearch's own ``state.pt``, written out under ``tmp``."""
+    if (ckpt / WEIGHTS_FILE).is_file():
+        return ckpt / WEIGHTS_FILE
+    if not (ckpt / STATE_FILE).is_file():
+        return None
+    import torch
+
+    try:
+        state = torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - cut off or foreign: no weights, not a failure
+        logger.warning("no weights from %s: %s", ckpt / STATE_FILE, err)
+        return None
+    if not isinstance(state, dict) or "model" not in state:
+        return None
+    torch.save(state["model"], tmp / WEIGHTS_FILE)
+    return tmp / WEIGHTS_FILE
+
+
+def _has_weights(ckpt: Location) -> bool:
+    return (ckpt / WEIGHTS_FILE).exists() or (ckpt / STATE_FILE).exists()
 
 
 def _is_transient(err: BaseException) -> bool:
@@ -659,7 +678,8 @@ class _Store:
         """The best result's trial weights (``model.pt``) as parent artifact ``best/model.pt``,
         with ``best/best.json`` (trial, run, epoch, metrics).
 
-        Prefers the checkpoint saved with the best result; falls back to the trial's latest.
+        Prefers the checkpoint saved with the best result; falls back to the trial's latest,
+        then to Tune's record of it. On remote storage only that one checkpoint is fetched.
         """
         best, parent = self.best, self.parent
         if best.trial_id is None or best.result is None or parent is None:
@@ -667,21 +687,39 @@ class _Store:
         if only_missing and "best/best.json" in self.artifact_names(parent, "best"):
             return None
         child = self.children.get(best.trial_id)
-        weights = None
-        if child is not None and child.trial_path:
-            trial_dir = Path(child.trial_path)
-            name = best.result.get("checkpoint_dir_name")
-            if name and (trial_dir / name / WEIGHTS_FILE).is_file():
-                weights = trial_dir / name / WEIGHTS_FILE
-            else:
-                weights = _latest_weights(trial_dir)
-        checkpoint = (checkpoints or {}).get(best.trial_id)
-        if weights is None and checkpoint is not None:
-            with checkpoint.as_directory() as local:  # remote storage: a local copy
-                return self._upload_best(Path(local) / WEIGHTS_FILE)
-        return self._upload_best(weights)
+        with tempfile.TemporaryDirectory() as tmp:
+            found = self._best_checkpoint(child.trial_path, best.result.get(
+                "checkpoint_dir_name"), Path(tmp)) if child and child.trial_path else None
+            if found is not None:
+                weights = _weights_in(found[0], Path(tmp))
+                if weights is not None:
+                    return self._upload_best(weights, found[1])
+            checkpoint = (checkpoints or {}).get(best.trial_id)
+            if checkpoint is not None:
+                with checkpoint.as_directory() as local:  # remote storage: a local copy
+                    weights = _weights_in(Path(local), Path(tmp))
+                    return self._upload_best(weights, checkpoint.path if weights else None)
+            return self._upload_best(None, None)
 
-    def _upload_best(self, weights: Path | None) -> Path | None:
+    def _best_checkpoint(self, trial_path: str, name: str | None,
+                         tmp: Path) -> tuple[Path, str] | None:
+        """A local folder of the trial's checkpoint ``name``, else of its newest one, and where
+        that checkpoint is. On remote storage the trial folder is the sweep's, not the local
+        one results are read from, and only this one checkpoint is downloaded."""
+        trial = self.run_dir / Path(trial_path).name if isinstance(self.run_dir, RemotePath) \
+            else Path(trial_path)
+        candidates = [trial / name] if name else []
+        candidates += sorted(trial.glob("checkpoint_*"), key=str, reverse=True)
+        for ckpt in candidates:
+            if not _has_weights(ckpt):
+                continue
+            if isinstance(ckpt, RemotePath):
+                local = ckpt.download(tmp / ckpt.name, skip=lambda rel: rel not in _WEIGHT_FILES)
+                return local, str(ckpt)
+            return ckpt, str(ckpt)
+        return None
+
+    def _upload_best(self, weights: Path | None, source: str | None) -> Path | None:
         best, parent = self.best, self.parent
         if parent is None or best.result is None or best.trial_id is None:
             return None
@@ -693,7 +731,7 @@ class _Store:
                 "metric": best.metric, "mode": best.mode, "value": best.value,
                 "epoch": result_step(best.result),
                 "checkpoint": best.result.get("checkpoint_dir_name"),
-                "weights": str(weights) if weights else None,
+                "weights_from": source if weights else None,
                 "metrics": result_metrics(best.result)}
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / "best.json").write_text(json.dumps(info, indent=1))
@@ -1123,10 +1161,9 @@ def sync(run_dir: str | Path, sweep_name: str, tracking_uri: str | None = None,
     run_dir = location(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run dir {run_dir} does not exist")
-    # Remote storage: read a local copy (results, params, errors, Tune state, the weights of
-    # the kept checkpoints); run ids, tags and the marker stay with the sweep's own folder.
-    source = local_copy(run_dir, keep=frozenset({WEIGHTS_FILE})) \
-        if isinstance(run_dir, RemotePath) else run_dir
+    # Remote storage: read a local copy (results, params, errors, Tune state; no checkpoints);
+    # run ids, tags and the marker stay with the sweep's own folder.
+    source = local_copy(run_dir) if isinstance(run_dir, RemotePath) else run_dir
     try:
         return _sync(run_dir, source, sweep_name, tracking_uri, experiment, spec_yaml,
                      sweep_params, objective)

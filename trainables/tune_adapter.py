@@ -175,7 +175,6 @@ def train_trial(config: dict[str, Any], data: dict[str, Any],
         state = make_state()
         with tempfile.TemporaryDirectory() as tmp:
             torch.save(state, Path(tmp) / CHECKPOINT_FILE)
-            torch.save(state["model"], Path(tmp) / "model.pt")
             (Path(tmp) / _COMPLETE).touch()
             report(metrics, checkpoint=Checkpoint.from_directory(tmp))
         _prune(folder)

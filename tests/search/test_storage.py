@@ -107,3 +107,29 @@ def test_sync_from_a_uri_matches_a_local_sync_and_tags_the_uri(tmp_path: Path) -
     assert best == {"best/model.pt", "best/best.json"}  # the weights came with the copy
     again = sync(url, "remote", tracking_uri=uri)
     assert (again.runs_created, again.points_logged, again.artifacts_logged) == (0, 0, 0)
+
+
+def test_best_weights_come_out_of_hpsearch_state_checkpoints(tmp_path: Path) -> None:
+    """hpsearch's trials save one ``state.pt`` per checkpoint (weights under "model", with the
+    optimizer's state); the parent's ``best/model.pt`` is those weights alone."""
+    import torch
+
+    run_dir = tmp_path / "runs" / "states"
+    write_tune_dir(run_dir, {"cccc_00000": (0.01, 2, None), "cccc_00001": (0.1, 2, None)})
+    for ckpt in run_dir.glob("*/checkpoint_000000"):
+        (ckpt / "model.pt").unlink()
+        weights = {"fc.weight": torch.full((2, 2), float(len(ckpt.parent.name)))}
+        torch.save({"model": weights, "optimizer": {"state": {}}, "epoch": 2},
+                   ckpt / "state.pt")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    sync(f"file://{run_dir}", "states", tracking_uri=uri)
+    client = MlflowClient(uri)
+    parent, _ = sweep_runs(client, "states")
+    best_trial = next(run_dir.glob(f"*{parent.data.tags['hpsearch.best_trial_id']}*"))
+    got = torch.load(client.download_artifacts(parent.info.run_id, "best/model.pt",
+                                               str(tmp_path)), weights_only=True)
+    assert set(got) == {"fc.weight"}
+    assert torch.equal(got["fc.weight"], torch.full((2, 2), float(len(best_trial.name))))
+    info = json.loads(Path(client.download_artifacts(parent.info.run_id, "best/best.json",
+                                                     str(tmp_path))).read_text())
+    assert info["weights_from"] == f"file://{best_trial}/checkpoint_000000"
