@@ -834,7 +834,10 @@ class MlflowTracker(Callback):
     @property
     def pending(self) -> bool:
         """Whether MLflow may lack results (failed or unsent writes): ``sync`` is due."""
-        return (self.run_dir / MARKER_FILE).exists()
+        try:
+            return (self.run_dir / MARKER_FILE).exists()
+        except OSError:  # remote storage unreachable right now: assume the worst
+            return True
 
     # ---- Tune hooks: each only enqueues
 
