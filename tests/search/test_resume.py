@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -13,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.driver import sigkill_sweep_when
 from tests.fakedata import write_mnist
 
 pytestmark = pytest.mark.integration
@@ -45,21 +44,9 @@ def test_sigkilled_sweep_resumes_with_every_epoch_exactly_once(tmp_path: Path) -
     spec_file = tmp_path / "killed.yaml"
     spec_file.write_text(yaml.safe_dump(spec))
     run_dir = tmp_path / "runs" / "killed"
-    driver = subprocess.Popen(_cli("sweep", str(spec_file), cwd=tmp_path), cwd=tmp_path,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 240
-    try:
-        while time.monotonic() < deadline:  # kill once some trial has 2 epochs checkpointed
-            if list(run_dir.glob("trial_*/checkpoint_000001")) and driver.poll() is None:
-                break
-            time.sleep(0.2)
-        else:
-            pytest.fail("the sweep never reached its second checkpoint")
-        os.kill(driver.pid, signal.SIGKILL)
-        driver.wait(timeout=30)
-    finally:
-        if driver.poll() is None:
-            driver.kill()
+    # kill once some trial has 2 epochs checkpointed
+    sigkill_sweep_when(spec_file, lambda: bool(list(run_dir.glob("trial_*/checkpoint_000001"))),
+                       cwd=tmp_path)
     before = {d.name: _epochs(d) for d in run_dir.glob("trial_*") if (d / "result.json").exists()}
     assert not all(e == [1, 2, 3, 4] for e in before.values()) or len(before) < 4, \
         "the sweep finished before it was killed; the test proves nothing"

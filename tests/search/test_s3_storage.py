@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
+from tests.driver import sigkill_sweep_when
 from tests.fakedata import write_mnist
 from tests.s3_server import S3Server
 
@@ -125,23 +125,10 @@ def test_a_sweep_on_s3_keeps_everything_in_the_bucket_and_reports_from_it(
 def test_a_sweep_on_s3_resumes_after_its_driver_was_killed(tmp_path: Path, s3: S3Server) -> None:
     data = write_mnist(tmp_path / "data", n_train=3000, n_test=300)
     spec = _spec(tmp_path, "killeds3", data, epochs=4)
-    driver = subprocess.Popen([sys.executable, "-m", "search.cli", "sweep", str(spec)],
-                              cwd=tmp_path, env={**os.environ, **s3.env},
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 240
-    try:
-        while time.monotonic() < deadline:  # kill once some trial has 2 epochs checkpointed
-            if any("/checkpoint_000001/" in k for k in s3.keys("runs/killeds3")) \
-                    and driver.poll() is None:
-                break
-            time.sleep(0.3)
-        else:
-            pytest.fail("the sweep never reached its second checkpoint")
-        os.kill(driver.pid, signal.SIGKILL)
-        driver.wait(timeout=30)
-    finally:
-        if driver.poll() is None:
-            driver.kill()
+    # kill once some trial has 2 epochs checkpointed
+    sigkill_sweep_when(spec, lambda: any("/checkpoint_000001/" in k
+                                         for k in s3.keys("runs/killeds3")),
+                       cwd=tmp_path, env={**os.environ, **s3.env})
     keys = s3.keys("runs/killeds3")
     before = {t: _epochs(s3, f"runs/killeds3/{t}/result.json") for t in _trials(keys, "killeds3")
               if f"runs/killeds3/{t}/result.json" in keys}

@@ -1,0 +1,37 @@
+"""Killing a sweep's driver for real: ``hpsearch sweep`` in a subprocess, SIGKILLed mid-sweep."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import pytest
+
+__all__ = ["sigkill_sweep_when"]
+
+
+def sigkill_sweep_when(spec_file: Path, ready: Callable[[], bool], *, cwd: Path,
+                       env: Mapping[str, str] | None = None, timeout: float = 240) -> None:
+    """Run ``hpsearch sweep spec_file`` and SIGKILL it as soon as ``ready()`` holds while it
+    still runs; the test fails if that never happens within ``timeout`` seconds."""
+    driver = subprocess.Popen([sys.executable, "-m", "search.cli", "sweep", str(spec_file)],
+                              cwd=cwd, env=dict(env) if env is not None else None,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if ready() and driver.poll() is None:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail(f"the sweep never got to the point of the kill (exit {driver.poll()})")
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait(timeout=30)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
