@@ -80,10 +80,6 @@ class RemotePath:
         head = self._rest.rstrip("/").rsplit("/", 1)[0]
         return self._with(head if head != self._rest else self._rest)
 
-    def with_suffix(self, suffix: str) -> RemotePath:
-        stem = self.name.rsplit(".", 1)[0] if "." in self.name.lstrip(".") else self.name
-        return self.parent / f"{stem}{suffix}"
-
     # ---- the filesystem
 
     def _resolve(self) -> str:
@@ -221,18 +217,16 @@ def write_atomic(path: Location, text: str) -> None:
     tmp.replace(path)
 
 
-def _checkpoint_file(rel: str, keep: frozenset[str]) -> bool:
-    """Whether a file of a sweep folder is checkpoint data not in ``keep`` (names like
-    ``model.pt`` to keep from each checkpoint)."""
-    parts = rel.split("/")
-    return any(p.startswith("checkpoint_") for p in parts[:-1]) and parts[-1] not in keep
+def _in_checkpoint(rel: str) -> bool:
+    """Whether a file of a sweep folder (path relative to it) is inside a checkpoint."""
+    return any(part.startswith("checkpoint_") for part in rel.split("/")[:-1])
 
 
-def local_copy(run_dir: RemotePath, *, keep: frozenset[str] = frozenset()) -> Path:
+def local_copy(run_dir: RemotePath) -> Path:
     """A temporary local copy of a remote sweep folder: results, params, errors and Tune's
-    state; of the checkpoints only the files named in ``keep``. The caller removes it."""
+    state, no checkpoints. The caller removes it."""
     dest = Path(tempfile.mkdtemp(prefix=f"hpsearch-{run_dir.name}-"))
-    return run_dir.download(dest, skip=lambda rel: _checkpoint_file(rel, keep))
+    return run_dir.download(dest, skip=_in_checkpoint)
 
 
 def storage_error(where: Location, err: BaseException) -> str:

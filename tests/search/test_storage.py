@@ -60,16 +60,14 @@ def test_write_atomic_leaves_no_temporary_file(tmp_path: Path) -> None:
     assert [p.name for p in (tmp_path / "a").iterdir()] == ["x.json"]
 
 
-def test_local_copy_leaves_checkpoints_out_but_what_is_kept(tmp_path: Path) -> None:
+def test_local_copy_leaves_the_checkpoints_out(tmp_path: Path) -> None:
     write_tune_dir(tmp_path / "sweep", {"t_00000": (0.1, 2, None)})
     trial = next((tmp_path / "sweep").glob("tiny_*"))
     (trial / "checkpoint_000000" / "state.pt").write_bytes(b"big optimizer state")
-    remote = location(f"file://{tmp_path}/sweep")
-    for keep, expected in ((frozenset(), set()), (frozenset({"model.pt"}), {"model.pt"})):
-        copy = local_copy(remote, keep=keep)
-        assert (copy / trial.name / "result.json").read_bytes() == \
-            (trial / "result.json").read_bytes()
-        assert {p.name for p in copy.glob("*/checkpoint_*/*")} == expected
+    copy = local_copy(location(f"file://{tmp_path}/sweep"))
+    assert (copy / trial.name / "result.json").read_bytes() == (trial / "result.json").read_bytes()
+    assert (copy / trial.name / "params.json").is_file()
+    assert list(copy.glob("*/checkpoint_*/*")) == []
 
 
 def test_find_sweep_and_load_meta_by_uri(tmp_path: Path) -> None:
