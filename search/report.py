@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from search.storage import RemotePath
+    from search.tracking import TrialFiles
 
 __all__ = [
     "FINAL_METRICS",
@@ -406,34 +407,27 @@ def _from_local_dir(run_dir: Path, shown: str, name: str) -> SweepData:
     meta_path = run_dir / META_FILE
     saved = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     spec = _spec_or_none(saved.get("spec"), f"{run_dir.name}/{META_FILE}")
-    from search.tracking import tune_states
+    from search.tracking import read_trial_dirs, tune_states
 
     states = tune_states(run_dir)
-    dirs = sorted({p.parent for p in run_dir.glob("*/result.json")}
-                  | {p.parent for p in run_dir.glob("*/params.json")})
-    trials = [_ray_trial(d, states) for d in dirs]
+    trials = [_ray_trial(files, states) for files in read_trial_dirs(run_dir, states)]
     matrices = {t.trial_id: m for t, m in trials if m}
     meta = {"source": "ray", "run_dir": shown, **_meta_from(saved, spec)}
     return _assemble(saved.get("name") or name, spec, [t for t, _ in trials], meta,
                      _objective(spec, None), matrices.get)
 
 
-def _ray_trial(trial_dir: Path, states: Mapping[str, tuple[str | None, str | None]],
+def _ray_trial(files: TrialFiles, states: Mapping[str, tuple[str | None, str | None]],
                ) -> tuple[_Trial, list[list[float]] | None]:
     """One trial folder (``result.json``, ``params.json``, ``error.txt``) and its test
     confusion matrix, if it has one."""
-    from search.tracking import read_results, result_metrics, result_step, trial_status
+    from search.tracking import by_step, result_metrics, result_step, trial_status
 
-    merged = {result_step(r): r for r in read_results(trial_dir / "result.json")}
-    rows = [merged[s] for s in sorted(merged)]  # a resumed trial may repeat an epoch
-    by_dir = {d: t for t, (_, d) in states.items() if d}
-    trial_id = next((r["trial_id"] for r in rows if r.get("trial_id")),
-                    by_dir.get(trial_dir.name, trial_dir.name.removeprefix("trial_")))
-    config = _read_json(trial_dir / "params.json")
-    if not isinstance(config, dict):
-        config = next((r["config"] for r in rows if isinstance(r.get("config"), dict)), {})
-    error = _last_line(trial_dir / "error.txt") if (trial_dir / "error.txt").is_file() else None
-    if error is None and (trial_dir / "error.pkl").is_file():
+    rows = by_step(files.rows)  # a resumed trial may repeat an epoch
+    trial_id = files.trial_id or files.dir.name.removeprefix("trial_")
+    config = files.config
+    error = files.error
+    if error is None and (files.dir / "error.pkl").is_file():
         error = "error.pkl (no error.txt)"
     status = trial_status(rows, states.get(trial_id, (None, None))[0], error)
     metric_rows, finals, matrix = [], {}, None
@@ -469,22 +463,6 @@ def _meta_from(saved: Mapping[str, Any], spec: SweepSpec | None) -> dict[str, An
         meta.update(cpu_per_trial=spec.resources.cpu, gpu_per_trial=spec.resources.gpu,
                     max_epochs=spec.budget.max_epochs)
     return meta
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _last_line(path: Path) -> str | None:
-    try:
-        lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines()]
-    except OSError:
-        return None
-    lines = [ln for ln in lines if ln]
-    return lines[-1][:8000] if lines else None  # MLflow's tag limit, as the tracker cuts it
 
 
 def _find_experiment(name: str, uri: str) -> Any:

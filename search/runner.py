@@ -319,12 +319,9 @@ def run_sweep(spec: SweepSpec, spec_text: str, *, address: str | None = None,
 def find_sweep(name_or_path: str, storage: str | None = None) -> tuple[Location, dict[str, Any]]:
     """A sweep's folder and its ``hpsearch.json``, from its name (under the storage dir) or a
     path or URI of the folder; a UserError naming the sweeps there are when there is none."""
-    if is_uri(name_or_path):
-        remote = location(name_or_path)
-        return remote, _read_meta(remote, remote.name)
-    path = Path(name_or_path).expanduser()
-    if (path / META_FILE).is_file():
-        return path.resolve(), json.loads((path / META_FILE).read_text())
+    given = location(name_or_path)
+    if is_uri(name_or_path) or (given / META_FILE).is_file():
+        return given, _read_meta(given, given.name)
     return run_dir_for(name_or_path, storage), load_meta(name_or_path, storage)
 
 

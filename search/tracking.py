@@ -36,8 +36,9 @@ from ray.tune import Callback
 
 from search.storage import Location, RemotePath, local_copy, location, write_atomic
 
-__all__ = ["MARKER_FILE", "RUNS_FILE", "MlflowTracker", "SyncStats", "flatten_params",
-           "plot_curves", "read_results", "resolve_tracking_uri", "result_metrics", "result_step",
+__all__ = ["MARKER_FILE", "RUNS_FILE", "MlflowTracker", "SyncStats", "TrialFiles",
+           "flatten_params", "last_line", "plot_curves", "read_results", "read_trial_dirs",
+           "resolve_tracking_uri", "result_metrics", "result_step",
            "sync", "trial_status", "write_confusion"]
 
 logger = logging.getLogger(__name__)
@@ -45,8 +46,6 @@ logger = logging.getLogger(__name__)
 RUNS_FILE = "mlflow_runs.json"
 MARKER_FILE = "mlflow_pending"
 WEIGHTS_FILE = "model.pt"
-STATE_FILE = "state.pt"  # hpsearch's trial checkpoint; the weights are its "model" entry
-_WEIGHT_FILES = (WEIGHTS_FILE, STATE_FILE)
 _THREAD = "hpsearch-mlflow"
 _FLUSH, _CLOSE = object(), object()  # control events for the writer thread
 
@@ -160,7 +159,47 @@ def by_step(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return [merged[s] for s in sorted(merged)]
 
 
-def _last_line(path: str | Path | None) -> str | None:
+@dataclass
+class TrialFiles:
+    """What one trial folder of a Tune results dir holds (``sync`` and ``report`` read it)."""
+
+    dir: Path
+    trial_id: str | None  # from its results, else from Tune's experiment state
+    config: dict[str, Any]  # params.json, else the config in its results
+    rows: list[dict[str, Any]]  # result.json in file order (a resumed trial may repeat a step)
+    error: str | None  # the last line of error.txt
+
+
+def read_trial_dirs(run_dir: Path, states: Mapping[str, tuple[str | None, str | None]],
+                    ) -> list[TrialFiles]:
+    """Every trial folder under ``run_dir`` (one with ``params.json`` or ``result.json``);
+    ``states`` is :func:`tune_states` of it."""
+    by_dir = {d: t for t, (_, d) in states.items() if d}
+    dirs = sorted({p.parent for p in run_dir.glob("*/params.json")}
+                  | {p.parent for p in run_dir.glob("*/result.json")})
+    found = []
+    for trial_dir in dirs:
+        rows = read_results(trial_dir / "result.json")
+        config = _read_json(trial_dir / "params.json")
+        if not isinstance(config, dict):
+            config = next((r["config"] for r in rows if isinstance(r.get("config"), dict)), {})
+        found.append(TrialFiles(
+            dir=trial_dir, config=config, rows=rows, error=last_line(trial_dir / "error.txt"),
+            trial_id=next((r["trial_id"] for r in rows if r.get("trial_id")),
+                          by_dir.get(trial_dir.name))))
+    return found
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def last_line(path: str | Path | None) -> str | None:
+    """The last non-blank line of a text file (an error's message), cut to MLflow's tag size;
+    None when there is no such file."""
     if not path:
         return None
     try:
@@ -182,17 +221,21 @@ def _git_commit() -> str | None:
 
 def _weights_in(ckpt: Path, tmp: Path) -> Path | None:
     """A checkpoint folder's model weights: its ``model.pt`` (any Tune checkpoint that has
-    one), else the ``model`` entry of hpsearch's own ``state.pt``, written out under ``tmp``."""
-    if (ckpt / WEIGHTS_FILE).is_file():
-        return ckpt / WEIGHTS_FILE
-    if not (ckpt / STATE_FILE).is_file():
-        return None
+    one), else the ``model`` entry of a trial's own checkpoint state, written out under
+    ``tmp``."""
     import torch
 
+    from trainables.tune_adapter import CHECKPOINT_FILE, load_state
+
+    if (ckpt / WEIGHTS_FILE).is_file():
+        return ckpt / WEIGHTS_FILE
+    if not (ckpt / CHECKPOINT_FILE).is_file():
+        return None
+
     try:
-        state = torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - cut off or foreign: no weights, not a failure
-        logger.warning("no weights from %s: %s", ckpt / STATE_FILE, err)
+        state = load_state(ckpt)
+    except Exception as err:  # noqa: BLE001 - foreign or corrupt: no weights, not a failure
+        logger.warning("no weights from %s: %s", ckpt / CHECKPOINT_FILE, err)
         return None
     if not isinstance(state, dict) or "model" not in state:
         return None
@@ -201,7 +244,9 @@ def _weights_in(ckpt: Path, tmp: Path) -> Path | None:
 
 
 def _has_weights(ckpt: Location) -> bool:
-    return (ckpt / WEIGHTS_FILE).exists() or (ckpt / STATE_FILE).exists()
+    from trainables.tune_adapter import CHECKPOINT_FILE
+
+    return (ckpt / WEIGHTS_FILE).exists() or (ckpt / CHECKPOINT_FILE).exists()
 
 
 def _is_transient(err: BaseException) -> bool:
@@ -522,15 +567,16 @@ class _Store:
             self.add_params(state, flatten_params(config))
         if trial_path and state.trial_path != trial_path:
             state.trial_path = trial_path
-            self.set_tags(state, {"hpsearch.trial_dir": self.trial_label(trial_path)})
+            self.set_tags(state, {"hpsearch.trial_dir": str(self.trial_folder(trial_path))})
         return state
 
-    def trial_label(self, trial_path: str) -> str:
-        """Where a trial's folder is for users: on remote storage its URI, not the local copy
-        (Tune's driver staging folder, or the one ``sync`` downloaded) that is read."""
+    def trial_folder(self, trial_path: str) -> Location:
+        """A trial's own folder: on remote storage the one in the sweep's folder, not the local
+        copy (Tune's driver staging folder, or the one ``sync`` downloaded) results are read
+        from."""
         if isinstance(self.run_dir, RemotePath):
-            return str(self.run_dir / Path(trial_path).name)
-        return trial_path
+            return self.run_dir / Path(trial_path).name
+        return Path(trial_path)
 
     # ---- buffered writes
 
@@ -712,17 +758,18 @@ class _Store:
     def _best_checkpoint(self, trial_path: str, name: str | None,
                          tmp: Path) -> tuple[Path, str] | None:
         """A local folder of the trial's checkpoint ``name``, else of its newest one, and where
-        that checkpoint is. On remote storage the trial folder is the sweep's, not the local
-        one results are read from, and only this one checkpoint is downloaded."""
-        trial = self.run_dir / Path(trial_path).name if isinstance(self.run_dir, RemotePath) \
-            else Path(trial_path)
+        that checkpoint is; from remote storage only this one checkpoint is downloaded."""
+        from trainables.tune_adapter import CHECKPOINT_FILE, COMPLETE_FILE
+
+        wanted = (WEIGHTS_FILE, CHECKPOINT_FILE, COMPLETE_FILE)  # all fetched from S3
+        trial = self.trial_folder(trial_path)
         candidates = [trial / name] if name else []
         candidates += sorted(trial.glob("checkpoint_*"), key=str, reverse=True)
         for ckpt in candidates:
             if not _has_weights(ckpt):
                 continue
             if isinstance(ckpt, RemotePath):
-                local = ckpt.download(tmp / ckpt.name, skip=lambda rel: rel not in _WEIGHT_FILES)
+                local = ckpt.download(tmp / ckpt.name, skip=lambda rel: rel not in wanted)
                 return local, str(ckpt)
             return ckpt, str(ckpt)
         return None
@@ -1081,14 +1128,14 @@ def _on_checkpoint(store: _Store, trial_id: str, checkpoint: Any) -> None:
 
 def _on_end(store: _Store, trial_id: str, tune_status: str, error_file: str | None) -> None:
     run = store.ensure_child(trial_id, None)
-    error = _last_line(error_file)
+    error = last_line(error_file)
     store.finish(trial_id, trial_status(store._history(run), tune_status, error), error=error)
 
 
 def _on_recover(store: _Store, trial_id: str, error_file: str | None, failures: int) -> None:
     run = store.ensure_child(trial_id, None)
     store.set_tags(run, {"hpsearch.status": "retrying", "hpsearch.failures": failures,
-                         "hpsearch.error": _last_line(error_file) or ""})
+                         "hpsearch.error": last_line(error_file) or ""})
 
 
 def _on_best(store: _Store, checkpoints: dict[str, Any]) -> None:
@@ -1192,28 +1239,15 @@ def _sync(run_dir: Location, source: Path, sweep_name: str, tracking_uri: str | 
                    sweep_name=sweep_name, experiment=experiment, objective=objective)
     store.ensure_parent(spec_yaml, sweep_params)
     states = tune_states(source)
-    by_dir = {d: t for t, (_, d) in states.items() if d}
-    trial_dirs = sorted({p.parent for p in source.glob("*/params.json")}
-                        | {p.parent for p in source.glob("*/result.json")})
-    trials: list[tuple[str, Path, list[dict[str, Any]]]] = []
+    trials = [t for t in read_trial_dirs(source, states) if t.trial_id is not None]
     complete: set[str] = set()  # finished runs whose tracker logged every step: no replay
-    for trial_dir in trial_dirs:
-        rows = read_results(trial_dir / "result.json")
-        trial_id = next((r["trial_id"] for r in rows if r.get("trial_id")),
-                        by_dir.get(trial_dir.name))
-        if trial_id is None:
-            continue
-        try:
-            config = json.loads((trial_dir / "params.json").read_text())
-        except (OSError, ValueError):
-            config = next((r["config"] for r in rows if isinstance(r.get("config"), dict)), {})
-        if store.complete(store.ensure_child(trial_id, config, str(trial_dir)), by_step(rows)):
-            complete.add(trial_id)
-        trials.append((trial_id, trial_dir, rows))
+    for t in trials:
+        if store.complete(store.ensure_child(t.trial_id, t.config, str(t.dir)), by_step(t.rows)):
+            complete.add(t.trial_id)
 
     # Results in the order they happened, so best_* steps match the callback's.
-    events = sorted(((r.get("timestamp", 0), i, t, r) for t, _, rows in trials
-                     for i, r in enumerate(rows)), key=lambda e: (e[0], e[1]))
+    events = sorted(((r.get("timestamp", 0), i, t.trial_id, r) for t in trials
+                     for i, r in enumerate(t.rows)), key=lambda e: (e[0], e[1]))
     store.parent_step, store.best = 0, _Best(*objective)
     for _, _, trial_id, row in events:
         store.add_result(trial_id, row, metrics=trial_id not in complete)
@@ -1221,11 +1255,10 @@ def _sync(run_dir: Location, source: Path, sweep_name: str, tracking_uri: str | 
         store.flush(run)
 
     statuses = []
-    for trial_id, trial_dir, rows in trials:
-        tune_status = states.get(trial_id, (None, None))[0]
-        error = _last_line(trial_dir / "error.txt") if (trial_dir / "error.txt").exists() else None
-        statuses.append(trial_status(by_step(rows), tune_status, error))
-        store.finish(trial_id, statuses[-1], error=error, only_missing=True)
+    for t in trials:
+        statuses.append(trial_status(by_step(t.rows), states.get(t.trial_id, (None, None))[0],
+                                     t.error))
+        store.finish(t.trial_id, statuses[-1], error=t.error, only_missing=True)
     store.log_best(only_missing=True)
     parent = store.parent
     if parent is not None and statuses and all(s in _FINAL for s in statuses) \

@@ -22,16 +22,18 @@ from trainables.cost import constraint_violation, trial_cost
 from trainables.data import DataBundle
 from trainables.fit import fit
 
-__all__ = ["CHECKPOINT_FILE", "TrialFolder", "checkpoint_state", "latest_checkpoint_state",
-           "train_trial"]
+__all__ = ["CHECKPOINT_FILE", "COMPLETE_FILE", "TrialFolder", "checkpoint_state",
+           "latest_checkpoint_state", "load_state", "train_trial"]
 
 CHECKPOINT_FILE = "state.pt"
-_COMPLETE = "COMPLETE"  # written last: a checkpoint without it was cut off mid-write
+COMPLETE_FILE = "COMPLETE"  # written last: a checkpoint without it was cut off mid-write
 _KEEP = 2  # checkpoints kept per trial (Tune's own num_to_keep forces experiment snapshots)
 
 
-def _load_state(directory: Path) -> dict[str, Any] | None:
-    if not (directory / _COMPLETE).exists():
+def load_state(directory: Path) -> dict[str, Any] | None:
+    """The state in a local checkpoint folder (weights under ``"model"``); None when it was
+    cut off mid-write. Loaded with ``weights_only=True``: a checkpoint cannot run code."""
+    if not (directory / COMPLETE_FILE).exists():
         return None
     return torch.load(directory / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
 
@@ -41,7 +43,7 @@ def checkpoint_state(checkpoint: Checkpoint | None) -> dict[str, Any] | None:
     if checkpoint is None:
         return None
     with checkpoint.as_directory() as d:  # local storage: the folder itself; S3: a copy
-        return _load_state(Path(d))
+        return load_state(Path(d))
 
 
 class TrialFolder:
@@ -175,7 +177,7 @@ def train_trial(config: dict[str, Any], data: dict[str, Any],
         state = make_state()
         with tempfile.TemporaryDirectory() as tmp:
             torch.save(state, Path(tmp) / CHECKPOINT_FILE)
-            (Path(tmp) / _COMPLETE).touch()
+            (Path(tmp) / COMPLETE_FILE).touch()
             report(metrics, checkpoint=Checkpoint.from_directory(tmp))
         _prune(folder)
 

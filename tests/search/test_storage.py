@@ -119,6 +119,7 @@ def test_best_weights_come_out_of_hpsearch_state_checkpoints(tmp_path: Path) -> 
         weights = {"fc.weight": torch.full((2, 2), float(len(ckpt.parent.name)))}
         torch.save({"model": weights, "optimizer": {"state": {}}, "epoch": 2},
                    ckpt / "state.pt")
+        (ckpt / "COMPLETE").touch()  # as a trial writes it, last
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     sync(f"file://{run_dir}", "states", tracking_uri=uri)
     client = MlflowClient(uri)
