@@ -13,7 +13,6 @@ import json
 import logging
 import math
 import os
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -90,17 +89,6 @@ def _check_storage(run_dir: Location) -> bool:
     except (OSError, ValueError) as err:  # pyarrow: unknown scheme, no bucket, no credentials
         raise UserError(storage_error(run_dir.parent, err)) from None
     return False
-
-
-def _git_commit() -> str | None:
-    if os.environ.get("HPSEARCH_GIT_COMMIT"):  # set at image build time (no git in containers)
-        return os.environ["HPSEARCH_GIT_COMMIT"]
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=5, cwd=Path(__file__).resolve().parent)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
 
 
 def _base_config(spec: SweepSpec) -> TrialConfig:
@@ -405,10 +393,12 @@ def submit_sweep(spec_text: str, spec: SweepSpec, address: str, *, follow: bool 
 
 
 def _write_meta(run_dir: Location, spec: SweepSpec, spec_text: str, tracking_uri: str) -> None:
+    from search.tracking import git_commit
+
     meta = {"name": spec.name, "spec": spec.to_dict(), "spec_yaml": spec_text,
             "fingerprint": spec_fingerprint(spec), "storage": str(run_dir.parent),
             "tracking_uri": tracking_uri,
-            "experiment": spec.tracking.experiment or spec.name, "git_commit": _git_commit(),
+            "experiment": spec.tracking.experiment or spec.name, "git_commit": git_commit(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     write_atomic(run_dir / META_FILE, json.dumps(meta, indent=2))
 

@@ -37,9 +37,9 @@ from ray.tune import Callback
 from search.storage import Location, RemotePath, local_copy, location, write_atomic
 
 __all__ = ["MARKER_FILE", "RUNS_FILE", "MlflowTracker", "SyncStats", "TrialFiles",
-           "flatten_params", "last_line", "plot_curves", "read_results", "read_trial_dirs",
-           "resolve_tracking_uri", "result_metrics", "result_step",
-           "sync", "trial_status", "write_confusion"]
+           "flatten_params", "git_commit", "last_line", "plot_curves", "read_results",
+           "read_trial_dirs", "resolve_tracking_uri", "result_metrics", "result_step", "sync",
+           "trial_status", "write_confusion"]
 
 logger = logging.getLogger(__name__)
 
@@ -210,7 +210,11 @@ def last_line(path: str | Path | None) -> str | None:
     return lines[-1][:_TAG_MAX] if lines else None
 
 
-def _git_commit() -> str | None:
+def git_commit() -> str | None:
+    """The commit of the hpsearch code that runs: ``$HPSEARCH_GIT_COMMIT`` (set when the
+    image is built; containers have no git), else ``git rev-parse HEAD`` of this checkout."""
+    if os.environ.get("HPSEARCH_GIT_COMMIT"):
+        return os.environ["HPSEARCH_GIT_COMMIT"]
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent,
                              capture_output=True, text=True, timeout=10, check=True)
@@ -410,7 +414,7 @@ class _Store:
         self.sweep = sweep_name
         self.experiment_name = experiment or sweep_name
         self.objective = objective
-        self.commit = _git_commit()
+        self.commit = git_commit()
         self.experiment_id: str | None = None
         self.parent: _Run | None = None
         self.children: dict[str, _Run] = {}
