@@ -1,4 +1,5 @@
-"""Killing a sweep's driver for real: ``hpsearch sweep`` in a subprocess, SIGKILLed mid-sweep."""
+"""The ``hpsearch`` command as a user runs it, in a subprocess; and a sweep's driver SIGKILLed
+mid-sweep."""
 
 from __future__ import annotations
 
@@ -12,7 +13,15 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["sigkill_sweep_when"]
+__all__ = ["hpsearch", "sigkill_sweep_when"]
+
+
+def hpsearch(*args: str, cwd: Path | None = None, env: Mapping[str, str] | None = None,
+             timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """``hpsearch ARGS`` (``python -m search.cli``) to the end, output captured."""
+    return subprocess.run([sys.executable, "-m", "search.cli", *args], cwd=cwd,
+                          env=dict(env) if env is not None else None, capture_output=True,
+                          text=True, timeout=timeout)
 
 
 def sigkill_sweep_when(spec_file: Path, ready: Callable[[], bool], *, cwd: Path,

@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.driver import hpsearch as run_hpsearch
+
 GOOD: dict[str, Any] = {
     "name": "bad",
     "fixed": {"dataset": "mnist", "model": "cnn", "channels": [8, 16]},
@@ -90,8 +92,7 @@ SPECS: list[tuple[str, Any, str]] = [
 
 
 def hpsearch(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "search.cli", *args], capture_output=True,
-                          text=True, timeout=120, cwd=cwd)
+    return run_hpsearch(*args, cwd=cwd, timeout=120)
 
 
 def _assert_clean_failure(out: subprocess.CompletedProcess[str], phrase: str,

@@ -30,6 +30,7 @@ import pytest
 import yaml
 
 from tests.fakedata import write_mnist
+from tests.mlflow_server import free_port
 
 pytestmark = pytest.mark.cluster
 
@@ -60,12 +61,6 @@ def compose_cli() -> tuple[list[str], str] | None:
                 and _succeeds([*cmd, "version"])):
             return cmd, engine
     return None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _get(url: str, token: str | None = None) -> Any | None:
@@ -151,8 +146,8 @@ def _env_file(path: Path, data_dir: Path) -> tuple[dict[str, str], Path]:
         "POSTGRES_USER": "mlflow",
         "POSTGRES_PASSWORD": secrets.token_hex(16),
         "POSTGRES_DB": "mlflow",
-        "HPSEARCH_DASHBOARD_PORT": str(_free_port()),
-        "HPSEARCH_MLFLOW_PORT": str(_free_port()),
+        "HPSEARCH_DASHBOARD_PORT": str(free_port()),
+        "HPSEARCH_MLFLOW_PORT": str(free_port()),
         "HPSEARCH_DATA_HOST": str(data_dir),
         "HPSEARCH_IMAGE": IMAGE,
         "HPSEARCH_WORKERS": str(WORKERS),  # so that `down` knows every worker too

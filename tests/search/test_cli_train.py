@@ -9,10 +9,7 @@ from pathlib import Path
 
 import pytest
 
-
-def hpsearch(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "search.cli", *args], capture_output=True,
-                          text=True, timeout=300, cwd=cwd)
+from tests.driver import hpsearch
 
 
 def test_train_prints_one_line_per_epoch_and_phase(tiny_mnist_dir: Path, tmp_path: Path) -> None:

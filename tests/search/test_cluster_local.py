@@ -16,16 +16,11 @@ import pytest
 import yaml
 
 from tests.fakedata import write_mnist
+from tests.mlflow_server import free_port
 from tests.s3_server import S3Server
 
 pytestmark = pytest.mark.integration
 RAY = str(Path(sys.executable).parent / "ray")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -42,14 +37,14 @@ def two_node_cluster(tmp_path: Path, request: pytest.FixtureRequest,
            "RAY_USAGE_STATS_ENABLED": "0",
            # as with an activated venv: the job's shell finds `hpsearch`
            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    gcs, dash = _free_port(), _free_port()
+    gcs, dash = free_port(), free_port()
     def node_ports() -> list[str]:
         # Two nodes on one host: each needs its own agent ports, or the second node's agent
         # can take the head's default port and leave the job API without an agent.
-        return [f"--dashboard-agent-listen-port={_free_port()}",
-                f"--dashboard-agent-grpc-port={_free_port()}",
-                f"--metrics-export-port={_free_port()}",
-                f"--runtime-env-agent-port={_free_port()}", "--num-cpus=1",
+        return [f"--dashboard-agent-listen-port={free_port()}",
+                f"--dashboard-agent-grpc-port={free_port()}",
+                f"--metrics-export-port={free_port()}",
+                f"--runtime-env-agent-port={free_port()}", "--num-cpus=1",
                 "--disable-usage-stats", "--node-ip-address=127.0.0.1"]
 
     try:

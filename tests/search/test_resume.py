@@ -11,14 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.driver import sigkill_sweep_when
+from tests.driver import hpsearch, sigkill_sweep_when
 from tests.fakedata import write_mnist
 
 pytestmark = pytest.mark.integration
-
-
-def _cli(*args: str, cwd: Path) -> list[str]:
-    return [sys.executable, "-m", "search.cli", *args]
 
 
 def _epochs(trial_dir: Path) -> list[int]:
@@ -52,9 +48,8 @@ def test_sigkilled_sweep_resumes_with_every_epoch_exactly_once(tmp_path: Path) -
         "the sweep finished before it was killed; the test proves nothing"
 
     time.sleep(2)  # let Ray's fate-shared processes of the dead driver go
-    out = subprocess.run(_cli("resume", "killed", "--storage", str(tmp_path / "runs"),
-                              cwd=tmp_path), cwd=tmp_path, capture_output=True, text=True,
-                         timeout=400)
+    out = hpsearch("resume", "killed", "--storage", str(tmp_path / "runs"), cwd=tmp_path,
+                   timeout=400)
     assert out.returncode == 0, out.stderr[-3000:]
     trials = sorted(run_dir.glob("trial_*"))
     assert len(trials) == 4  # no trial created twice
@@ -78,7 +73,6 @@ def test_sigkilled_sweep_resumes_with_every_epoch_exactly_once(tmp_path: Path) -
 
 
 def test_resume_of_an_unknown_sweep_is_one_line(tmp_path: Path) -> None:
-    out = subprocess.run(_cli("resume", "nope", "--storage", str(tmp_path), cwd=tmp_path),
-                         cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    out = hpsearch("resume", "nope", "--storage", str(tmp_path), cwd=tmp_path, timeout=60)
     assert out.returncode == 2 and "no sweep named 'nope'" in out.stderr
     assert "Traceback" not in out.stderr

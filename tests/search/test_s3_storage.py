@@ -20,7 +20,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from tests.driver import sigkill_sweep_when
+from tests.driver import hpsearch, sigkill_sweep_when
 from tests.fakedata import write_mnist
 from tests.s3_server import S3Server
 
@@ -32,9 +32,7 @@ STORAGE = f"s3://{BUCKET}/runs"
 
 def _cli(s3: S3Server, *args: str, cwd: Path, timeout: float = 400,
          ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "search.cli", *args], cwd=cwd,
-                          env={**os.environ, **s3.env}, capture_output=True, text=True,
-                          timeout=timeout)
+    return hpsearch(*args, cwd=cwd, env={**os.environ, **s3.env}, timeout=timeout)
 
 
 def _spec(tmp_path: Path, name: str, data: Path, epochs: int) -> Path:
