@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from search.messages import error_lines, shown
+from search.names import plain_name
 from search.yamlio import load_yaml, parse_overrides, read_source
 from trainables.config import parse_trial_config
 from trainables.errors import UserError
@@ -61,9 +63,21 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return 0 if outcome.counts.get("failed", 0) < outcome.trials else 1
 
 
+def _sweep_ref(value: str, command: str) -> str:
+    """``value`` if it is a URI or the path of an existing folder; otherwise it is a sweep's
+    name, joined under the storage root, so it must be a plain name."""
+    from search.storage import is_uri
+
+    path_like = "/" in value or "\\" in value
+    if is_uri(value) or (path_like and Path(value).expanduser().is_dir()):
+        return value
+    return plain_name(value, f"{command} NAME")
+
+
 def _cmd_resume(args: argparse.Namespace) -> int:
     from search.runner import load_meta, resume_sweep
 
+    plain_name(args.name, "resume NAME")
     load_meta(args.name, args.storage)  # a missing sweep is a one-line error before any import
     spec = _load_spec(args.spec, None)[0] if args.spec else None
     outcome = resume_sweep(args.name, storage=args.storage, spec=spec, address=args.address)
@@ -89,8 +103,10 @@ def _cmd_sync(args: argparse.Namespace) -> int:
     from search.runner import find_sweep
     from search.tracking import sync
 
-    run_dir, meta = find_sweep(args.name, args.storage)
-
+    run_dir, meta = find_sweep(_sweep_ref(args.name, "sync"), args.storage)
+    for key in ("name", "experiment"):  # a copied or edited hpsearch.json is user input too
+        if meta.get(key) is not None:
+            plain_name(meta[key], f"sync {args.name}: hpsearch.json {key}")
     uri = args.tracking_uri or meta["tracking_uri"]
     try:
         stats = sync(run_dir, meta["name"], tracking_uri=uri, experiment=meta.get("experiment"),
@@ -112,7 +128,7 @@ def _cmd_ui(args: argparse.Namespace) -> int:
     if uri is None and args.name:
         from search.runner import find_sweep
 
-        uri = find_sweep(args.name, args.storage)[1]["tracking_uri"]
+        uri = find_sweep(_sweep_ref(args.name, "ui"), args.storage)[1]["tracking_uri"]
     from search.tracking import resolve_tracking_uri
 
     uri = resolve_tracking_uri(uri)
@@ -126,7 +142,7 @@ def _cmd_ui(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from search.report import parse_count, report
+    from search.report import leaderboard_text, load_trials, parse_count, write_report
 
     limits = {}
     for key in ("max_params", "max_macs"):
@@ -135,10 +151,13 @@ def _cmd_report(args: argparse.Namespace) -> int:
             limits[key] = parse_count(raw) if raw else None
         except ValueError:
             raise UserError(f"--{key.replace('_', '-')}: expected a count such as 1M, 250K or "
-                            f"50000, but got {raw!r}") from None
-    text, files = report(args.name, storage=args.storage, tracking_uri=args.tracking_uri,
-                         results_dir=args.out, top=args.top, **limits)
-    print(text)
+                            f"50000, but got {shown(raw)}") from None
+    data = load_trials(_sweep_ref(args.name, "report"), storage=args.storage,
+                       tracking_uri=args.tracking_uri)
+    # the name may come from the sweep's hpsearch.json: it must not lead out of --out
+    out = Path(args.out) / plain_name(data.name, f"report {args.name}: the sweep's name")
+    files = write_report(data, out, top=args.top, **limits)
+    print(leaderboard_text(data, top=args.top, **limits))
     print(f"report: {files['report.html']} (also report.md, trials.csv, *.tex, plots)")
     return 0
 
@@ -221,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except UserError as err:
-        for line in str(err).splitlines():
+        for line in error_lines(str(err)):
             print(f"hpsearch: error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -14,17 +14,19 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import itertools
 import json
 import math
 import re
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -34,6 +36,8 @@ from pydantic import (
     field_validator,
 )
 
+from search.messages import cut, shown
+from search.names import check_plain
 from search.yamlio import load_yaml
 from trainables.config import TrialConfig, format_validation_error
 from trainables.errors import UserError, closest
@@ -77,6 +81,9 @@ _SETTINGS = tuple(TrialConfig.model_fields)
 _NAMED = ("dataset", "model", "activation", "optimizer", "schedule", "augment")
 _EPOCHS = "set by budget.max_epochs (ASHA stops weak trials early), not here"
 _FROZEN = ConfigDict(extra="forbid", frozen=True)
+_MOST_VALUES = 1000  # per choice/grid entry: keeps validation well under a second
+# A name that becomes a folder (the sweep's, its MLflow experiment's artifacts).
+PlainName = Annotated[str, AfterValidator(check_plain)]
 
 
 # --------------------------------------------------------------------------- distributions
@@ -133,7 +140,7 @@ class IntRange(_Entry):
 
 
 class _Values(_Entry):
-    values: list[Any] = Field(min_length=1)
+    values: list[Any] = Field(min_length=1, max_length=_MOST_VALUES)
 
     def finite_values(self) -> Sequence[Any]:
         return self.values
@@ -177,7 +184,7 @@ def _duration_seconds(value: Any) -> float | None:
             seconds = sum(float(n) * units[u] for n, u in parts)
     if seconds is None or not seconds > 0:
         raise ValueError(f"expected a positive number of seconds or a duration like '90s', "
-                         f"'30m', '2h' (got {value!r})")
+                         f"'30m', '2h' (got {shown(value)})")
     return seconds
 
 
@@ -194,7 +201,7 @@ def _count(value: Any) -> int | None:
             number = float(m[1]) * {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}[m[2]]
     if number is None or not number >= 1:
         raise ValueError(f"expected a positive count like 1200000, '1.2M', '50K' or '2G' "
-                         f"(got {value!r})")
+                         f"(got {shown(value)})")
     return round(number)
 
 
@@ -263,7 +270,7 @@ class Resources(BaseModel):
     def _whole_above_one(cls, v: float) -> float:
         if v > 1 and not float(v).is_integer():
             raise ValueError(f"a fraction is allowed below 1 only; above 1 it must be a whole "
-                             f"number (got {v!r})")
+                             f"number (got {shown(v)})")
         return v
 
 
@@ -282,23 +289,16 @@ class Tracking(BaseModel):
     model_config = _FROZEN
 
     uri: str | None = None
-    experiment: str | None = None
+    experiment: PlainName | None = None
 
 
 class _Header(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    name: str
+    name: PlainName
     description: str | None = None
     design: Literal["ofat"] | None = None
     storage: str | None = None
-
-    @field_validator("name")
-    @classmethod
-    def _name_chars(cls, v: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9_.-]+", v):
-            raise ValueError(f"only letters, digits, '_', '.' and '-' are allowed (got {v!r})")
-        return v
 
 
 class SweepSpec(BaseModel):
@@ -436,7 +436,8 @@ def apply_overrides(data: dict[str, Any], overrides: Mapping[str, Any]) -> dict[
                 node[part] = {}
             if not isinstance(node[part], dict):
                 where = ".".join(parts[:i + 1])
-                raise UserError(f"--set {dotted}: {where} is not a mapping (got {node[part]!r})")
+                raise UserError(f"--set {dotted}: {where} is not a mapping "
+                                f"(got {shown(node[part])})")
             node = node[part]
         node[parts[-1]] = value
     return out
@@ -481,7 +482,7 @@ def _model_at(model: type[BaseModel], loc: Sequence[Any]) -> type[BaseModel]:
 def _unknown(path: str, name: Any, allowed: Sequence[str], what: str = "value") -> str:
     hint = closest(str(name), allowed)
     suggestion = f" (did you mean '{hint}'?)" if hint else ""
-    return f"{path}: unknown {what} {name!r}{suggestion}; allowed: {', '.join(allowed)}"
+    return f"{path}: unknown {what} {shown(name)}{suggestion}; allowed: {', '.join(allowed)}"
 
 
 def _pydantic_lines(err: ValidationError, prefix: str, model: type[BaseModel]) -> list[str]:
@@ -499,14 +500,17 @@ def _pydantic_lines(err: ValidationError, prefix: str, model: type[BaseModel]) -
             lines.append(f"{path}: required but missing")
         elif e["type"] == "too_short":
             lines.append(f"{path}: needs at least {ctx['min_length']} value(s) "
-                         f"(got {e['input']!r})")
+                         f"(got {shown(e['input'])})")
+        elif e["type"] == "too_long":
+            lines.append(f"{path}: at most {ctx['max_length']} values are allowed, but got "
+                         f"{ctx['actual_length']}")
         elif e["type"] == "literal_error":
             lines.append(_unknown(path, e["input"], re.findall(r"'([^']*)'", ctx["expected"])))
         elif e["type"] == "value_error" and "error" in ctx:
             lines.append(f"{path}: {ctx['error']}")
         else:
             msg = e["msg"][:1].lower() + e["msg"][1:]
-            lines.append(f"{path}: {msg} (got {e['input']!r})")
+            lines.append(f"{path}: {msg} (got {shown(e['input'])})")
     return lines
 
 
@@ -569,13 +573,11 @@ class _Parser:
 
     def __init__(self, data: dict[str, Any]) -> None:
         self.data = data
-        self.lines: list[str] = []
+        self.lines: dict[str, None] = {}  # in order, each once
         self.fixed_ok: dict[str, Any] = {}  # fixed, when all of it is valid; else {}
 
     def add(self, *lines: str) -> None:
-        for line in lines:
-            if line not in self.lines:
-                self.lines.append(line)
+        self.lines.update(dict.fromkeys(lines))
 
     def section(self, path: str, model: type[BaseModel], raw: Any = None) -> Any:
         """``raw`` (default: the top-level section ``path``) validated as ``model``, or None."""
@@ -583,7 +585,7 @@ class _Parser:
         if raw is None:
             raw = {}
         if not isinstance(raw, dict):
-            self.add(f"{path}: expected a mapping (got {raw!r})")
+            self.add(f"{path}: expected a mapping (got {shown(raw)})")
             return None
         try:
             return model.model_validate(raw)
@@ -644,7 +646,7 @@ class _Parser:
             return {}
         if not isinstance(raw, dict):
             self.add(f"{key}: expected a mapping of trial settings, e.g. {{lr: 0.01}} "
-                     f"(got {raw!r})")
+                     f"(got {shown(raw)})")
             return None
         return raw
 
@@ -672,7 +674,7 @@ class _Parser:
             return {}
         if not isinstance(raw, dict):
             self.add("space: expected a mapping of setting -> distribution, e.g. "
-                     f"{{lr: {{type: loguniform, low: 1.0e-4, high: 0.1}}}} (got {raw!r})")
+                     f"{{lr: {{type: loguniform, low: 1.0e-4, high: 0.1}}}} (got {shown(raw)})")
             return {}
         self.raw_space = raw
         fixed_keys = self.data.get("fixed") if isinstance(self.data.get("fixed"), dict) else {}
@@ -701,7 +703,7 @@ class _Parser:
             raw = {"type": "choice", "values": raw}
         if not isinstance(raw, dict):
             self.add(f"{path}: expected a distribution like {{type: uniform, low: 0, high: 1}} "
-                     f"or a list of choices (got {raw!r}); put constant settings under fixed")
+                     f"or a list of choices (got {shown(raw)}); put constant settings under fixed")
             return None
         raw = dict(raw)
         kind = raw.setdefault("type", "choice" if "values" in raw else None)
@@ -716,7 +718,7 @@ class _Parser:
             return None
         if kind == "loguniform" and "q" in raw:
             self.add(f"{path}.q: a loguniform distribution cannot be quantized "
-                     f"(got q={raw['q']!r}); use type: uniform with q, or type: choice")
+                     f"(got q={shown(raw['q'])}); use type: uniform with q, or type: choice")
             del raw["q"]
         entry = self.section(path, _DISTRIBUTIONS[kind], raw)
         if entry is None:
@@ -750,7 +752,7 @@ class _Parser:
             where = f"{path}.values[{i}]"
             if _takes_list(key) and not isinstance(v, list | None):
                 lines.append(f"{where}: {key} takes a list, so each choice is a list, e.g. "
-                             f"values: [[16, 32], [32, 64]] (got {v!r})")
+                             f"values: [[16, 32], [32, 64]] (got {shown(v)})")
             else:
                 lines += self.value_lines(key, v, where)
         return lines
@@ -784,7 +786,7 @@ class _Parser:
                 return None
             fixed = self.data.get("fixed")
             if isinstance(fixed, dict) and ctl in fixed:
-                return f"{path}: {ctl} is fixed (to {fixed[ctl]!r}), not searched; " \
+                return f"{path}: {ctl} is fixed (to {shown(fixed[ctl])}), not searched; " \
                        f"a condition needs a setting in space"
             others = [k for k in space if k != key]
             hint = closest(ctl, others)
@@ -800,9 +802,9 @@ class _Parser:
         options = raw if isinstance(raw, list) else [raw]
         never = [v for v in options if _normalized(ctl, v) not in values]
         if never:
-            shown = ", ".join(json.dumps(v) for v in values)
             hint = "; a list means any of them" if any(isinstance(v, list) for v in values) else ""
-            return f"{path}: {ctl} can never be {never[0]!r}; its values are {shown}{hint}"
+            return f"{path}: {ctl} can never be {shown(never[0])}; its values are " \
+                   f"{_listed(values)}{hint}"
         return None
 
     # ---- objective, search, scheduler
@@ -831,7 +833,7 @@ class _Parser:
                 ok = False
         names = [g.name for g in goals]
         for dup in sorted({n for n in names if names.count(n) > 1}):
-            self.add(f"objective.metrics: {dup!r} is listed more than once")
+            self.add(f"objective.metrics: {shown(dup)} is listed more than once")
             ok = False
         if not ok:
             return None
@@ -916,8 +918,9 @@ class _Parser:
             if line:
                 self.add(f"{paths[key]}: {line}")
             elif not space[key].is_active(norm) and all(c in norm for c in space[key].when or {}):
+                has = ", ".join(f"{c}={shown(norm[c])}" for c in space[key].when)
                 self.add(f"{paths[key]}: only searched when {_describe(space[key])}, but this "
-                         f"point has {', '.join(f'{c}={norm[c]!r}' for c in space[key].when)}")
+                         f"point has {has}")
         return {**point, **norm}
 
     def check_scheduler(self, sched: Scheduler, objective: Objective | None,
@@ -1002,7 +1005,8 @@ def _range_lines(path: str, entry: _Entry) -> list[str]:
         for i, v in enumerate(entry.values):
             key = json.dumps(v, sort_keys=True, default=str)
             if key in seen:
-                lines.append(f"{path}.values[{i}]: duplicate of values[{seen[key]}] (got {v!r})")
+                lines.append(f"{path}.values[{i}]: duplicate of values[{seen[key]}] "
+                             f"(got {shown(v)})")
             seen.setdefault(key, i)
         return lines
     assert isinstance(entry, Uniform | LogUniform | IntRange)
@@ -1031,19 +1035,26 @@ def _point_line(entry: _Entry, value: Any) -> str | None:
     values = entry.finite_values()
     if isinstance(entry, _Values):
         if value not in values:
-            return f"not one of the values of the space entry (got {value!r}); allowed: " \
-                   f"{', '.join(json.dumps(v) for v in values)}"
+            return f"not one of the values of the space entry (got {shown(value)}); allowed: " \
+                   f"{_listed(values)}"
         return None
     assert isinstance(entry, Uniform | LogUniform | IntRange)
     if isinstance(value, bool) or not isinstance(value, int | float) \
             or not entry.low <= value <= entry.high:
         return f"`low <= value <= high` must hold, but got (low={entry.low}, " \
-               f"value={value!r}, high={entry.high})"
+               f"value={shown(value)}, high={entry.high})"
     step = entry.q if isinstance(entry, Uniform) else getattr(entry, "step", None)
     if step and not math.isclose((value - entry.low) / step, round((value - entry.low) / step),
                                  abs_tol=1e-6):
-        return f"must be low + a multiple of {step} (got {value!r})"
+        return f"must be low + a multiple of {step} (got {shown(value)})"
     return None
+
+
+def _listed(values: Iterable[Any], most: int = 20) -> str:
+    """The first ``most`` of ``values`` as JSON, comma-separated, cut short for an error line."""
+    head = list(itertools.islice(values, most + 1))
+    more = ", …" if len(head) > most else ""
+    return cut(", ".join(json.dumps(v, default=str) for v in head[:most]) + more)
 
 
 def _describe(entry: _Entry) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import subprocess
-import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,9 @@ def _with(path: str, value: Any) -> dict[str, Any]:
 
 
 _DELETE = object()
+# Nine levels of nine aliases each: ~400 bytes that expand to 9**9 strings.
+LAUGHS = "a0: &a0 [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 9))
 
 # (case id, spec mapping or raw YAML text, expected phrase in the error line)
 SPECS: list[tuple[str, Any, str]] = [
@@ -88,6 +91,16 @@ SPECS: list[tuple[str, Any, str]] = [
     ("bad-constraint", _with("constraints", {"max_params": "lots"}), "constraints.max_params"),
     ("wrong-type-fixed", _with("fixed.batch_size", "big"), "fixed.batch_size"),
     ("grace-over-max-epochs", _with("scheduler.grace_period", 5), "scheduler.grace_period"),
+    ("dotdot-name", _with("name", ".."), "name: must be a plain folder name"),
+    ("experiment-escape", _with("tracking", {"experiment": "../../x"}),
+     "tracking.experiment: must be a plain folder name"),
+    ("not-utf8", b"name: x\n\xff\xfe\x00junk", "not a UTF-8 text file (byte 0xff at offset 8)"),
+    ("nul-byte", b"name: x\x00\n", "not a UTF-8 text file (byte 0x00 at offset 7)"),
+    ("too-large", "# padding\n" * 30_000, "larger than 256 KiB"),
+    ("billion-laughs", LAUGHS, "more than 10,000 values with aliases expanded"),
+    ("huge-list", "name: x\nfixed: {channels: [" + "1, " * 50_000 + "]}\n",
+     "more than 10,000 values"),
+    ("many-values", _with("space.optimizer", ["sgd"] * 5000), "at most 1000 values"),
 ]
 
 
@@ -108,7 +121,10 @@ def _assert_clean_failure(out: subprocess.CompletedProcess[str], phrase: str,
 @pytest.mark.parametrize("case, spec, phrase", SPECS, ids=[c[0] for c in SPECS])
 def test_bad_spec(tmp_path: Path, case: str, spec: Any, phrase: str) -> None:
     path = tmp_path / f"{case}.yaml"
-    path.write_text(spec if isinstance(spec, str) else yaml.safe_dump(spec, sort_keys=False))
+    if isinstance(spec, bytes):
+        path.write_bytes(spec)
+    else:
+        path.write_text(spec if isinstance(spec, str) else yaml.safe_dump(spec, sort_keys=False))
     _assert_clean_failure(hpsearch("sweep", str(path), cwd=tmp_path), phrase, tmp_path)
 
 
@@ -134,10 +150,50 @@ def test_three_problems_give_three_lines(tmp_path: Path) -> None:
     (["sync", "x", "--storage", "nosuch://bucket/runs"], "storage: nosuch://bucket/runs"),
     (["report", "nosuch://bucket/runs/x"], "storage: nosuch://bucket/runs/x"),
     (["submit", "spec.yaml", "--address", "http://127.0.0.1:9"], "--address"),
+    (["resume", ".."], "resume NAME: must be a plain folder name"),
+    (["resume", "../x"], "resume NAME: must be a plain folder name"),
+    (["report", "../x"], "report NAME: must be a plain folder name"),
+    (["report", ".."], "report NAME: must be a plain folder name"),
+    (["sync", ".."], "sync NAME: must be a plain folder name"),
+    (["ui", "../x"], "ui NAME: must be a plain folder name"),
 ])
 def test_bad_cli_calls(tmp_path: Path, args: list[str], phrase: str) -> None:
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(GOOD))
     _assert_clean_failure(hpsearch(*args, cwd=tmp_path), phrase, tmp_path)
+
+
+_BOMB = "more than 10,000 values with aliases expanded"
+
+
+@pytest.mark.parametrize("args, phrase", [
+    (["sweep", "laughs.yaml"], f"laughs.yaml: {_BOMB}"),
+    (["sweep", "--check", "laughs.yaml"], f"laughs.yaml: {_BOMB}"),
+    (["train", "laughs.yaml"], f"laughs.yaml: {_BOMB}"),
+    (["train", "junk.yaml"], "junk.yaml: not a UTF-8 text file (byte 0x00 at offset 0)"),
+    (["sweep", "spec.yaml", "--set", "fixed={" + LAUGHS.replace("\n", ", ") + "}"],
+     f"--set 'fixed': {_BOMB}"),
+], ids=["sweep", "check", "train", "train-binary", "set"])
+def test_hostile_yaml_is_refused_at_once(tmp_path: Path, args: list[str], phrase: str) -> None:
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(GOOD))
+    (tmp_path / "laughs.yaml").write_text(LAUGHS)
+    (tmp_path / "junk.yaml").write_bytes(bytes(range(256)) * 4)
+    start = time.monotonic()
+    out = hpsearch(*args, cwd=tmp_path)
+    assert time.monotonic() - start < 10, "reading the spec must not hang"
+    _assert_clean_failure(out, phrase, tmp_path)
+    assert len(out.stderr.splitlines()) == 1 and len(out.stderr) < 300, out.stderr[:1000]
+
+
+def test_huge_values_give_short_lines(tmp_path: Path) -> None:
+    spec = _with("fixed.dataset", "x" * 200_000)  # under the size limit
+    spec["space"]["optimizer"] = [f"adamm{i}" for i in range(30)]
+    spec["fixed"]["channels"] = [-1] * 2000
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec))
+    out = hpsearch("sweep", "s.yaml", "--set", "name=" + "n" * 100_000, cwd=tmp_path)
+    _assert_clean_failure(out, "name: must be a plain folder name", tmp_path)
+    lines = out.stderr.splitlines()
+    assert len(lines) == 21 and lines[-1].endswith("more problem(s)"), lines[-1]
+    assert max(len(line) for line in lines) <= 520 and len(out.stderr) < 12_000
 
 
 def test_missing_data_offline_fails_before_ray(tmp_path: Path) -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.driver import hpsearch
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = yaml.safe_load((ROOT / "docker" / "docker-compose.yml").read_text())
@@ -71,3 +74,41 @@ def test_a_malicious_checkpoint_cannot_run_code(tmp_path: Path) -> None:
     with pytest.raises(pickle.UnpicklingError):
         latest_checkpoint_state(tmp_path, None)
     assert not (tmp_path / "pwned").exists()
+
+
+def _copied_sweep(root: Path, **meta: str) -> Path:
+    """A sweep folder as someone else may have left it (on S3, in a tarball): one trial and
+    an ``hpsearch.json`` whose names are not ours to trust."""
+    trial = root / "copied" / "sw" / "trial_a"
+    trial.mkdir(parents=True)
+    (trial / "params.json").write_text(json.dumps({"lr": 0.1}))
+    (trial / "result.json").write_text(json.dumps(
+        {"trial_id": "a", "val_top1": 0.5, "training_iteration": 1, "epoch": 1}))
+    (trial.parent / "hpsearch.json").write_text(json.dumps(
+        {"name": "sw", "tracking_uri": "sqlite:///mlflow.db", **meta}))
+    return trial.parent
+
+
+def test_a_copied_sweep_cannot_lead_the_report_out_of_results(tmp_path: Path) -> None:
+    sweep = _copied_sweep(tmp_path, name="../escaped")
+    out = hpsearch("report", str(sweep), "--out", "results", cwd=tmp_path, timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert "the sweep's name: must be a plain folder name" in out.stderr
+    assert not (tmp_path / "escaped").exists() and not (tmp_path / "results").exists()
+
+
+def test_a_copied_sweep_cannot_lead_mlflow_artifacts_out(tmp_path: Path) -> None:
+    sweep = _copied_sweep(tmp_path, experiment="../../x")
+    out = hpsearch("sync", str(sweep), cwd=tmp_path, timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert "hpsearch.json experiment: must be a plain folder name" in out.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["copied"]
+
+
+def test_error_lines_cannot_drive_the_terminal(tmp_path: Path) -> None:
+    spec = {"name": "x", "budget": {"max_epochs": 1, "trials": 1},
+            "space": {"\x1b]0;pwned\x07\x1b[2J": [1]}}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec))
+    out = hpsearch("sweep", "s.yaml", cwd=tmp_path, timeout=120)
+    assert out.returncode == 2 and "space.\\x1b]0;pwned\\x07\\x1b[2J: not a trial" in out.stderr
+    assert not any(ch in out.stderr for ch in "\x1b\x07"), out.stderr

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from search.messages import MAX_SHOWN
 from search.spec import (
     METRICS,
     SweepSpec,
@@ -19,6 +20,7 @@ from search.spec import (
     parse_spec,
     spec_fingerprint,
 )
+from search.yamlio import MAX_BYTES, MAX_DEPTH, MAX_VALUES, load_yaml, parse_overrides
 from trainables.config import TrialConfig
 from trainables.errors import UserError
 
@@ -85,7 +87,7 @@ MALFORMED: list[tuple[str, dict[str, Any], dict[str, Any], str, str]] = [
     ("typo_section", {"shceduler": {}}, VALID, "shceduler", "did you mean 'scheduler'?"),
     ("typo_dist_key", {"space.lr.hihg": 1}, VALID, "space.lr.hihg", "did you mean 'high'?"),
     ("name_missing", {"name": DELETE}, VALID, "name", "required"),
-    ("name_chars", {"name": "my sweep"}, VALID, "name", "only letters, digits"),
+    ("name_chars", {"name": "my sweep"}, VALID, "name", "must be a plain folder name"),
     ("wrong_type", {"budget.trials": "many"}, VALID, "budget.trials", "valid integer"),
     ("low_ge_high", {"space.lr.low": 0.1, "space.lr.high": 0.01}, VALID,
      "space.lr", "`low < high` must hold, but got (low=0.1, high=0.01)"),
@@ -376,3 +378,77 @@ def test_spec_validation_imports_neither_torch_nor_ray() -> None:
             f"{VALID!r}); bad = [m for m in ('torch', 'ray') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+# ------------------------------------------------------------------ hostile input
+
+# Nine levels of nine aliases each: ~400 bytes that expand to 9**9 strings.
+LAUGHS = "a0: &a0 [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 9))
+NOT_PLAIN = ["..", ".", "../x", "../../etc", "/abs", "a/b", "a\\b", "a\x00b", "a\nb", "a\x1bb",
+             "", "x" * 101, "my sweep"]
+
+
+@pytest.mark.parametrize("field", ["name", "tracking.experiment"])
+@pytest.mark.parametrize("bad", NOT_PLAIN, ids=repr)
+def test_names_that_become_folders_must_be_plain(field: str, bad: str) -> None:
+    lines = _problems(_spec({field: bad}))
+    assert lines == [f"<spec>: {field}: must be a plain folder name (1-100 letters, digits, "
+                     f"'.', '_', '-'; not '.' or '..'), but got {bad!r}"]
+
+
+@pytest.mark.parametrize("good", ["a", "v1.2_final-3", "...", "x" * 100])
+def test_plain_names_are_accepted(good: str) -> None:
+    spec = parse_spec(_spec({"name": good, "tracking.experiment": good}))
+    assert spec.name == good and spec.experiment_name == good
+
+
+@pytest.mark.parametrize("data, phrase", [
+    (b"name: x\n\xff\xfe binary", "not a UTF-8 text file (byte 0xff at offset 8)"),
+    (b"name: x\nbudget: {max_epochs: 1}\x00\n", "not a UTF-8 text file (byte 0x00 at offset 31)"),
+    (b"name: \x1b[2Jx\n", "not a UTF-8 text file (byte 0x1b at offset 6)"),
+    (b"# padding\n" * (MAX_BYTES // 10 + 1), f"larger than {MAX_BYTES // 1024} KiB"),
+    (LAUGHS.encode(), f"more than {MAX_VALUES:,} values with aliases expanded"),
+    (b"name: &n [x, *n]\n", f"more than {MAX_VALUES:,} values"),
+    (b"name: x\nfixed: {channels: " + b"[" * 40 + b"]" * 40 + b"}\n",
+     f"nested deeper than {MAX_DEPTH} levels"),
+    (b"fixed: " + b"[" * 5000 + b"]" * 5000 + b"\n", "nest"),  # libyaml's own limit
+], ids=["binary", "nul", "escape", "too-large", "billion-laughs", "self-alias", "deep",
+        "very-deep"])
+def test_a_file_that_is_no_spec_is_one_line(tmp_path: Path, data: bytes, phrase: str) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_bytes(data)
+    with pytest.raises(UserError) as info:
+        load_yaml(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}") and phrase in message and "\n" not in message, message
+
+
+def test_aliases_within_the_limits_still_work(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text("name: shared\nfixed: &f {dataset: mnist}\nbaseline: *f\n")
+    assert load_yaml(path) == {"name": "shared", "fixed": {"dataset": "mnist"},
+                               "baseline": {"dataset": "mnist"}}
+
+
+def test_set_values_are_bounded_too() -> None:
+    laughs = "{" + LAUGHS.replace("\n", ", ").rstrip(", ") + "}"
+    with pytest.raises(UserError, match=rf"^--set 'fixed': more than {MAX_VALUES:,} values"):
+        parse_overrides([f"fixed={laughs}"])
+    with pytest.raises(UserError, match=r"not UTF-8 text \(byte 0xff at offset 5\)"):
+        parse_overrides(["name=\udcff"])  # how Python passes on a non-UTF-8 byte in argv
+
+
+@pytest.mark.parametrize("changes, path", [
+    ({"name": "n" * 1_000_000}, "name"),
+    ({"budget.max_epochs": "9" * 1_000_000 + "x"}, "budget.max_epochs"),
+    ({"space.lr": "x" * 1_000_000}, "space.lr"),
+    ({"space.batch_size.values": list(range(100_000))}, "space.batch_size.values"),
+    ({"space.optimizer": ["sgd", "adam"] + ["adam"] * 999}, "space.optimizer.values"),
+    ({"fixed": list(range(100_000))}, "fixed"),
+], ids=["name", "number", "distribution", "100k-values", "1000-values", "fixed"])
+def test_a_huge_value_gives_a_short_line(changes: dict[str, Any], path: str) -> None:
+    lines = _problems(_spec(changes))
+    assert any(line.startswith(f"<spec>: {path}") for line in lines), lines[:3]
+    assert all(len(line) < 2 * MAX_SHOWN + 100 for line in lines), [len(x) for x in lines]
+    assert len(lines) <= 3

@@ -1,0 +1,34 @@
+"""How error lines show what a user gave: values cut short, one printable line each."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+__all__ = ["MAX_LINE", "MAX_LINES", "MAX_SHOWN", "cut", "error_lines", "shown"]
+
+MAX_SHOWN = 200  # characters of a quoted value
+MAX_LINE = 500  # characters of an error line, whatever it quotes
+MAX_LINES = 20  # error lines printed; the rest are counted
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def cut(text: str, limit: int = MAX_SHOWN) -> str:
+    """``text``, or its first ``limit - 1`` characters and '…' when it is longer."""
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def shown(value: Any, limit: int = MAX_SHOWN) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for the ``got ...`` part of a message."""
+    return cut(repr(value), limit)
+
+
+def error_lines(text: str) -> list[str]:
+    """The lines of an error, each cut to MAX_LINE with control characters escaped (a spec
+    cannot drive the terminal); past MAX_LINES, one line counting the rest."""
+    lines = text.splitlines()
+    out = [cut(_CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}", line), MAX_LINE)
+           for line in lines[:MAX_LINES]]
+    if len(lines) > MAX_LINES:
+        out.append(f"... and {len(lines) - MAX_LINES} more problem(s)")
+    return out
