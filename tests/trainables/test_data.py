@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import pickle
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torchvision
+from PIL import Image
 
 from tests.fakedata import CIFAR10_CLASSES, write_image_folder, write_mnist
 from trainables import data
@@ -117,8 +119,181 @@ def test_image_folder_second_load_reads_the_cache(tmp_path: Path) -> None:
     assert torch.equal(first.train_x, second.train_x) and torch.equal(first.test_x, second.test_x)
     # A changed file list is a new cache entry, decoded afresh (and here: unreadable).
     (root / "a" / "new.png").write_bytes(b"not a png")
-    with pytest.raises(UserError, match="cannot read image"):
+    with pytest.raises(UserError, match=r"image_folder: .*png: cannot read image \(not a format"):
         _load("image_folder", root)
+
+
+# --------------------------------------------------------------------------- image_folder modes
+
+_GRADIENT = np.arange(64).reshape(8, 8)
+_PALETTE = np.stack([np.arange(256) % 64 * 4, 255 - np.arange(256) % 64 * 4,
+                     np.arange(256) * 7 % 256], axis=1).astype(np.uint8)
+
+
+def _palette_image(i: int, palette: np.ndarray, **info: object) -> tuple[Image.Image, np.ndarray]:
+    index = ((_GRADIENT + i) % 64).astype(np.uint8)
+    im = Image.frombytes("P", (8, 8), index.tobytes())
+    im.putpalette(palette.tobytes())
+    im.info.update(info)
+    return im, palette[index]
+
+
+def _cmyk(i: int) -> tuple[Image.Image, np.ndarray]:
+    cmyk = np.stack([_GRADIENT * 4, 255 - _GRADIENT * 4, _GRADIENT + i, _GRADIENT % 8 * 9],
+                    axis=-1).astype(np.uint8)
+    im = Image.frombytes("CMYK", (8, 8), cmyk.tobytes())
+    return im, np.asarray(im.convert("RGB"))  # "as PIL does": its own CMYK -> RGB formula
+
+
+def _wide(a: np.ndarray, expected: np.ndarray) -> tuple[Image.Image, np.ndarray]:
+    return Image.fromarray(a), expected.astype(np.uint8)
+
+
+_RGB = np.stack([_GRADIENT * 3, 200 - _GRADIENT * 3, _GRADIENT], axis=-1)
+_16BIT = _GRADIENT * 1000  # 0 .. 63_000: the low byte varies, the high byte is the pixel
+
+# mode -> (file extension, image i -> (PIL image to save, decoded uint8 [H, W] or [H, W, 3]))
+_MODES: dict[str, tuple[str, Callable[[int], tuple[Image.Image, np.ndarray]]]] = {
+    "L": ("png", lambda i: _wide((_GRADIENT * 3 + i).astype(np.uint8), _GRADIENT * 3 + i)),
+    "I;16": ("png", lambda i: _wide((_16BIT + i * 97).astype(np.uint16),
+                                    (_16BIT + i * 97) >> 8)),
+    "I;16B": ("tif", lambda i: _wide((_16BIT + i * 97).astype(">u2"), (_16BIT + i * 97) >> 8)),
+    "I": ("tif", lambda i: _wide((_16BIT + i * 41).astype(np.int32), (_16BIT + i * 41) >> 8)),
+    "F": ("tif", lambda i: _wide(((_GRADIENT * 3 + i) / 255).astype(np.float32),
+                                 _GRADIENT * 3 + i)),
+    "1": ("png", lambda i: _wide((_GRADIENT + i) % 3 == 0, ((_GRADIENT + i) % 3 == 0) * 255)),
+    "LA": ("png", lambda i: (Image.merge("LA", [
+        Image.fromarray((_GRADIENT * 3 + i).astype(np.uint8)),
+        Image.fromarray((255 - _GRADIENT * 4).astype(np.uint8))]),
+        (_GRADIENT * 3 + i).astype(np.uint8))),
+    "P": ("png", lambda i: _palette_image(i, _PALETTE)),
+    "P+transparency": ("png", lambda i: _palette_image(i, _PALETTE, transparency=0)),
+    "P+gray": ("png", lambda i: (lambda im, rgb: (im, rgb[..., 0]))(
+        *_palette_image(i, np.repeat(_PALETTE[:, :1], 3, axis=1)))),
+    "RGB": ("png", lambda i: _wide((_RGB + i).astype(np.uint8), _RGB + i)),
+    "RGBA": ("png", lambda i: _wide(np.dstack([_RGB + i, _GRADIENT * 4]).astype(np.uint8),
+                                    _RGB + i)),
+    "CMYK": ("tif", _cmyk),
+}
+
+
+def _write_mode(root: Path, mode: str, label: int, n: int = 3) -> list[tuple[int, np.ndarray]]:
+    """``n`` images of ``mode`` in ``root/c<label>/``; their (label, decoded [H, W, C]) pairs."""
+    ext, make = _MODES[mode]
+    (root / f"c{label}").mkdir(parents=True)
+    expected = []
+    for j in range(n):
+        im, pixels = make(label * n + j)
+        path = root / f"c{label}" / f"{j}.{ext}"
+        im.save(path, **({"transparency": im.info["transparency"]}
+                         if "transparency" in im.info else {}))
+        with Image.open(path) as back:  # the file really is in the mode under test
+            assert back.mode == mode.split("+")[0]
+            assert ("transparency" in back.info) == ("transparency" in mode)
+        expected.append((label, pixels.reshape(8, 8, -1).astype(np.uint8)))
+    return expected
+
+
+def _decoded(b: DataBundle) -> list[tuple[int, bytes]]:
+    """Every (label, HWC image bytes) of all three splits, sorted."""
+    x = torch.cat([b.train_x, b.val_x, b.test_x]).permute(0, 2, 3, 1)
+    y = torch.cat([b.train_y, b.val_y, b.test_y])
+    return sorted((int(k), img.numpy().tobytes()) for k, img in zip(y, x, strict=True))
+
+
+def _as(expected: list[tuple[int, np.ndarray]], channels: int) -> list[tuple[int, bytes]]:
+    return sorted((k, np.broadcast_to(img, (8, 8, channels)).tobytes()) for k, img in expected)
+
+
+@pytest.mark.parametrize("mode", list(_MODES))
+def test_image_folder_decodes_every_mode_to_its_pixels(tmp_path: Path, mode: str) -> None:
+    expected = _write_mode(tmp_path, mode, 0) + _write_mode(tmp_path, mode, 1)
+    channels = expected[0][1].shape[-1]
+    assert channels == (1 if mode in ("L", "I;16", "I;16B", "I", "F", "1", "LA", "P+gray")
+                        else 3)
+    b = _load("image_folder", tmp_path, val_fraction=0.0)
+    assert b.in_channels == channels
+    assert _decoded(b) == _as(expected, channels)
+
+
+def test_image_folder_of_mixed_modes_is_gray_unless_one_has_colour(tmp_path: Path) -> None:
+    gray = [e for label, mode in enumerate(("L", "I;16", "F", "1", "LA", "P+gray"))
+            for e in _write_mode(tmp_path, mode, label, n=2)]
+    assert _decoded(_load("image_folder", tmp_path, val_fraction=0.0)) == _as(gray, 1)
+    colour = _write_mode(tmp_path, "P", 6, n=2)
+    b = _load("image_folder", tmp_path, val_fraction=0.0)
+    assert b.in_channels == 3 and _decoded(b) == _as(gray + colour, 3)  # gray copied to R, G, B
+
+
+def _noise_png(path: Path, mode: str) -> bytes:
+    pixels = np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    im = Image.fromarray(pixels)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    (im if mode == "RGB" else im.convert("P")).save(path)
+    return path.read_bytes()
+
+
+def _truncate(raw: bytes) -> bytes:
+    start = raw.index(b"IDAT") + 4
+    return raw[:start + int.from_bytes(raw[start - 8:start - 4], "big") // 2]
+
+
+def _garble(raw: bytes) -> bytes:
+    start = raw.index(b"IDAT") + 4
+    return raw[:start] + bytes(b ^ 0x5A for b in raw[start:start + 40]) + raw[start + 40:]
+
+
+def _raises_one_line(root: Path, path: Path, pattern: str) -> str:
+    with pytest.raises(UserError, match=pattern) as err:
+        _load("image_folder", root, val_fraction=0.0)
+    message = str(err.value)
+    assert "\n" not in message and f"image_folder: {path}: " in message
+    return message
+
+
+@pytest.mark.parametrize("mode", ["RGB", "P"])
+@pytest.mark.parametrize("damage", [_truncate, _garble])
+def test_image_folder_names_a_broken_file_in_one_line(tmp_path: Path, mode: str,
+                                                      damage: Callable[[bytes], bytes]) -> None:
+    write_image_folder(tmp_path, classes=("a", "b"), per_class=3, size=(8, 8))
+    bad = tmp_path / "b" / "broken.png"
+    bad.write_bytes(damage(_noise_png(bad, mode)))
+    with Image.open(bad) as im:
+        assert im.size == (8, 8)  # the header still reads: only decoding finds the damage
+    _raises_one_line(tmp_path, bad,
+                     r"cannot decode image \(truncated or corrupt: (image file is truncated|"
+                     r"broken data stream|unrecognized data stream)")
+
+
+@pytest.mark.parametrize(("mode", "value", "pattern"), [
+    ("I", 70_000, r"PIL mode I values must lie in \[0, 65535\], but got \[0, 70000\]"),
+    ("I", -1, r"PIL mode I values must lie in \[0, 65535\], but got \[-1, 0\]"),
+    ("F", 1.5, r"PIL mode F values must lie in \[0.0, 1.0\], but got \[0.0, 1.5\]"),
+    ("F", -0.25, r"PIL mode F values must lie in \[0.0, 1.0\], but got \[-0.25, 0.0\]"),
+    ("F", float("nan"), r"PIL mode F holds NaN or inf; allowed: values in \[0.0, 1.0\]"),
+    ("F", float("inf"), r"PIL mode F holds NaN or inf"),
+])
+def test_image_folder_rejects_values_it_cannot_scale(tmp_path: Path, mode: str, value: float,
+                                                     pattern: str) -> None:
+    _write_mode(tmp_path, mode, 0)
+    a = np.zeros((8, 8), dtype=np.int32 if mode == "I" else np.float32)
+    a[3, 4] = value
+    bad = tmp_path / "c0" / "bad.tif"
+    Image.fromarray(a).save(bad)
+    _raises_one_line(tmp_path, bad, pattern)
+
+
+def test_image_folder_decodes_lab_as_pil_does_or_names_the_mode(tmp_path: Path) -> None:
+    lab = Image.frombytes("LAB", (8, 8), (_RGB + 20).astype(np.uint8).tobytes())
+    expected = _write_mode(tmp_path, "RGB", 0)
+    bad = tmp_path / "c0" / "lab.tif"
+    lab.save(bad)
+    try:
+        expected.append((0, np.asarray(lab.convert("RGB"))))
+    except ValueError:  # older Pillow has no LAB -> RGB
+        _raises_one_line(tmp_path, bad, r"cannot decode PIL mode LAB as RGB \(conversion ")
+    else:
+        assert _decoded(_load("image_folder", tmp_path, val_fraction=0.0)) == _as(expected, 3)
 
 
 def test_split_is_seeded_disjoint_and_complete(tiny_mnist_dir: Path) -> None:
