@@ -1,14 +1,25 @@
-"""A live progress view for a sweep: one status line at most every few seconds, and a summary."""
+"""A live progress view for a sweep: one status line at most every few seconds, and a summary.
+
+Counts and the best value come from the trials list Tune passes to every hook, so after
+``hpsearch resume`` the trials that ended before the interruption count as done (with how they
+ended) and the best so far includes their results.
+"""
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from typing import Any
 
 from ray.tune import Callback
+from ray.tune.experiment import Trial
+
+from search.console import failure_line
 
 __all__ = ["ProgressPrinter"]
+
+_DETAIL = ("stopped", "diverged", "rejected", "failed")  # the ways to end other than completed
 
 
 def _hms(seconds: float) -> str:
@@ -18,8 +29,18 @@ def _hms(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _ended(last_status: str) -> str:
+    """How a trial Tune ended (not errored) finished, from its own last reported ``status``."""
+    return "stopped" if last_status == "running" else last_status or "completed"
+
+
 class ProgressPrinter(Callback):
-    """Prints ``[elapsed] trials: R running, D done (S stopped early ...) | best ... | ETA``."""
+    """Prints ``[elapsed] trials: R running, D/N done (S stopped ...) | best ... | ETA``, and one
+    line per trial failure (see :mod:`search.console`)."""
 
     def __init__(self, total: int, metric: str, mode: str, every_s: float = 10.0,
                  echo: Callable[[str], None] = print) -> None:
@@ -27,14 +48,16 @@ class ProgressPrinter(Callback):
         self.echo = echo
         self._start = time.monotonic()
         self._last = 0.0
-        self._best: tuple[float, str, int] | None = None
-        self._ends: dict[str, str] = {}
+        self._trials: list[Trial] = []  # Tune's own list, refreshed by every hook
+        self._done_before: int | None = None  # over before this process: not in the ETA's rate
+        self._ends: dict[str, str] = {}  # trial id -> how it ended, seen in this process
         self._last_status: dict[str, str] = {}
-        self._running: set[str] = set()
+        self._best_seen: dict[str, tuple[float, int]] = {}  # trial id -> (best value, its epoch)
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["echo"] = None  # print is restored on unpickle; a custom echo is not needed then
+        state["_trials"] = []
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -42,49 +65,107 @@ class ProgressPrinter(Callback):
         self.echo = self.echo or print
         self._start = time.monotonic()
 
-    def _better(self, value: float) -> bool:
-        if self._best is None:
-            return True
-        return value > self._best[0] if self.mode == "max" else value < self._best[0]
+    def _better(self, value: float, than: float) -> bool:
+        return value > than if self.mode == "max" else value < than
+
+    def _see(self, trials: list[Trial]) -> None:
+        self._trials = trials
+        if self._done_before is None and trials:
+            self._done_before = sum(1 for t in trials if self._how_ended(t))
+
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        self._see(trials)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._running.add(trial.trial_id)
+        self._see(trials)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                         **info: Any) -> None:
-        self._last_status[trial.trial_id] = str(result.get("status", ""))
-        value = result.get(self.metric)
-        if isinstance(value, int | float) and result.get("status") != "rejected" \
-                and value == value and self._better(float(value)):
-            self._best = (float(value), trial.trial_id, int(result.get("epoch", 0)))
+        # Tune updates trial.last_result and trial.metric_analysis after this hook: use result.
+        self._see(trials)
+        status = str(result.get("status", ""))
+        self._last_status[trial.trial_id] = status
+        value, seen = result.get(self.metric), self._best_seen.get(trial.trial_id)
+        if status != "rejected" and _finite(value) and (
+                seen is None or self._better(float(value), seen[0])):
+            self._best_seen[trial.trial_id] = (float(value), int(result.get("epoch", 0)))
         self._maybe_print()
 
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._see(trials)
+        self.echo(failure_line(trial, retrying=True))
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        # Called while the trial is still RUNNING in Tune's list: remember that it is over.
+        self._see(trials)
+        self._end(trial, _ended(self._status_of(trial)))
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._see(trials)
+        self.echo(failure_line(trial, retrying=False))
+        self._end(trial, "failed")
+
     def _end(self, trial: Any, how: str) -> None:
-        self._running.discard(trial.trial_id)
         self._ends[trial.trial_id] = how
         self._maybe_print(force=True)
 
-    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        status = self._last_status.get(trial.trial_id, "")
-        self._end(trial, "stopped" if status == "running" else status or "completed")
+    def _status_of(self, trial: Trial) -> str:
+        """The trial's own last reported status (completed, running, diverged, rejected)."""
+        if trial.trial_id in self._last_status:
+            return self._last_status[trial.trial_id]
+        # last_result of a trial that never reported would wait on its actor: ask first.
+        return str(trial.last_result.get("status", "")) if trial.has_reported_at_least_once \
+            else ""
 
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._end(trial, "failed")
+    def _how_ended(self, trial: Trial) -> str | None:
+        """completed | stopped | diverged | rejected | failed, or None while it is not over."""
+        if trial.trial_id in self._ends:
+            return self._ends[trial.trial_id]
+        if trial.status == Trial.ERROR:
+            return "failed"
+        if trial.status == Trial.TERMINATED:
+            return _ended(self._status_of(trial))
+        return None
+
+    def _trial_best(self, trial: Trial) -> tuple[float, int | None] | None:
+        """The trial's best value and its epoch (None when only Tune's summary of results from
+        before a resume knows the value), or None if it has no usable value."""
+        seen = self._best_seen.get(trial.trial_id)
+        if self._status_of(trial) == "rejected":
+            return None
+        value = trial.metric_analysis.get(self.metric, {}).get(self.mode)
+        if not _finite(value) or (seen is not None and not self._better(value, seen[0])):
+            return seen
+        last = trial.last_result if trial.has_reported_at_least_once else {}
+        return float(value), (int(last.get("epoch", 0)) if last.get(self.metric) == value
+                              else None)
+
+    def _best(self) -> tuple[float, str, int | None] | None:
+        best: tuple[float, str, int | None] | None = None
+        for trial in self._trials:
+            found = self._trial_best(trial)
+            if found and (best is None or self._better(found[0], best[0])):
+                best = (found[0], trial.trial_id, found[1])
+        return best
 
     def line(self) -> str:
         """The current status line."""
         elapsed = time.monotonic() - self._start
-        done = len(self._ends)
-        counts = {k: sum(1 for v in self._ends.values() if v == k)
-                  for k in ("stopped", "diverged", "rejected", "failed")}
-        detail = ", ".join(f"{n} {k}" for k, n in counts.items() if n)
-        best = (f"best {self.metric} {self._best[0]:.4f} (trial {self._best[1]}, "
-                f"epoch {self._best[2]})" if self._best else "best: -")
+        ends = [how for how in map(self._how_ended, self._trials) if how]
+        running = sum(1 for t in self._trials
+                      if t.status == Trial.RUNNING and t.trial_id not in self._ends)
+        done = len(ends)
+        detail = ", ".join(f"{ends.count(k)} {k}" for k in _DETAIL if k in ends)
+        best = self._best()
+        shown = "best: -" if best is None else (
+            f"best {self.metric} {best[0]:.4f} (trial {best[1]}"
+            f"{'' if best[2] is None else f', epoch {best[2]}'})")
         eta = ""
-        if 0 < done < self.total:
-            eta = f" | ETA ~{_hms(elapsed / done * (self.total - done))}"
-        return (f"[{_hms(elapsed)}] trials: {len(self._running)} running, {done}/{self.total} "
-                f"done{f' ({detail})' if detail else ''} | {best}{eta}")
+        done_here = done - (self._done_before or 0)
+        if done_here > 0 and done < self.total:
+            eta = f" | ETA ~{_hms(elapsed / done_here * (self.total - done))}"
+        return (f"[{_hms(elapsed)}] trials: {running} running, {done}/{self.total} "
+                f"done{f' ({detail})' if detail else ''} | {shown}{eta}")
 
     def _maybe_print(self, force: bool = False) -> None:
         now = time.monotonic()
