@@ -12,11 +12,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from search.messages import error_lines, shown
+from search.messages import error_lines
 from search.names import plain_name
 from search.yamlio import load_yaml, parse_overrides, read_source
 from trainables.config import parse_trial_config
-from trainables.errors import UserError
+from trainables.errors import UserError, shown
 
 __all__ = ["main"]
 

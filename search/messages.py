@@ -1,26 +1,20 @@
-"""How error lines show what a user gave: values cut short, one printable line each."""
+"""How error lines show what a user gave: values cut short, one printable line each.
+
+``cut``, ``shown`` and ``MAX_SHOWN`` live in :mod:`trainables.errors` (trainables imports
+nothing from search/) and are re-exported here.
+"""
 
 from __future__ import annotations
 
 import re
-from typing import Any
+
+from trainables.errors import MAX_SHOWN, cut, shown
 
 __all__ = ["MAX_LINE", "MAX_LINES", "MAX_SHOWN", "cut", "error_lines", "shown"]
 
-MAX_SHOWN = 200  # characters of a quoted value
 MAX_LINE = 500  # characters of an error line, whatever it quotes
 MAX_LINES = 20  # error lines printed; the rest are counted
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-def cut(text: str, limit: int = MAX_SHOWN) -> str:
-    """``text``, or its first ``limit - 1`` characters and '…' when it is longer."""
-    return text if len(text) <= limit else text[:limit - 1] + "…"
-
-
-def shown(value: Any, limit: int = MAX_SHOWN) -> str:
-    """``repr(value)`` cut to ``limit`` characters, for the ``got ...`` part of a message."""
-    return cut(repr(value), limit)
 
 
 def error_lines(text: str) -> list[str]:

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import re
 
-from search.messages import shown
-from trainables.errors import UserError
+from trainables.errors import UserError, shown
 
 __all__ = ["check_plain", "plain_name"]
 

@@ -48,6 +48,7 @@ from search.spec import (
     Uniform,
     parse_spec,
 )
+from search.yamlio import parse_yaml
 from trainables.config import TrialConfig
 from trainables.errors import UserError
 
@@ -76,7 +77,6 @@ __all__ = [
     "param_importances",
     "parse_count",
     "pareto_front",
-    "report",
     "write_report",
 ]
 
@@ -528,13 +528,13 @@ def from_mlflow(experiment: str, *, tracking_uri: str | None = None,
 
 
 def _spec_from_yaml(text: str | None, source: str) -> SweepSpec | None:
+    """The spec an MLflow sweep kept, or None (the report goes on without it) when it is not
+    a spec: invalid YAML, or over the bounds a spec file is read within."""
     if not text:
         return None
-    import yaml
-
     try:
-        return _spec_or_none(yaml.safe_load(text), source)
-    except yaml.YAMLError:
+        return _spec_or_none(parse_yaml(text, source), source)
+    except UserError:
         return None
 
 
@@ -1570,15 +1570,3 @@ def _build(data: SweepData, *, top: int | None, max_params: int | None,
         doc.text("The sweep spec:")
         doc.code(spec_yaml)
     return doc
-
-
-def report(source: str, *, storage: str | None = None, tracking_uri: str | None = None,
-           results_dir: str | os.PathLike[str] = "results", top: int | None = None,
-           max_params: int | None = None, max_macs: int | None = None,
-           ) -> tuple[str, dict[str, Path]]:
-    """``hpsearch report``: load a sweep, write ``<results_dir>/<name>/``, and return the
-    leaderboard text for the terminal with the files written."""
-    data = load_trials(source, storage=storage, tracking_uri=tracking_uri)
-    files = write_report(data, Path(results_dir) / data.name, top=top, max_params=max_params,
-                         max_macs=max_macs)
-    return leaderboard_text(data, top=top, max_params=max_params, max_macs=max_macs), files

@@ -36,11 +36,10 @@ from pydantic import (
     field_validator,
 )
 
-from search.messages import cut, shown
 from search.names import check_plain
 from search.yamlio import load_yaml
 from trainables.config import TrialConfig, format_validation_error
-from trainables.errors import UserError, closest
+from trainables.errors import UserError, closest, cut, shown
 
 __all__ = [
     "METRICS",

@@ -15,11 +15,10 @@ from typing import Any
 import yaml
 from yaml.reader import Reader
 
-from search.messages import shown
-from trainables.errors import UserError
+from trainables.errors import UserError, shown
 
 __all__ = ["MAX_BYTES", "MAX_DEPTH", "MAX_VALUES", "load_yaml", "parse_overrides",
-           "read_source"]
+           "parse_yaml", "read_source"]
 
 
 ENV_PREFIX = "env:"
@@ -121,20 +120,31 @@ def read_source(path: str | Path) -> str:
     return text
 
 
+def parse_yaml(text: str, where: str) -> Any:
+    """The YAML document in ``text`` (e.g. a spec kept by a tracking server), bounded as a spec
+    file is: over MAX_BYTES, not text, or too big with aliases expanded is one UserError line
+    starting with ``where``, as is a syntax error (``where:line:column``)."""
+    if len(text) > MAX_BYTES or len(text.encode("utf-8", "surrogateescape")) > MAX_BYTES:
+        raise UserError(f"{where}: larger than {MAX_BYTES // 1024} KiB, the most a spec may be")
+    problem = _not_text(text)
+    if problem:
+        raise UserError(f"{where}: not UTF-8 text ({problem})")
+    try:
+        return _load(text)
+    except _TooBig as err:
+        raise UserError(f"{where}: {err}") from None
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark
+        at = f"{where}:{mark.line + 1}:{mark.column + 1}" if mark else where
+        raise UserError(f"{at}: invalid YAML: {err.problem}") from None
+    except yaml.YAMLError as err:
+        raise UserError(f"{where}: invalid YAML: {str(err).splitlines()[0]}") from None
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """The mapping at the top of a YAML file (or ``env:NAME``)."""
     p = Path(path)
-    text = read_source(path)
-    try:
-        data = _load(text)
-    except _TooBig as err:
-        raise UserError(f"{p}: {err}") from None
-    except yaml.MarkedYAMLError as err:
-        mark = err.problem_mark
-        where = f"{p}:{mark.line + 1}:{mark.column + 1}" if mark else str(p)
-        raise UserError(f"{where}: invalid YAML: {err.problem}") from None
-    except yaml.YAMLError as err:
-        raise UserError(f"{p}: invalid YAML: {str(err).splitlines()[0]}") from None
+    data = parse_yaml(read_source(path), str(p))
     if data is None:
         return {}
     if not isinstance(data, dict):

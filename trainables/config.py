@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from trainables.errors import UserError, closest
+from trainables.errors import MAX_SHOWN, UserError, closest, cut, shown
 from trainables.registry import Registry
 
 __all__ = [
@@ -121,22 +121,25 @@ class TrialConfig(BaseModel):
         if self.affine_scale_min > self.affine_scale_max:
             raise UserError(
                 "affine_scale: `affine_scale_min <= affine_scale_max` must hold, but got "
-                f"(affine_scale_min={self.affine_scale_min}, "
-                f"affine_scale_max={self.affine_scale_max})")
+                f"(affine_scale_min={shown(self.affine_scale_min)}, "
+                f"affine_scale_max={shown(self.affine_scale_max)})")
         if self.channels is not None and (not self.channels or min(self.channels) < 1):
-            raise UserError(f"channels: every width must be >= 1, but got {list(self.channels)}")
+            raise UserError(
+                f"channels: every width must be >= 1, but got {shown(list(self.channels))}")
         if self.fc_widths is not None and any(w < 1 for w in self.fc_widths):
-            raise UserError(f"fc_widths: every width must be >= 1, but got {list(self.fc_widths)}")
+            raise UserError(
+                f"fc_widths: every width must be >= 1, but got {shown(list(self.fc_widths))}")
         if self.model == "resnet18" and self.channels is not None and len(self.channels) != 5:
             raise UserError(
                 "channels: resnet18 takes 5 widths (stem + 4 stages), e.g. [16, 16, 16, 32, 32],"
-                f" but got {list(self.channels)}")
+                f" but got {shown(list(self.channels))}")
         if any(s not in (1, 2, 3, 4) for s in self.drop_stages) or len(self.drop_stages) > 3:
             raise UserError(
                 f"drop_stages: stages are numbered 1-4 and at least one must remain, but got "
-                f"{list(self.drop_stages)}")
+                f"{shown(list(self.drop_stages))}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise UserError(f"device: allowed: auto, cpu, cuda, cuda:N; but got '{self.device}'")
+            raise UserError(
+                f"device: allowed: auto, cpu, cuda, cuda:N; but got {shown(self.device)}")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -150,9 +153,10 @@ def format_validation_error(err: ValidationError, prefix: str = "") -> list[str]
     lines = []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"])
-        where = f"{prefix}{loc}" if loc else prefix.rstrip(".") or "config"
+        where = cut(f"{prefix}{loc}") if loc else prefix.rstrip(".") or "config"
         if e["type"] == "extra_forbidden":
-            hint = closest(str(e["loc"][-1]), fields)
+            key = str(e["loc"][-1])
+            hint = closest(key, fields) if len(key) <= MAX_SHOWN else None
             extra = f" (did you mean '{hint}'?)" if hint else ""
             lines.append(f"{where}: unknown setting{extra}")
             continue
@@ -160,7 +164,7 @@ def format_validation_error(err: ValidationError, prefix: str = "") -> list[str]
         if isinstance(ctx_err, UserError):
             lines.append(f"{prefix}{ctx_err}")
             continue
-        lines.append(f"{where}: {e['msg'].lower()} (got {e.get('input')!r})")
+        lines.append(f"{where}: {e['msg'].lower()} (got {shown(e.get('input'))})")
     return lines
 
 

@@ -11,7 +11,7 @@ import importlib
 from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
 
-from trainables.errors import UserError, closest
+from trainables.errors import MAX_SHOWN, UserError, closest, shown
 
 __all__ = ["Registry"]
 
@@ -44,11 +44,13 @@ class Registry(Generic[T]):
         """Return ``name`` if declared, else raise a one-line UserError listing what exists."""
         if name in self._names:
             return name
-        hint = closest(str(name), self._names)
+        near = isinstance(name, str) and len(name) <= MAX_SHOWN  # a longer name is near none
+        hint = closest(name, self._names) if near else None
         suggestion = f" (did you mean '{hint}'?)" if hint else ""
         place = f"{where}: " if where else ""
         raise UserError(
-            f"{place}unknown {self.kind} '{name}'{suggestion}; allowed: {', '.join(self._names)}"
+            f"{place}unknown {self.kind} {shown(name)}{suggestion}; allowed: "
+            f"{', '.join(self._names)}"
         )
 
     def register(self, name: str) -> Callable[[T], T]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import yaml
 
 from search.report import (
     SweepData,
+    _spec_from_yaml,
     compute_summary,
     factor_tables,
     format_macs,
@@ -31,6 +33,7 @@ from search.report import (
     write_report,
 )
 from search.spec import parse_spec
+from search.yamlio import MAX_BYTES, MAX_VALUES, parse_yaml
 from trainables.errors import UserError
 
 # --------------------------------------------------------------------------- pure functions
@@ -207,6 +210,39 @@ def test_write_report_from_hand_built_trials(tmp_path: Path) -> None:
             "leaderboard_budget.tex", "factor_optimizer.tex", "importance.png"} <= set(files)
     assert all(p.is_file() and p.stat().st_size > 0 for p in files.values())
     assert "Best under budget (params <= 0.001000M)" in files["report.md"].read_text()
+
+
+# --------------------------------------------------------------------------- a kept spec
+
+# Nine levels of nine aliases each: ~400 bytes that expand to 9**9 strings.
+LAUGHS = "a0: &a0 [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 9))
+
+
+@pytest.mark.parametrize("text, phrase", [
+    (LAUGHS, f"more than {MAX_VALUES:,} values with aliases expanded"),
+    ("name: &n [x, *n]\n", f"more than {MAX_VALUES:,} values"),
+    ("# padding\n" * (MAX_BYTES // 10 + 1), f"larger than {MAX_BYTES // 1024} KiB"),
+    ("name: \x1b[2Jx\n", "not UTF-8 text (byte 0x1b at offset 6)"),
+    ("name: [x\n", "exp/spec.yaml:2:1: invalid YAML"),
+], ids=["billion-laughs", "self-alias", "too-large", "escape", "syntax"])
+def test_a_kept_spec_is_read_within_the_spec_bounds(text: str, phrase: str) -> None:
+    began = time.monotonic()
+    with pytest.raises(UserError) as info:
+        parse_yaml(text, "exp/spec.yaml")
+    message = str(info.value)
+    assert message.startswith("exp/spec.yaml") and phrase in message, message
+    assert "\n" not in message and len(message) < 300, message
+    # the report goes on without a spec it cannot read
+    assert _spec_from_yaml(text, "exp/spec.yaml") is None
+    assert time.monotonic() - began < 5
+
+
+def test_a_kept_spec_within_the_bounds_is_parsed() -> None:
+    spec = _spec_from_yaml(yaml.safe_dump(_SPEC, sort_keys=False), "exp/spec.yaml")
+    assert spec is not None and spec.name == "hand"
+    assert _spec_from_yaml("", "exp/spec.yaml") is None
+    assert _spec_from_yaml("- not a mapping\n", "exp/spec.yaml") is None
 
 
 # --------------------------------------------------------------------------- real sweeps
