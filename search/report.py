@@ -330,24 +330,29 @@ def load_trials(source: str, *, storage: str | None = None,
     Raises:
         UserError: None of these holds such a sweep.
     """
+    from search.names import check_plain
     from search.runner import META_FILE, run_dir_for
-    from search.storage import is_uri, storage_error
+    from search.storage import is_uri, location, storage_error
 
     if is_uri(source):  # a sweep folder on remote storage, e.g. s3://bucket/runs/<name>
         return from_ray_dir(source)
     path = Path(source).expanduser()
     if path.is_dir() and _is_results_dir(path):
         return from_ray_dir(path)
-    run_dir = run_dir_for(source, storage)
     try:
-        if (run_dir / META_FILE).is_file():
+        run_dir = run_dir_for(check_plain(source), storage)
+    except ValueError:  # a path that is no results dir: only MLflow may know the name
+        run_dir = None
+    try:
+        if run_dir is not None and (run_dir / META_FILE).is_file():
             return from_ray_dir(run_dir)
     except (OSError, ValueError) as err:  # remote storage: bad URI, no bucket, no credentials
         raise UserError(storage_error(run_dir.parent, err)) from None
     uri = _tracking_uri(tracking_uri)
     if _store_exists(uri) and _find_experiment(source, uri) is not None:
         return from_mlflow(source, tracking_uri=uri)
-    root = run_dir.parent
+    root = run_dir.parent if run_dir is not None else location(
+        storage or os.environ.get("HPSEARCH_STORAGE") or "runs")
     sweeps = sorted(p.parent.name for p in root.glob(f"*/{META_FILE}")) if root.is_dir() else []
     listed = f"; sweeps there: {', '.join(sweeps)}" if sweeps else ""
     raise UserError(f"report {source}: not a Ray results dir, not a sweep under {root}/"

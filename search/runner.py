@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from search.console import quiet_trial_errors
+from search.names import plain_name
 from search.spec import SweepSpec, parse_spec, spec_fingerprint
 from search.storage import Location, is_uri, location, storage_error, write_atomic
 from trainables.config import TrialConfig, parse_trial_config
@@ -28,6 +30,7 @@ __all__ = ["META_FILE", "SweepOutcome", "find_sweep", "load_meta", "resume_sweep
            "run_dir_for", "run_sweep", "submit_sweep"]
 
 META_FILE = "hpsearch.json"
+CONNECT_TIMEOUT_ENV = "HPSEARCH_CONNECT_TIMEOUT"
 # Settings that decide which data a trial sees: one decoded copy serves the whole sweep.
 _DATA_KEYS = ("dataset", "data_dir", "val_fraction", "split_seed", "train_limit", "eval_limit")
 
@@ -48,7 +51,7 @@ def run_dir_for(name: str, storage: str | os.PathLike[str] | None) -> Location:
     """``<storage>/<name>``: an absolute local path (Tune needs one every node sees, e.g. a
     shared volume) or a URI such as ``s3://bucket/runs/<name>`` (see :mod:`search.storage`)."""
     root = storage or os.environ.get("HPSEARCH_STORAGE") or "runs"
-    return location(root) / name
+    return location(root) / plain_name(name, "sweep name")
 
 
 def load_meta(name: str, storage: str | None = None) -> dict[str, Any]:
@@ -102,6 +105,15 @@ def _preflight(spec: SweepSpec, address: str | None) -> None:
         raise UserError(f"space.{varied[0]}: data settings ({', '.join(_DATA_KEYS)}) must be "
                         "fixed for a sweep (one decoded copy is shared by every trial); "
                         "move it to `fixed`")
+    if address is not None:  # before the data is decoded: a wrong address fails at once
+        _probe(address, connect_timeout())
+    if address is None:  # a local Ray gets this machine's CPUs; a cluster's are checked on it
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+            else os.cpu_count() or 1
+        if spec.resources.cpu > cpus:
+            raise UserError(f"resources.cpu: {spec.resources.cpu:g} CPUs per trial asked for, "
+                            f"but this machine has {cpus}; set resources.cpu: {cpus} or less, "
+                            "or run on a cluster with --address")
     if spec.resources.gpu > 0 and address is None:
         import torch
 
@@ -157,6 +169,46 @@ def _candidates(spec: SweepSpec, n: int = 32) -> list[dict[str, Any]]:
     return [define(study.ask()) for _ in range(n)]
 
 
+def connect_timeout() -> float:
+    """Seconds to wait for a Ray cluster at ``--address`` (``HPSEARCH_CONNECT_TIMEOUT``)."""
+    raw = os.environ.get(CONNECT_TIMEOUT_ENV, "30")
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise UserError(f"{CONNECT_TIMEOUT_ENV}={raw[:40]!r}: expected seconds > 0, e.g. 30")
+    return value
+
+
+def _address_error(address: str, timeout: float, why: str) -> UserError:
+    return UserError(f"--address {address}: no Ray cluster answered within {timeout:g} s ({why}); "
+                     f"start one (`ray start --head`) or fix the address; "
+                     f"{CONNECT_TIMEOUT_ENV} sets the wait")
+
+
+def _probe(address: str, timeout: float) -> None:
+    """Wait up to ``timeout`` s for something to accept connections at a ``host:port`` address
+    (Ray's own connect retries for minutes with nothing listening)."""
+    import socket
+
+    target = address.removeprefix("ray://")
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit():  # "auto", or a form Ray resolves itself
+        return
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)),
+                                     timeout=max(0.1, min(5.0, deadline - time.monotonic()))
+                                     ).close()
+            return
+        except OSError as err:
+            if time.monotonic() >= deadline:
+                raise _address_error(address, timeout, err.strerror or str(err)) from None
+            time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+
+
 def _init_ray(address: str | None) -> None:
     import ray
 
@@ -165,8 +217,31 @@ def _init_ray(address: str | None) -> None:
     if address is None:
         ray.init(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False,
                  configure_logging=True)
-    else:
+        return
+    timeout = connect_timeout()
+    # _preflight found something listening; if it is not a Ray head, ray.init would still
+    # retry for minutes.
+    import threading
+
+    watchdog = threading.Timer(timeout, _connect_stuck, (address, timeout))
+    watchdog.daemon = True
+    watchdog.start()
+    try:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+    except ConnectionError as err:
+        raise _address_error(address, timeout, str(err).splitlines()[0][:200]) from None
+    finally:
+        watchdog.cancel()
+
+
+def _connect_stuck(address: str, waited: float) -> None:
+    """ray.init cannot be interrupted from another thread: say so in one line and end."""
+    import sys
+
+    err = _address_error(address, waited, "it accepts connections but did not answer as a "
+                         "Ray head")
+    print(f"hpsearch: error: {err}", file=sys.stderr, flush=True)
+    os._exit(2)
 
 
 def _slots(spec: SweepSpec) -> int:
@@ -193,6 +268,7 @@ def _quiet_tune(slots: int) -> None:
     # Tune keeps one pending trial for non-random searchers unless told otherwise, which
     # leaves slots idle between trials (the "OptunaSearch uses 1 of 2 CPUs" symptom).
     os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(slots)
+    quiet_trial_errors()
 
 
 def _trainable(spec: SweepSpec, bundle: Any) -> Any:
@@ -251,15 +327,19 @@ def _prepare(spec: SweepSpec, address: str | None) -> tuple[Any, int]:
 
 def run_sweep(spec: SweepSpec, spec_text: str, *, address: str | None = None,
               tracking_uri: str | None = None, echo: Callable[[str], None] = print,
-              ) -> SweepOutcome:
-    """Run a whole sweep to the end and summarise it."""
+              again: bool = False) -> SweepOutcome:
+    """Run a whole sweep to the end and summarise it.
+
+    ``again``: the sweep's folder exists from a driver killed before Tune's first snapshot;
+    whatever it left (trial folders, MLflow trial runs) is cleared and the sweep starts over.
+    """
     from ray import tune
     from ray.tune import CheckpointConfig, FailureConfig, RunConfig
 
     from search.algorithms import build_scheduler, build_searcher, planned_trials
 
     run_dir = run_dir_for(spec.name, spec.storage)
-    if _check_storage(run_dir):
+    if _check_storage(run_dir) and not again:
         raise UserError(f"a sweep named '{spec.name}' already exists in {run_dir}; continue it "
                         f"with `hpsearch resume {spec.name}` or choose another `name`")
     bundle, slots = _prepare(spec, address)
@@ -269,7 +349,13 @@ def run_sweep(spec: SweepSpec, spec_text: str, *, address: str | None = None,
     total = planned_trials(spec)
     _quiet_tune(slots)
     run_dir.mkdir(parents=True, exist_ok=True)
-    _write_meta(run_dir, spec, spec_text, tracking_uri)
+    if again:
+        from search.reconcile import TuneRecord, rollback
+
+        rollback(run_dir, TuneRecord("", {}))  # no trial was recorded: none is kept
+        _reconcile_mlflow(spec, run_dir, load_meta(spec.name, str(run_dir.parent)))
+    else:
+        _write_meta(run_dir, spec, spec_text, tracking_uri)
 
     echo(f"hpsearch sweep '{spec.name}': {total} trials, {slots} at once "
          f"({spec.resources.cpu:g} CPU, {spec.resources.gpu:g} GPU each), "
@@ -316,8 +402,16 @@ def find_sweep(name_or_path: str, storage: str | None = None) -> tuple[Location,
 def resume_sweep(name: str, *, storage: str | None = None, spec: SweepSpec | None = None,
                  address: str | None = None, echo: Callable[[str], None] = print,
                  ) -> SweepOutcome:
-    """Continue an interrupted sweep from Tune's experiment state and the trials' checkpoints."""
+    """Continue an interrupted sweep from Tune's experiment state and the trials' checkpoints.
+
+    Tune's last snapshot is the record: the folder is first brought in line with it
+    (:func:`search.reconcile.rollback`) and MLflow with both (``sync`` with repair), so every
+    trial and every epoch ends up in Ray's record and in MLflow exactly once. A sweep killed
+    before Tune's first snapshot starts again from its saved spec.
+    """
     from ray import tune
+
+    from search.reconcile import read_record, rollback
 
     meta = load_meta(name, storage)
     saved = parse_spec(meta["spec"], source=f"{name}/{META_FILE}")
@@ -327,12 +421,16 @@ def resume_sweep(name: str, *, storage: str | None = None, spec: SweepSpec | Non
                         "start a new sweep under another `name` instead")
     spec = spec or saved
     run_dir = run_dir_for(name, storage or meta.get("storage"))
-    if not tune.Tuner.can_restore(str(run_dir)):
-        raise UserError(f"resume {name}: {run_dir} holds no Tune experiment state to resume "
-                        "(the sweep was interrupted before its first trial started)")
+    record = read_record(run_dir, drop_torn=True, trusted=True)  # Tune unpickles it too
+    tracking_uri = meta["tracking_uri"]
+    if record is None or not tune.Tuner.can_restore(str(run_dir)):
+        echo(f"hpsearch resume '{name}': killed before Tune's first snapshot; starting it again")
+        return run_sweep(spec, meta.get("spec_yaml", ""), address=address,
+                         tracking_uri=tracking_uri, echo=echo, again=True)
     bundle, slots = _prepare(spec, address)
     _quiet_tune(slots)
-    tracking_uri = meta["tracking_uri"]
+    rollback(run_dir, record)
+    _reconcile_mlflow(spec, run_dir, meta)
     from search.algorithms import planned_trials
 
     tuner = tune.Tuner.restore(str(run_dir), _trainable(spec, bundle), resume_unfinished=True,
@@ -344,6 +442,24 @@ def resume_sweep(name: str, *, storage: str | None = None, spec: SweepSpec | Non
     start = time.monotonic()
     results = tuner.fit()
     return _summarise(spec, run_dir, results, tracking_uri, time.monotonic() - start, echo)
+
+
+def _reconcile_mlflow(spec: SweepSpec, run_dir: Location, meta: dict[str, Any]) -> None:
+    """MLflow made equal to Ray's record before the sweep goes on; when MLflow is down, the
+    sweep goes on anyway and the ``mlflow_pending`` marker stays for a later ``sync``."""
+    from search.tracking import sync
+
+    metric = spec.metrics[0] if spec.is_multi_objective else spec.metric
+    mode = spec.modes[0] if spec.is_multi_objective else spec.mode
+    try:
+        sync(run_dir, spec.name, tracking_uri=meta["tracking_uri"],
+             experiment=meta.get("experiment"), spec_yaml=meta.get("spec_yaml", ""),
+             sweep_params=_sweep_params(spec), objective=(metric, mode), repair=True)
+    except Exception as err:  # noqa: BLE001 - MLflow down: Ray's record is kept anyway
+        logging.getLogger(__name__).warning(
+            "MLflow at %s could not be brought in line with Ray's record now (%s); the sweep "
+            "goes on, and `hpsearch sync %s` does it later", meta["tracking_uri"],
+            str(err).splitlines()[0][:200] if str(err) else type(err).__name__, spec.name)
 
 
 def submit_sweep(spec_text: str, spec: SweepSpec, address: str, *, follow: bool = False,
@@ -415,7 +531,7 @@ def _summarise(spec: SweepSpec, run_dir: Location, results: Any, tracking_uri: s
         status = "stopped" if status == "running" else status
         counts[status] = counts.get(status, 0) + 1
         if r.metrics_dataframe is None or metric not in r.metrics_dataframe or status in (
-                "rejected", "failed"):
+                "rejected", "failed", "diverged"):  # none of these is a model to pick
             continue
         series = r.metrics_dataframe[metric]
         value = float(series.max() if mode == "max" else series.min())
@@ -427,9 +543,27 @@ def _summarise(spec: SweepSpec, run_dir: Location, results: Any, tracking_uri: s
     if best:
         varied = {k: best["config"][k] for k in spec.space if k in best["config"]}
         echo(f"best {metric} {best['value']:.4f}: trial {best['trial_id']} {varied}")
+    elif results:
+        echo(f"no best trial: none completed or was stopped early with a {metric} "
+             f"({detail}); lower the learning rates or check the data")
     echo(f"results: {run_dir} | MLflow: {tracking_uri} (experiment "
          f"'{spec.tracking.experiment or spec.name}') | report: hpsearch report {spec.name}")
-    if (run_dir / "mlflow_pending").exists():
-        echo(f"MLflow missed some results (it was unreachable): `hpsearch sync {spec.name}` "
+    reason = _pending_reason(run_dir)
+    if reason:
+        echo(f"MLflow may lack some results ({reason}): `hpsearch sync {spec.name}` "
              "replays them from the trial folders")
     return SweepOutcome(spec.name, run_dir, len(results), best, tracking_uri, counts)
+
+
+def _pending_reason(run_dir: Location) -> str | None:
+    """Why MLflow may lack results (the ``mlflow_pending`` marker's own words), or None."""
+    from search.tracking import MARKER_FILE
+
+    try:
+        text = (run_dir / MARKER_FILE).read_text()
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        return f"{MARKER_FILE} unreadable: {err}"
+    first = text.splitlines()[0] if text.strip() else ""
+    return first.partition(" ")[2].strip()[:200] or "reason not recorded"

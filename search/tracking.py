@@ -78,6 +78,7 @@ class SyncStats:
 
     trials: int = 0
     runs_created: int = 0
+    runs_deleted: int = 0
     points_logged: int = 0
     artifacts_logged: int = 0
 
@@ -177,6 +178,8 @@ def read_trial_dirs(run_dir: Path, states: Mapping[str, tuple[str | None, str | 
     by_dir = {d: t for t, (_, d) in states.items() if d}
     dirs = sorted({p.parent for p in run_dir.glob("*/params.json")}
                   | {p.parent for p in run_dir.glob("*/result.json")})
+    if states:  # a folder Tune never recorded (its driver was killed) is no trial of the sweep
+        dirs = [d for d in dirs if d.name in by_dir]
     found = []
     for trial_dir in dirs:
         rows = read_results(trial_dir / "result.json")
@@ -423,6 +426,7 @@ class _Store:
         self.parent_step = 0
         self.lossy = False  # a write was dropped: a run's history may have gaps
         self.created = 0
+        self.deleted = 0
         self.points = 0
         self.uploaded = 0
 
@@ -871,6 +875,7 @@ class MlflowTracker(Callback):
         self._lost = False  # something was dropped: only a sync can bring it back
         self._marker_preexisting = False
         self._closed = False
+        self._progress = time.monotonic()  # when the writer last delivered an event
 
     # Tune pickles the run config (callbacks included) into tuner.pkl: leave the thread out.
     def __getstate__(self) -> dict[str, Any]:
@@ -943,7 +948,15 @@ class MlflowTracker(Callback):
         self._closed = True
         timeout = self.close_timeout if timeout is None else timeout
         self._queue.put((_CLOSE, time.monotonic() + timeout))
-        self._thread.join(timeout + 30)  # + one in-flight call
+        # A writer that is behind but delivering (a long sweep on a slow store) is waited for;
+        # one stuck in a call gets the timeout + 30 s (one in-flight call) from its last delivery.
+        self._progress = max(self._progress, time.monotonic())
+        while self._thread.is_alive() and time.monotonic() - self._progress < timeout + 30:
+            self._thread.join(1.0)
+        if self._thread.is_alive():
+            _touch_marker(self.run_dir, "the MLflow writer made no progress for "
+                          f"{timeout + 30:.0f} s at the end of the sweep")
+            return False
         return not self._lost and not self._degraded
 
     # ---- writer thread
@@ -1034,6 +1047,7 @@ class MlflowTracker(Callback):
                         return attempts + 1
                     self._failed(err, transient=False)
                 backlog.popleft()
+                self._progress = time.monotonic()
                 attempts = 0
             for run in store.runs() if flush else ():
                 try:
@@ -1191,30 +1205,30 @@ def _gpus(trial: Any) -> float:
 
 
 def tune_states(run_dir: Path) -> dict[str, tuple[str | None, str | None]]:
-    """trial_id -> (Tune status, trial dir name) from the newest ``experiment_state-*.json``."""
-    states = sorted(run_dir.glob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
-    if not states:
+    """trial_id -> (Tune status, trial dir name) from Tune's newest readable snapshot."""
+    from search.reconcile import read_record
+
+    record = read_record(run_dir)
+    if record is None:
         return {}
-    try:
-        data = json.loads(states[-1].read_text())
-        out = {}
-        for entry in data.get("trial_data", []):
-            trial = json.loads(entry[0]) if isinstance(entry, list) else entry
-            out[trial["trial_id"]] = (trial.get("status"), trial.get("relative_logdir"))
-        return out
-    except (OSError, ValueError, KeyError, TypeError, IndexError):
-        return {}
+    return {t.trial_id: (t.status, t.dirname) for t in record.trials.values()}
 
 
 def sync(run_dir: str | Path, sweep_name: str, tracking_uri: str | None = None,
          experiment: str | None = None, spec_yaml: str = "", *,
          sweep_params: Mapping[str, Any] | None = None,
-         objective: tuple[str, str] = ("val_top1", "max")) -> SyncStats:
+         objective: tuple[str, str] = ("val_top1", "max"), repair: bool | None = None,
+         ) -> SyncStats:
     """Replay Ray's result files under ``run_dir`` into MLflow, adding only what is missing.
 
     Finds (or creates) the same parent and child runs the callback uses, logs every
     (metric, step) not yet in each run's history, sets final status tags, uploads missing
     artifacts and best weights. Idempotent. Removes the ``mlflow_pending`` marker on success.
+
+    ``repair`` (default: when Tune's record says every trial has ended, i.e. no driver is
+    running this sweep): trial runs that Ray's record does not have (a driver killed before
+    Tune's snapshot) are deleted, and a run holding epochs past its trial's ``result.json`` is
+    replaced by a replay of that file, so MLflow holds exactly Ray's record.
 
     Raises:
         FileNotFoundError: ``run_dir`` does not exist.
@@ -1228,7 +1242,7 @@ def sync(run_dir: str | Path, sweep_name: str, tracking_uri: str | None = None,
     source = local_copy(run_dir) if isinstance(run_dir, RemotePath) else run_dir
     try:
         return _sync(run_dir, source, sweep_name, tracking_uri, experiment, spec_yaml,
-                     sweep_params, objective)
+                     sweep_params, objective, repair)
     finally:
         if source is not run_dir:
             shutil.rmtree(source, ignore_errors=True)
@@ -1236,7 +1250,7 @@ def sync(run_dir: str | Path, sweep_name: str, tracking_uri: str | None = None,
 
 def _sync(run_dir: Location, source: Path, sweep_name: str, tracking_uri: str | None,
           experiment: str | None, spec_yaml: str, sweep_params: Mapping[str, Any] | None,
-          objective: tuple[str, str]) -> SyncStats:
+          objective: tuple[str, str], repair: bool | None) -> SyncStats:
     if not spec_yaml and (source / "spec.yaml").is_file():
         spec_yaml = (source / "spec.yaml").read_text()
     store = _Store(tracking_uri=resolve_tracking_uri(tracking_uri), run_dir=run_dir,
@@ -1244,6 +1258,11 @@ def _sync(run_dir: Location, source: Path, sweep_name: str, tracking_uri: str | 
     store.ensure_parent(spec_yaml, sweep_params)
     states = tune_states(source)
     trials = [t for t in read_trial_dirs(source, states) if t.trial_id is not None]
+    if repair is None:
+        repair = bool(states) and all(s in ("TERMINATED", "ERROR") for s, _ in states.values())
+    if repair:
+        _repair(store, states, {t.trial_id: max((result_step(r) for r in t.rows), default=None)
+                                for t in trials})
     complete: set[str] = set()  # finished runs whose tracker logged every step: no replay
     for t in trials:
         if store.complete(store.ensure_child(t.trial_id, t.config, str(t.dir)), by_step(t.rows)):
@@ -1269,5 +1288,33 @@ def _sync(run_dir: Location, source: Path, sweep_name: str, tracking_uri: str | 
             and parent.status == "RUNNING":
         store.client.set_terminated(parent.run_id, status="FINISHED")
     (run_dir / MARKER_FILE).unlink(missing_ok=True)
-    return SyncStats(trials=len(trials), runs_created=store.created,
+    return SyncStats(trials=len(trials), runs_created=store.created, runs_deleted=store.deleted,
                      points_logged=store.points, artifacts_logged=store.uploaded)
+
+
+def _repair(store: _Store, states: Mapping[str, tuple[str | None, str | None]],
+            last_epoch: Mapping[str, int | None]) -> None:
+    """Delete the trial runs Ray's record lacks, and those holding epochs past the trial's
+    ``result.json`` (a replay then recreates them), so MLflow ends with exactly Ray's record."""
+    parent = store.ensure_parent()
+    runs = store.client.search_runs(
+        [store._experiment()], f"tags.`mlflow.parentRunId` = '{parent.run_id}'",
+        max_results=50000)
+    metric = store.objective[0]
+    for run in runs:
+        trial_id = run.data.tags.get("hpsearch.trial_id")
+        if trial_id is None:
+            continue
+        doomed = trial_id not in states or trial_id not in last_epoch
+        if not doomed:  # every run: one left by an older version may be FINISHED yet too long
+            key = metric if metric in run.data.metrics else next(iter(run.data.metrics), None)
+            steps = [m.step for m in store.client.get_metric_history(run.info.run_id, key)] \
+                if key else []
+            through = last_epoch[trial_id]
+            doomed = bool(steps) and (through is None or max(steps) > through)
+        if doomed:
+            store.client.delete_run(run.info.run_id)
+            store.children.pop(trial_id, None)
+            store.saved.get("trials", {}).pop(trial_id, None)
+            store.deleted += 1
+    store.save_map()

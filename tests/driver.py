@@ -25,9 +25,11 @@ def hpsearch(*args: str, cwd: Path | None = None, env: Mapping[str, str] | None 
 
 
 def sigkill_sweep_when(spec_file: Path, ready: Callable[[], bool], *, cwd: Path,
-                       env: Mapping[str, str] | None = None, timeout: float = 240) -> None:
-    """Run ``hpsearch sweep spec_file`` and SIGKILL it as soon as ``ready()`` holds while it
-    still runs; the test fails if that never happens within ``timeout`` seconds."""
+                       env: Mapping[str, str] | None = None, timeout: float = 240,
+                       delay: float = 0.0) -> None:
+    """Run ``hpsearch sweep spec_file`` and SIGKILL it ``delay`` seconds after ``ready()``
+    holds while it still runs; the test fails if that never happens within ``timeout`` seconds
+    or the sweep ends before the kill."""
     driver = subprocess.Popen([sys.executable, "-m", "search.cli", "sweep", str(spec_file)],
                               cwd=cwd, env=dict(env) if env is not None else None,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -39,6 +41,9 @@ def sigkill_sweep_when(spec_file: Path, ready: Callable[[], bool], *, cwd: Path,
             time.sleep(0.2)
         else:
             pytest.fail(f"the sweep never got to the point of the kill (exit {driver.poll()})")
+        time.sleep(delay)
+        if driver.poll() is not None:
+            pytest.fail(f"the sweep ended (exit {driver.poll()}) before the kill")
         os.kill(driver.pid, signal.SIGKILL)
         driver.wait(timeout=30)
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -105,7 +106,9 @@ SPECS: list[tuple[str, Any, str]] = [
 
 
 def hpsearch(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return run_hpsearch(*args, cwd=cwd, timeout=120)
+    # a short wait for a cluster at --address, so the unreachable case is quick
+    return run_hpsearch(*args, cwd=cwd, timeout=120,
+                        env={**os.environ, "HPSEARCH_CONNECT_TIMEOUT": "2"})
 
 
 def _assert_clean_failure(out: subprocess.CompletedProcess[str], phrase: str,
@@ -150,6 +153,10 @@ def test_three_problems_give_three_lines(tmp_path: Path) -> None:
     (["sync", "x", "--storage", "nosuch://bucket/runs"], "storage: nosuch://bucket/runs"),
     (["report", "nosuch://bucket/runs/x"], "storage: nosuch://bucket/runs/x"),
     (["submit", "spec.yaml", "--address", "http://127.0.0.1:9"], "--address"),
+    (["sweep", "spec.yaml", "--address", "127.0.0.1:1"],
+     "--address 127.0.0.1:1: no Ray cluster answered within 2 s (Connection refused)"),
+    (["sweep", "spec.yaml", "--set", "resources.cpu=4096"],
+     "resources.cpu: 4096 CPUs per trial asked for, but this machine has"),
     (["resume", ".."], "resume NAME: must be a plain folder name"),
     (["resume", "../x"], "resume NAME: must be a plain folder name"),
     (["report", "../x"], "report NAME: must be a plain folder name"),

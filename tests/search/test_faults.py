@@ -143,3 +143,16 @@ def test_a_diverging_trial_ends_diverged_and_the_sweep_goes_on(
     by_lr = {_rows(d)[0]["config"]["lr"]: _rows(d) for d in outcome.run_dir.glob("trial_*")}
     assert by_lr[1.0e6][-1]["status"] == "diverged" and len(by_lr[1.0e6]) == 1
     assert [r["epoch"] for r in by_lr[0.01]] == [1, 2, 3]
+
+
+def test_when_every_trial_diverges_no_trial_is_named_best(
+        tmp_path: Path, tiny_mnist_dir: Path) -> None:
+    spec = _spec(tmp_path, tiny_mnist_dir, {"lr": [1.0e6, 1.0e7]},
+                 fixed={"optimizer": "sgd", "batchnorm": False})
+    lines: list[str] = []
+    outcome = run_sweep(parse_spec(spec), yaml.safe_dump(spec),
+                        tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", echo=lines.append)
+    assert outcome.counts == {"diverged": 2}
+    assert outcome.best is None
+    assert not any(line.startswith("best ") for line in lines), lines
+    assert any(line.startswith("no best trial: none completed") for line in lines), lines

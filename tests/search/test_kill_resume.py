@@ -1,0 +1,234 @@
+"""Exactly-once under any kill timing: the driver of a sweep SIGKILLed at many moments of its
+life, then ``hpsearch resume``; Ray's record and MLflow must then agree, trial by trial and epoch
+by epoch.
+
+Each case kills at one moment, found from what the sweep's folder holds (the driver's own
+progress), optionally a little later. What a user checks after a resume:
+- every planned trial is there once, in Tune's state, on disk and in MLflow; no config twice;
+- each trial's ``result.json`` holds every epoch once, and its MLflow run the same epochs;
+- no MLflow run is left RUNNING, and each run's status tag is the trial's status;
+- no "MLflow missed" line when MLflow never failed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.driver import hpsearch, sigkill_sweep_when
+from tests.fakedata import write_mnist
+
+pytestmark = pytest.mark.integration
+
+NAME = "kills"
+
+
+def _state_files(run_dir: Path) -> list[Path]:
+    return sorted(run_dir.glob("experiment_state-*.json"))
+
+
+def _snapshot_ids(run_dir: Path) -> set[str]:
+    """Trial ids in any experiment snapshot Tune has written so far (torn ones skipped)."""
+    ids: set[str] = set()
+    for path in _state_files(run_dir):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        for entry in data.get("trial_data", []):
+            ids.add(json.loads(entry[0])["trial_id"])
+    return ids
+
+
+def _trial_dirs(run_dir: Path) -> list[Path]:
+    return sorted(p for p in run_dir.glob("trial_*") if p.is_dir())
+
+
+def _rows(trial_dir: Path) -> list[dict]:
+    try:
+        lines = (trial_dir / "result.json").read_text().splitlines()
+    except OSError:
+        return []
+    out = []
+    for line in lines:
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
+
+
+def _checkpoint_not_in_snapshot(run_dir: Path) -> bool:
+    known = _snapshot_ids(run_dir)
+    return any(list(d.glob("checkpoint_*")) and d.name.removeprefix("trial_") not in known
+               for d in _trial_dirs(run_dir))
+
+
+def _n_with_rows(n: int) -> Callable[[Path], bool]:
+    return lambda run_dir: sum(1 for d in _trial_dirs(run_dir) if _rows(d)) >= n
+
+
+def _n_dirs(n: int) -> Callable[[Path], bool]:
+    return lambda run_dir: len(_trial_dirs(run_dir)) >= n
+
+
+def _n_final(n: int) -> Callable[[Path], bool]:
+    def ready(run_dir: Path) -> bool:
+        return sum(1 for d in _trial_dirs(run_dir)
+                   if any(r.get("status") == "completed" for r in _rows(d))) >= n
+    return ready
+
+
+def _mlflow_runs(n: int) -> Callable[[Path], bool]:
+    def ready(run_dir: Path) -> bool:
+        try:
+            data = json.loads((run_dir / "mlflow_runs.json").read_text())
+        except (OSError, ValueError):
+            return False
+        return any(len(v.get("trials", {})) >= n for v in data.values())
+    return ready
+
+
+def _second_checkpoint(run_dir: Path) -> bool:
+    return any((d / "checkpoint_000001").is_dir() for d in _trial_dirs(run_dir))
+
+
+# (moment, extra delay in seconds): spread over the sweep's life.
+MOMENTS: dict[str, tuple[Callable[[Path], bool], float]] = {
+    "first-trial-folder": (_n_dirs(1), 0.0),
+    "first-mlflow-run": (_mlflow_runs(1), 0.0),
+    "first-result": (_n_with_rows(1), 0.0),
+    "checkpoint-before-snapshot": (_checkpoint_not_in_snapshot, 0.0),
+    "checkpoint-before-snapshot+0.7s": (_checkpoint_not_in_snapshot, 0.7),
+    "second-checkpoint": (_second_checkpoint, 0.0),
+    "first-completed": (_n_final(1), 0.0),
+    "three-trials-reported": (_n_with_rows(3), 0.5),
+    "last-trial-started": (_n_dirs(6), 0.0),
+    "four-completed": (_n_final(4), 0.3),
+    "five-mlflow-runs+0.5s": (_mlflow_runs(5), 0.5),
+}
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_mnist(tmp_path_factory.mktemp("data"), n_train=1200, n_test=200)
+
+
+def _spec(tmp_path: Path, data: Path) -> Path:
+    spec = {
+        "name": NAME,
+        "fixed": {"dataset": "mnist", "data_dir": str(data), "model": "cnn",
+                  "channels": [8, 16], "fc_width": 32, "batch_size": 32, "device": "cpu"},
+        # six distinct configs: a config trained twice is a duplicate, never a coincidence;
+        # grid order puts the slow learners (lr 1e-4) last, so ASHA stops them at epoch 1
+        "space": {"lr": {"type": "grid", "values": [0.03, 0.003, 0.0001]},
+                  "optimizer": {"type": "grid", "values": ["adam", "sgd"]}},
+        "search": {"algorithm": "grid"},
+        "scheduler": {"name": "asha", "grace_period": 1, "reduction_factor": 2},
+        "budget": {"max_epochs": 3},
+        "resources": {"cpu": 1},
+        "storage": str(tmp_path / "runs"),
+        "tracking": {"uri": f"sqlite:///{tmp_path}/mlflow.db"},
+    }
+    path = tmp_path / f"{NAME}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def _check_consistent(tmp_path: Path, run_dir: Path, output: str) -> None:
+    from mlflow import MlflowClient
+
+    states = _state_files(run_dir)
+    state = json.loads(states[-1].read_text())
+    tune = {}
+    for entry in state["trial_data"]:
+        trial = json.loads(entry[0])
+        tune[trial["trial_id"]] = trial
+    assert len(tune) == 6, f"Tune's record has {len(tune)} trials, 6 planned"
+    folders = {d.name.removeprefix("trial_") for d in _trial_dirs(run_dir)}
+    assert folders == set(tune), f"trial folders Tune does not know: {folders - set(tune)}"
+    configs = [json.dumps({k: t["config"][k] for k in ("lr", "optimizer")}, sort_keys=True)
+               for t in tune.values()]
+    assert len(set(configs)) == 6, f"a config was trained twice: {sorted(configs)}"
+
+    epochs, statuses = {}, {}
+    for trial_id in tune:
+        rows = _rows(run_dir / f"trial_{trial_id}")
+        steps = [r["epoch"] for r in rows]
+        assert steps == list(range(1, len(steps) + 1)) and steps, \
+            f"trial {trial_id}: epochs {steps} in result.json, each once expected"
+        epochs[trial_id] = steps
+        last = rows[-1]["status"]
+        statuses[trial_id] = "stopped_early" if last == "running" else last
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    exp = client.get_experiment_by_name(NAME)
+    runs = client.search_runs([exp.experiment_id], "tags.`hpsearch.role` = 'trial'")
+    by_trial: dict[str, list] = {}
+    for run in runs:
+        by_trial.setdefault(run.data.tags["hpsearch.trial_id"], []).append(run)
+    assert set(by_trial) == set(tune), \
+        f"MLflow runs of trials Ray does not have: {set(by_trial) - set(tune)}; " \
+        f"missing: {set(tune) - set(by_trial)}"
+    for trial_id, found in by_trial.items():
+        assert len(found) == 1, f"trial {trial_id} has {len(found)} MLflow runs"
+        run = found[0]
+        assert run.info.status == "FINISHED", f"trial {trial_id}: MLflow run {run.info.status}"
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_top1")]
+        assert sorted(steps) == epochs[trial_id], \
+            f"trial {trial_id}: MLflow epochs {sorted(steps)}, Ray's {epochs[trial_id]}"
+        assert run.data.tags["hpsearch.status"] == statuses[trial_id], trial_id
+    parents = client.search_runs([exp.experiment_id], "tags.`hpsearch.role` = 'sweep'")
+    assert [p.info.status for p in parents] == ["FINISHED"]
+    assert "MLflow missed" not in output, output
+
+
+@pytest.mark.parametrize("moment", list(MOMENTS))
+def test_driver_killed_at_any_moment_resumes_exactly_once(moment: str, tmp_path: Path,
+                                                          data_dir: Path) -> None:
+    ready, delay = MOMENTS[moment]
+    run_dir = tmp_path / "runs" / NAME
+    sigkill_sweep_when(_spec(tmp_path, data_dir), lambda: ready(run_dir), cwd=tmp_path,
+                       delay=delay)
+    time.sleep(1)  # let Ray's fate-shared processes of the dead driver go
+    recorded = bool(_snapshot_ids(run_dir))  # Tune had written a readable snapshot
+    out = hpsearch("resume", NAME, "--storage", str(tmp_path / "runs"), cwd=tmp_path,
+                   timeout=400)
+    assert out.returncode == 0, out.stderr[-3000:]
+    _check_consistent(tmp_path, run_dir, out.stdout + out.stderr)
+    if recorded:  # resumed from Tune's record, not started over
+        assert "starting it again" not in out.stdout, out.stdout
+
+
+def test_sync_repairs_what_older_versions_left_in_mlflow(tmp_path: Path, data_dir: Path) -> None:
+    """Runs of trials Ray never recorded, left RUNNING; epochs Ray's record lacks on a finished
+    run; stale status tags: ``hpsearch sync`` of the ended sweep makes MLflow equal Ray's
+    record."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    spec = _spec(tmp_path, data_dir)
+    out = hpsearch("sweep", str(spec), cwd=tmp_path, timeout=400)
+    assert out.returncode == 0, out.stderr[-3000:]
+    run_dir = tmp_path / "runs" / NAME
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    exp = client.get_experiment_by_name(NAME)
+    parent = client.search_runs([exp.experiment_id], "tags.`hpsearch.role` = 'sweep'")[0]
+    children = client.search_runs([exp.experiment_id], "tags.`hpsearch.role` = 'trial'")
+    stopped = next(r for r in children if r.data.tags["hpsearch.status"] == "stopped_early")
+    client.log_batch(stopped.info.run_id, metrics=[
+        Metric("val_top1", 0.5, 0, step) for step in (2, 3)])  # epochs Ray never recorded
+    client.set_tag(children[0].info.run_id, "hpsearch.status", "running")
+    orphan = client.create_run(exp.experiment_id, tags={
+        "mlflow.parentRunId": parent.info.run_id, "hpsearch.role": "trial",
+        "hpsearch.trial_id": "0rphan00", "hpsearch.status": "running"})
+    client.log_metric(orphan.info.run_id, "val_top1", 0.1, step=1)
+
+    out = hpsearch("sync", NAME, "--storage", str(tmp_path / "runs"), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    _check_consistent(tmp_path, run_dir, out.stdout + out.stderr)

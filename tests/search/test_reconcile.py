@@ -1,0 +1,98 @@
+"""Tune's record of a killed sweep, read and enforced on its folder (no Ray run needed: the
+snapshot files are written in Tune's own format)."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+from types import SimpleNamespace
+
+from search.reconcile import read_record, rollback
+
+
+class _Touch:
+    """A pickle that creates a file when loaded: proof that code from the file ran."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple:
+        return (Path.touch, (self.path,))
+
+
+def _snapshot(run_dir: Path, session: str, trials: dict[str, tuple[str, int | None]],
+              payload: object = None) -> Path:
+    entries = []
+    for trial_id, (status, epoch) in trials.items():
+        trial = {"trial_id": trial_id, "status": status, "relative_logdir": f"trial_{trial_id}",
+                 "config": {"lr": 0.1}}
+        meta = {"last_result": {"epoch": epoch} if epoch else {}}
+        if payload is not None:
+            meta["checkpoint_manager"] = {"_type": "CLOUDPICKLE_FALLBACK",
+                                          "value": pickle.dumps(payload).hex()}
+        entries.append([json.dumps(trial), json.dumps(meta)])
+    path = run_dir / f"experiment_state-{session}.json"
+    path.write_text(json.dumps({"trial_data": entries, "runner_data": {}}))
+    (run_dir / f"search_gen_state-{session}.json").write_text("{}")
+    return path
+
+
+def _results(trial_dir: Path, epochs: list[int]) -> None:
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    (trial_dir / "result.json").write_text(
+        "".join(json.dumps({"epoch": e, "val_top1": e / 10}) + "\n" for e in epochs))
+
+
+def test_reading_a_snapshot_runs_no_code_from_it(tmp_path: Path) -> None:
+    proof = tmp_path / "code-ran"
+    _snapshot(tmp_path, "2026-01-01_00-00-00", {"a1": ("TERMINATED", 3), "b2": ("RUNNING", 1)},
+              payload=_Touch(proof))
+    record = read_record(tmp_path)
+    assert record is not None and not proof.exists()
+    assert {t.trial_id: (t.status, t.epoch, t.dirname) for t in record.trials.values()} == {
+        "a1": ("TERMINATED", 3, "trial_a1"), "b2": ("RUNNING", 1, "trial_b2")}
+    assert not record.over
+    assert record.trials["b2"].checkpoint_epoch is None  # only a trusted read unpickles
+
+
+def test_a_snapshot_cut_off_mid_write_gives_way_to_the_one_before(tmp_path: Path) -> None:
+    _snapshot(tmp_path, "2026-01-01_00-00-00", {"a1": ("TERMINATED", 3)})
+    torn = _snapshot(tmp_path, "2026-01-02_00-00-00", {"a1": ("TERMINATED", 3),
+                                                        "b2": ("RUNNING", 1)})
+    torn.write_text(torn.read_text()[:40])
+    assert read_record(tmp_path).file == "experiment_state-2026-01-01_00-00-00.json"
+    assert torn.exists(), "a plain read removes nothing"
+    assert read_record(tmp_path, drop_torn=True).file == \
+        "experiment_state-2026-01-01_00-00-00.json"
+    assert not torn.exists() and not (tmp_path / "search_gen_state-2026-01-02_00-00-00.json"
+                                      ).exists()
+    assert (tmp_path / "experiment_state-2026-01-01_00-00-00.json").exists()
+
+
+def test_only_a_torn_first_snapshot_means_no_record(tmp_path: Path) -> None:
+    torn = _snapshot(tmp_path, "2026-01-01_00-00-00", {"a1": ("RUNNING", 1)})
+    torn.write_text(torn.read_text()[:-5])
+    assert read_record(tmp_path, drop_torn=True) is None
+
+
+def test_rollback_keeps_exactly_what_tune_recorded(tmp_path: Path) -> None:
+    _snapshot(tmp_path, "2026-01-01_00-00-00", {"done": ("TERMINATED", 3),
+                                                 "stop": ("TERMINATED", 1)})
+    _results(tmp_path / "trial_done", [1, 2, 3])
+    _results(tmp_path / "trial_stop", [1, 2, 3])  # epochs trained after the snapshot
+    _results(tmp_path / "trial_new", [1])  # a trial Tune never recorded
+    counts = rollback(tmp_path, read_record(tmp_path))
+    assert counts == {"orphans": 1, "rows": 1}
+    assert sorted(p.name for p in tmp_path.glob("trial_*")) == ["trial_done", "trial_stop"]
+    epochs = [json.loads(line)["epoch"]
+              for line in (tmp_path / "trial_stop" / "result.json").read_text().splitlines()]
+    assert epochs == [1]
+    assert rollback(tmp_path, read_record(tmp_path)) == {"orphans": 0, "rows": 0}
+
+
+def test_a_trusted_read_learns_the_epoch_tune_resumes_from(tmp_path: Path) -> None:
+    manager = SimpleNamespace(latest_checkpoint_result=SimpleNamespace(metrics={"epoch": 2}))
+    _snapshot(tmp_path, "2026-01-01_00-00-00", {"b2": ("RUNNING", 3)}, payload=manager)
+    trial = read_record(tmp_path, trusted=True).trials["b2"]
+    assert (trial.epoch, trial.checkpoint_epoch, trial.kept_epochs) == (3, 2, 2)
