@@ -1,0 +1,98 @@
+"""The project's vocabulary: each name defined here once and imported everywhere else.
+
+- :class:`Status`: how a trial stands or ended, the same word in ``result.json``, MLflow's
+  ``hpsearch.status`` tag, the progress line, the summary and the report.
+- :data:`METRICS`: every metric a trial reports that can be optimised, with its direction;
+  :data:`HISTORY_METRICS` (every epoch) and :data:`FINAL_METRICS` (once, after the last).
+- :class:`TuneStatus`: Ray Tune's own trial statuses, as its experiment snapshot spells them.
+
+It lives in trainables/ (which imports nothing of search/) because trials report these words;
+search/ imports it.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+__all__ = ["DEFAULT_OBJECTIVE", "FINAL_METRICS", "HISTORY_METRICS", "METRICS", "STATUS_ORDER",
+           "Status", "TuneStatus", "trial_status"]
+
+
+class Status(StrEnum):
+    """A trial's status. Values are the words users see; members compare equal to them."""
+
+    RUNNING = "running"  # reported with every epoch but the last
+    COMPLETED = "completed"  # trained every epoch
+    STOPPED_EARLY = "stopped_early"  # the scheduler (ASHA) ended it before its last epoch
+    DIVERGED = "diverged"  # loss not finite: ended with its last metrics
+    REJECTED = "rejected"  # over a cost constraint: never trained
+    FAILED = "failed"  # raised, and kept raising past resources.max_failures
+    UNKNOWN = "unknown"  # no record says
+
+    @property
+    def final(self) -> bool:
+        """The trial is over."""
+        return self in _FINAL
+
+    @property
+    def pickable(self) -> bool:
+        """A model a user may pick as the best: it trained and ended sanely."""
+        return self in (Status.COMPLETED, Status.STOPPED_EARLY)
+
+    @property
+    def label(self) -> str:
+        """The word for a count (``3 stopped early``)."""
+        return self.value.replace("_", " ")
+
+
+_FINAL = frozenset({Status.COMPLETED, Status.STOPPED_EARLY, Status.DIVERGED, Status.REJECTED,
+                    Status.FAILED})
+# Tables and counts list statuses in this order: best outcome first.
+STATUS_ORDER = (Status.COMPLETED, Status.STOPPED_EARLY, Status.DIVERGED, Status.REJECTED,
+                Status.FAILED, Status.RUNNING, Status.UNKNOWN)
+
+
+class TuneStatus(StrEnum):
+    """Ray Tune's trial statuses (``Trial.status``, and in ``experiment_state-*.json``)."""
+
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    PAUSED = "PAUSED"
+    TERMINATED = "TERMINATED"
+    ERROR = "ERROR"
+
+
+def trial_status(last_reported: str | None, tune_status: str | None,
+                 error: str | None = None) -> Status:
+    """A trial's :class:`Status` from its own last reported ``status`` and Tune's.
+
+    The trial's own word wins when it ended the trial (a retried trial that completed is
+    completed); otherwise Tune's: ERROR -> failed, TERMINATED while still "running" -> stopped
+    early by the scheduler; PENDING/RUNNING/PAUSED -> running.
+    """
+    if last_reported in (Status.COMPLETED, Status.DIVERGED, Status.REJECTED):
+        return Status(last_reported)
+    if tune_status == TuneStatus.ERROR or (tune_status is None and error):
+        return Status.FAILED
+    if tune_status == TuneStatus.TERMINATED:
+        return Status.STOPPED_EARLY
+    if tune_status in (TuneStatus.RUNNING, TuneStatus.PENDING, TuneStatus.PAUSED):
+        return Status.RUNNING
+    return Status.UNKNOWN
+
+
+# Every metric a trial reports that can be optimised, with its natural direction.
+METRICS: dict[str, str] = {
+    "val_top1": "max", "val_top3": "max", "val_loss": "min",
+    "train_top1": "max", "train_top3": "max", "train_loss": "min",
+    "test_top1": "max", "test_top3": "max", "test_loss": "min",
+    "test_f1": "max", "test_precision": "max", "test_recall": "max",
+    "params": "min", "macs": "min", "images_per_second": "max", "epoch_seconds": "min",
+}
+DEFAULT_OBJECTIVE = ("val_top1", "max")
+# Reported every epoch (besides epoch, status and Ray's bookkeeping).
+HISTORY_METRICS = ("train_loss", "train_top1", "train_top3", "val_loss", "val_top1", "val_top3",
+                   "lr", "images_per_second", "epoch_seconds", "time_total_s")
+# Reported once per trial: test scores after the last epoch; the model's cost.
+FINAL_METRICS = ("test_loss", "test_top1", "test_top3", "test_precision", "test_recall",
+                 "test_f1", "params", "macs")
