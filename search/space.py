@@ -1,5 +1,6 @@
 """``spec.space`` compiled for the searchers: an Optuna define-by-run function, the full grid,
-or the one-factor-at-a-time list. No torch, Ray or even Optuna import: callers pass the trial.
+or the one-factor-at-a-time list; and each entry as an Optuna distribution, the one mapping the
+searcher and the report share. No torch or Ray import, and Optuna only where a trial exists.
 
 Every function returns flat dicts of TrialConfig keys holding only the *searched* settings;
 the runner merges them over :meth:`~search.spec.SweepSpec.trial_defaults`.
@@ -24,6 +25,7 @@ from trainables.config import TrialConfig
 
 if TYPE_CHECKING:
     import optuna
+    from optuna.distributions import BaseDistribution
 
 __all__ = [
     "decode_value",
@@ -33,6 +35,7 @@ __all__ = [
     "grid_configs",
     "ofat_configs",
     "ofat_labels",
+    "optuna_distribution",
     "space_size",
 ]
 
@@ -73,15 +76,34 @@ def define_by_run(spec: SweepSpec) -> Callable[[optuna.Trial], dict[str, Any]]:
     return DefineByRun(spec)
 
 
-def _suggest(trial: optuna.Trial, key: str, entry: Any) -> Any:
+def optuna_distribution(entry: Uniform | LogUniform | IntRange | Choice | Grid,
+                        ) -> BaseDistribution:
+    """The Optuna distribution a spec entry samples from; choices as :func:`encode_value`
+    stores them. Imports Optuna: call it where a trial or study exists."""
+    from optuna.distributions import (
+        CategoricalDistribution,
+        FloatDistribution,
+        IntDistribution,
+    )
+
     if isinstance(entry, Uniform):
-        return trial.suggest_float(key, entry.low, entry.high, step=entry.q)
+        return FloatDistribution(entry.low, entry.high, step=entry.q)
     if isinstance(entry, LogUniform):
-        return trial.suggest_float(key, entry.low, entry.high, log=True)
+        return FloatDistribution(entry.low, entry.high, log=True)
     if isinstance(entry, IntRange):
-        return trial.suggest_int(key, entry.low, entry.high, step=entry.step, log=entry.log)
-    encoded = trial.suggest_categorical(key, [encode_value(v) for v in entry.values])
-    return decode_value(entry, encoded)
+        return IntDistribution(entry.low, entry.high, step=entry.step, log=entry.log)
+    return CategoricalDistribution([encode_value(v) for v in entry.values])
+
+
+def _suggest(trial: optuna.Trial, key: str, entry: Any) -> Any:
+    from optuna.distributions import FloatDistribution, IntDistribution
+
+    dist = optuna_distribution(entry)
+    if isinstance(dist, FloatDistribution):
+        return trial.suggest_float(key, dist.low, dist.high, step=dist.step, log=dist.log)
+    if isinstance(dist, IntDistribution):
+        return trial.suggest_int(key, dist.low, dist.high, step=dist.step, log=dist.log)
+    return decode_value(entry, trial.suggest_categorical(key, list(dist.choices)))
 
 
 def encode_point(spec: SweepSpec, point: Mapping[str, Any]) -> dict[str, Any]:

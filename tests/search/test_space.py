@@ -17,6 +17,7 @@ from search.space import (
     grid_configs,
     ofat_configs,
     ofat_labels,
+    optuna_distribution,
     space_size,
 )
 from search.spec import Choice, Grid, IntRange, LogUniform, SweepSpec, Uniform, parse_spec
@@ -101,6 +102,14 @@ def test_a_start_point_round_trips_through_optuna(key: str, raw: Any) -> None:
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     study.enqueue_trial(encode_point(spec, point))
     assert define_by_run(spec)(study.ask()) == point
+
+
+@pytest.mark.parametrize(("key", "raw"), ENTRIES.values(), ids=ENTRIES.keys())
+def test_a_trial_is_sampled_from_the_entry_optuna_distribution(key: str, raw: Any) -> None:
+    spec = _spec({key: raw})
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    define_by_run(spec)(study.ask())
+    assert study.trials[0].distributions == {key: optuna_distribution(spec.space[key])}
 
 
 def test_log_distribution_covers_its_decades() -> None:
