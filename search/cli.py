@@ -75,10 +75,12 @@ def _sweep_ref(value: str, command: str) -> str:
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:
-    from search.runner import load_meta, resume_sweep
+    from search.sweepdir import load_meta
 
     plain_name(args.name, "resume NAME")
     load_meta(args.name, args.storage)  # a missing sweep is a one-line error before any import
+    from search.runner import resume_sweep
+
     spec = _load_spec(args.spec, None)[0] if args.spec else None
     outcome = resume_sweep(args.name, storage=args.storage, spec=spec, address=args.address)
     return 0 if outcome.counts.get("failed", 0) < outcome.trials else 1
@@ -100,7 +102,7 @@ def _cmd_submit(args: argparse.Namespace) -> int:
 
 
 def _cmd_sync(args: argparse.Namespace) -> int:
-    from search.runner import find_sweep
+    from search.sweepdir import find_sweep
     from search.tracking import sync
 
     run_dir, meta = find_sweep(_sweep_ref(args.name, "sync"), args.storage)
@@ -126,7 +128,7 @@ def _cmd_ui(args: argparse.Namespace) -> int:
 
     uri = args.tracking_uri
     if uri is None and args.name:
-        from search.runner import find_sweep
+        from search.sweepdir import find_sweep
 
         uri = find_sweep(_sweep_ref(args.name, "ui"), args.storage)[1]["tracking_uri"]
     from search.tracking import resolve_tracking_uri

@@ -16,10 +16,18 @@ from ray.tune import Callback
 from ray.tune.experiment import Trial
 
 from search.console import failure_line
+from trainables.vocab import STATUS_ORDER, Status, TuneStatus
 
-__all__ = ["ProgressPrinter"]
+__all__ = ["ProgressPrinter", "status_word"]
 
-_DETAIL = ("stopped", "diverged", "rejected", "failed")  # the ways to end other than completed
+# The ways to end other than completed, in the order the line counts them.
+_DETAIL = tuple(s for s in STATUS_ORDER if s.final and s != Status.COMPLETED)
+_STOPPED = "stopped"  # the word for stopped_early: "3 stopped" reads better on a count
+
+
+def status_word(status: str) -> str:
+    """A status as the progress line and the sweep's summary print it."""
+    return _STOPPED if status == Status.STOPPED_EARLY else str(status)
 
 
 def _hms(seconds: float) -> str:
@@ -34,8 +42,11 @@ def _finite(value: Any) -> bool:
 
 
 def _ended(last_status: str) -> str:
-    """How a trial Tune ended (not errored) finished, from its own last reported ``status``."""
-    return "stopped" if last_status == "running" else last_status or "completed"
+    """How a trial Tune ended (not errored) finished, from its own last reported ``status``:
+    still "running" means the scheduler stopped it early."""
+    if last_status == Status.RUNNING:
+        return Status.STOPPED_EARLY
+    return last_status or Status.COMPLETED
 
 
 class ProgressPrinter(Callback):
@@ -86,7 +97,7 @@ class ProgressPrinter(Callback):
         status = str(result.get("status", ""))
         self._last_status[trial.trial_id] = status
         value, seen = result.get(self.metric), self._best_seen.get(trial.trial_id)
-        if status != "rejected" and _finite(value) and (
+        if status != Status.REJECTED and _finite(value) and (
                 seen is None or self._better(float(value), seen[0])):
             self._best_seen[trial.trial_id] = (float(value), int(result.get("epoch", 0)))
         self._maybe_print()
@@ -103,7 +114,7 @@ class ProgressPrinter(Callback):
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._see(trials)
         self.echo(failure_line(trial, retrying=False))
-        self._end(trial, "failed")
+        self._end(trial, Status.FAILED)
 
     def _end(self, trial: Any, how: str) -> None:
         self._ends[trial.trial_id] = how
@@ -118,12 +129,12 @@ class ProgressPrinter(Callback):
             else ""
 
     def _how_ended(self, trial: Trial) -> str | None:
-        """completed | stopped | diverged | rejected | failed, or None while it is not over."""
+        """A final :class:`Status`, or None while the trial is not over."""
         if trial.trial_id in self._ends:
             return self._ends[trial.trial_id]
-        if trial.status == Trial.ERROR:
-            return "failed"
-        if trial.status == Trial.TERMINATED:
+        if trial.status == TuneStatus.ERROR:
+            return Status.FAILED
+        if trial.status == TuneStatus.TERMINATED:
             return _ended(self._status_of(trial))
         return None
 
@@ -131,7 +142,7 @@ class ProgressPrinter(Callback):
         """The trial's best value and its epoch (None when only Tune's summary of results from
         before a resume knows the value), or None if it has no usable value."""
         seen = self._best_seen.get(trial.trial_id)
-        if self._status_of(trial) == "rejected":
+        if self._status_of(trial) == Status.REJECTED:
             return None
         value = trial.metric_analysis.get(self.metric, {}).get(self.mode)
         if not _finite(value) or (seen is not None and not self._better(value, seen[0])):
@@ -153,9 +164,9 @@ class ProgressPrinter(Callback):
         elapsed = time.monotonic() - self._start
         ends = [how for how in map(self._how_ended, self._trials) if how]
         running = sum(1 for t in self._trials
-                      if t.status == Trial.RUNNING and t.trial_id not in self._ends)
+                      if t.status == TuneStatus.RUNNING and t.trial_id not in self._ends)
         done = len(ends)
-        detail = ", ".join(f"{ends.count(k)} {k}" for k in _DETAIL if k in ends)
+        detail = ", ".join(f"{ends.count(k)} {status_word(k)}" for k in _DETAIL if k in ends)
         best = self._best()
         shown = "best: -" if best is None else (
             f"best {self.metric} {best[0]:.4f} (trial {best[1]}"

@@ -4,32 +4,39 @@ Order of work, so that nothing starts on bad input: spec validated (cheap) -> pr
 resolvable, GPUs present, a feasible config exists) -> ``ray.init`` -> dataset decoded once and
 put in the object store -> ``Tuner.fit()``. A sweep's folder ``<storage>/<name>/`` holds Tune's
 experiment state plus ``hpsearch.json`` (the spec and where its tracking goes), which is what
-``resume``, ``sync`` and ``report`` read.
+``resume``, ``sync`` and ``report`` read; :mod:`search.sweepdir` reads and writes that folder.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from search.console import quiet_trial_errors
-from search.names import plain_name
 from search.spec import SweepSpec, parse_spec, spec_fingerprint
-from search.storage import Location, is_uri, location, storage_error, write_atomic
+from search.storage import Location
+from search.sweepdir import (
+    META_FILE,
+    check_storage,
+    find_sweep,
+    load_meta,
+    pending_reason,
+    run_dir_for,
+    trial_dirname,
+    write_meta,
+)
 from trainables.config import TrialConfig, parse_trial_config
 from trainables.errors import UserError
+from trainables.vocab import Status
 
 __all__ = ["META_FILE", "SweepOutcome", "find_sweep", "load_meta", "resume_sweep",
            "run_dir_for", "run_sweep", "submit_sweep"]
 
-META_FILE = "hpsearch.json"
 CONNECT_TIMEOUT_ENV = "HPSEARCH_CONNECT_TIMEOUT"
 # Settings that decide which data a trial sees: one decoded copy serves the whole sweep.
 _DATA_KEYS = ("dataset", "data_dir", "val_fraction", "split_seed", "train_limit", "eval_limit")
@@ -45,53 +52,6 @@ class SweepOutcome:
     best: dict[str, Any] | None
     tracking_uri: str
     counts: dict[str, int]
-
-
-def run_dir_for(name: str, storage: str | os.PathLike[str] | None) -> Location:
-    """``<storage>/<name>``: an absolute local path (Tune needs one every node sees, e.g. a
-    shared volume) or a URI such as ``s3://bucket/runs/<name>`` (see :mod:`search.storage`)."""
-    root = storage or os.environ.get("HPSEARCH_STORAGE") or "runs"
-    return location(root) / plain_name(name, "sweep name")
-
-
-def load_meta(name: str, storage: str | None = None) -> dict[str, Any]:
-    """The ``hpsearch.json`` of an existing sweep, or a UserError naming the sweeps there are."""
-    run_dir = run_dir_for(name, storage)
-    return _read_meta(run_dir, name)
-
-
-def _read_meta(run_dir: Location, name: str) -> dict[str, Any]:
-    meta = run_dir / META_FILE
-    try:
-        if meta.is_file():
-            return json.loads(meta.read_text())
-        root = run_dir.parent
-        found = sorted(p.parent.name for p in root.glob(f"*/{META_FILE}")) if root.is_dir() else []
-    except (OSError, ValueError) as err:  # pyarrow: unknown scheme, no bucket, no credentials
-        raise UserError(storage_error(run_dir.parent, err)) from None
-    raise UserError(f"no sweep named '{name}' under {root}/"
-                    f"{'; found: ' + ', '.join(found) if found else ' (no sweeps there)'}")
-
-
-def _check_storage(run_dir: Location) -> bool:
-    """Before anything starts, and leaving nothing behind: the storage path opens and takes
-    writes. Returns whether a sweep of this name already has its ``hpsearch.json`` there."""
-    try:
-        if (run_dir / META_FILE).exists():
-            return True
-        if isinstance(run_dir, Path):
-            existing = next(p for p in (run_dir, *run_dir.parents) if p.exists())
-            if not os.access(existing, os.W_OK):
-                raise PermissionError(f"{existing} is not writable")
-            return False
-        root = run_dir.parent
-        root.mkdir(parents=True, exist_ok=True)
-        probe = root / f".hpsearch-probe-{run_dir.name}"
-        probe.write_text("ok")
-        probe.unlink()
-    except (OSError, ValueError) as err:  # pyarrow: unknown scheme, no bucket, no credentials
-        raise UserError(storage_error(run_dir.parent, err)) from None
-    return False
 
 
 def _base_config(spec: SweepSpec) -> TrialConfig:
@@ -339,7 +299,7 @@ def run_sweep(spec: SweepSpec, spec_text: str, *, address: str | None = None,
     from search.algorithms import build_scheduler, build_searcher, planned_trials
 
     run_dir = run_dir_for(spec.name, spec.storage)
-    if _check_storage(run_dir) and not again:
+    if check_storage(run_dir) and not again:
         raise UserError(f"a sweep named '{spec.name}' already exists in {run_dir}; continue it "
                         f"with `hpsearch resume {spec.name}` or choose another `name`")
     bundle, slots = _prepare(spec, address)
@@ -371,7 +331,7 @@ def run_sweep(spec: SweepSpec, spec_text: str, *, address: str | None = None,
             num_samples=total,
             max_concurrent_trials=slots,
             time_budget_s=spec.time_limit_seconds,
-            trial_dirname_creator=lambda t: f"trial_{t.trial_id}",
+            trial_dirname_creator=lambda t: trial_dirname(t.trial_id),
             # One warm worker process per slot, reused trial after trial: no Python + torch
             # start-up per trial (seconds each, which tiny trials would spend idle).
             reuse_actors=True,
@@ -388,15 +348,6 @@ def run_sweep(spec: SweepSpec, spec_text: str, *, address: str | None = None,
     start = time.monotonic()
     results = tuner.fit()
     return _summarise(spec, run_dir, results, tracking_uri, time.monotonic() - start, echo)
-
-
-def find_sweep(name_or_path: str, storage: str | None = None) -> tuple[Location, dict[str, Any]]:
-    """A sweep's folder and its ``hpsearch.json``, from its name (under the storage dir) or a
-    path or URI of the folder; a UserError naming the sweeps there are when there is none."""
-    given = location(name_or_path)
-    if is_uri(name_or_path) or (given / META_FILE).is_file():
-        return given, _read_meta(given, given.name)
-    return run_dir_for(name_or_path, storage), load_meta(name_or_path, storage)
 
 
 def resume_sweep(name: str, *, storage: str | None = None, spec: SweepSpec | None = None,
@@ -511,27 +462,29 @@ def submit_sweep(spec_text: str, spec: SweepSpec, address: str, *, follow: bool 
 def _write_meta(run_dir: Location, spec: SweepSpec, spec_text: str, tracking_uri: str) -> None:
     from search.tracking import git_commit
 
-    meta = {"name": spec.name, "spec": spec.to_dict(), "spec_yaml": spec_text,
-            "fingerprint": spec_fingerprint(spec), "storage": str(run_dir.parent),
-            "tracking_uri": tracking_uri,
-            "experiment": spec.tracking.experiment or spec.name, "git_commit": git_commit(),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    write_atomic(run_dir / META_FILE, json.dumps(meta, indent=2))
+    write_meta(run_dir, {
+        "name": spec.name, "spec": spec.to_dict(), "spec_yaml": spec_text,
+        "fingerprint": spec_fingerprint(spec), "storage": str(run_dir.parent),
+        "tracking_uri": tracking_uri, "experiment": spec.tracking.experiment or spec.name,
+        "git_commit": git_commit(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
 
 
 def _summarise(spec: SweepSpec, run_dir: Location, results: Any, tracking_uri: str,
                wall_s: float, echo: Callable[[str], None]) -> SweepOutcome:
     metric = spec.metrics[0] if spec.is_multi_objective else spec.metric
     mode = spec.modes[0] if spec.is_multi_objective else spec.mode
-    counts: dict[str, int] = {}
+    from search.progress import status_word
+
+    counts: dict[str, int] = {}  # by the word the summary prints
     best: dict[str, Any] | None = None
     for r in results:
         m = r.metrics or {}
-        status = "failed" if r.error else str(m.get("status", "unknown"))
-        status = "stopped" if status == "running" else status
-        counts[status] = counts.get(status, 0) + 1
+        last = str(m.get("status", Status.UNKNOWN))
+        status = Status.FAILED if r.error else (
+            Status.STOPPED_EARLY if last == Status.RUNNING else last)
+        counts[status_word(status)] = counts.get(status_word(status), 0) + 1
         if r.metrics_dataframe is None or metric not in r.metrics_dataframe or status in (
-                "rejected", "failed", "diverged"):  # none of these is a model to pick
+                Status.REJECTED, Status.FAILED, Status.DIVERGED):  # none is a model to pick
             continue
         series = r.metrics_dataframe[metric]
         value = float(series.max() if mode == "max" else series.min())
@@ -548,22 +501,9 @@ def _summarise(spec: SweepSpec, run_dir: Location, results: Any, tracking_uri: s
              f"({detail}); lower the learning rates or check the data")
     echo(f"results: {run_dir} | MLflow: {tracking_uri} (experiment "
          f"'{spec.tracking.experiment or spec.name}') | report: hpsearch report {spec.name}")
-    reason = _pending_reason(run_dir)
+    reason = pending_reason(run_dir)
     if reason:
         echo(f"MLflow may lack some results ({reason}): `hpsearch sync {spec.name}` "
              "replays them from the trial folders")
     return SweepOutcome(spec.name, run_dir, len(results), best, tracking_uri, counts)
 
-
-def _pending_reason(run_dir: Location) -> str | None:
-    """Why MLflow may lack results (the ``mlflow_pending`` marker's own words), or None."""
-    from search.tracking import MARKER_FILE
-
-    try:
-        text = (run_dir / MARKER_FILE).read_text()
-    except FileNotFoundError:
-        return None
-    except OSError as err:
-        return f"{MARKER_FILE} unreadable: {err}"
-    first = text.splitlines()[0] if text.strip() else ""
-    return first.partition(" ")[2].strip()[:200] or "reason not recorded"

@@ -1,0 +1,85 @@
+"""A trial's run brought to its end: points caught up from ``result.json``, final status tags,
+learning-curve and confusion artifacts, the run ended and its bookkeeping forgotten."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from search.sweepdir import RESULT_FILE, by_step, read_results, result_step
+from search.tracking.plots import plot_curves, write_confusion
+from search.tracking.store import RUN_FAILED, RUN_FINISHED, _Run, _Store, end_run
+from search.tracking.values import result_metrics, stamp_ms
+from trainables.vocab import Status
+
+__all__ = ["finish_trial", "is_complete", "trial_history"]
+
+
+def trial_history(state: _Run) -> list[dict[str, Any]]:
+    """A trial's results, one per step: its ``result.json`` and what this process was told."""
+    disk = read_results(Path(state.trial_path) / RESULT_FILE) if state.trial_path else []
+    return by_step([*disk, *(state.history[s] for s in sorted(state.history))])
+
+
+def is_complete(state: _Run, rows: list[dict[str, Any]]) -> bool:
+    """Whether a finished run already holds every step of ``rows`` (its tracker said so)."""
+    through = state.tags.get("hpsearch.synced_through", "")
+    return (state.status in (RUN_FINISHED, RUN_FAILED) and through.isdigit()
+            and int(through) >= max((result_step(r) for r in rows), default=0))
+
+
+def finish_trial(store: _Store, trial_id: str, status: Status | str, *,
+                 error: str | None = None, only_missing: bool = False) -> None:
+    """Catch up the trial's points from its result.json, set final status tags, upload the
+    learning-curve and confusion artifacts, end the run, then forget its bookkeeping.
+
+    A status that is not final (running, unknown) only updates the tags.
+    """
+    status = Status(status)
+    state = store.children[trial_id]
+    history = trial_history(state)
+    if not is_complete(state, history):
+        for row in history:  # heals gaps left by an outage or an earlier session
+            store.add_metrics(state, result_metrics(row), result_step(row), stamp_ms(row))
+    tags: dict[str, Any] = {"hpsearch.status": status}
+    if status == Status.STOPPED_EARLY:
+        tags["hpsearch.stopped_epoch"] = result_step(history[-1]) if history else 0
+    if status == Status.FAILED and error:
+        tags["hpsearch.error"] = error
+    if status == Status.REJECTED and history and history[-1].get("rejected_reason"):
+        tags["hpsearch.rejected_reason"] = history[-1]["rejected_reason"]
+    state.set_tags(tags)
+    store.flush(state)
+    if not status.final:
+        return
+    if history and not store.lossy:
+        # After the flush: every step up to here is in MLflow, so a sync may skip this run.
+        state.set_tags({"hpsearch.synced_through": result_step(history[-1])})
+        store.flush(state)
+    if history:
+        existing = store.artifact_names(state) if only_missing else set()
+        with tempfile.TemporaryDirectory() as tmp:
+            for local in _artifacts(trial_id, status, history, Path(tmp)):
+                if local.name not in existing:
+                    store.upload(state, local)
+    end = RUN_FAILED if status == Status.FAILED else RUN_FINISHED
+    if state.status != end:
+        end_run(store.client, state.run_id, end)
+        state.status = end
+    state.compact()
+
+
+def _artifacts(trial_id: str, status: Status, history: list[dict[str, Any]],
+               tmp: Path) -> list[Path]:
+    files = []
+    if any("train_loss" in r or "val_loss" in r for r in history):
+        plot_curves(history, tmp / "curves.png", f"trial {trial_id} ({status})")
+        files.append(tmp / "curves.png")
+    matrix = next((r["test_confusion"] for r in reversed(history)
+                   if isinstance(r.get("test_confusion"), list) and r["test_confusion"]),
+                  None)
+    if matrix is not None:
+        write_confusion(matrix, tmp / "confusion.csv", tmp / "confusion.png")
+        files += [tmp / "confusion.csv", tmp / "confusion.png"]
+    return files

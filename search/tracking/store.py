@@ -1,0 +1,393 @@
+"""One sweep in one MLflow tracking store: a parent run, a nested run per trial, buffered writes.
+
+Runs are keyed, not remembered: a trial's run carries the tag ``hpsearch.trial_id`` under a parent
+tagged ``hpsearch.sweep`` + ``hpsearch.run_dir``, and the sweep folder's run map caches the ids
+per tracking URI. A reattached run learns which (metric, step) points it holds before anything
+is logged to it, so nothing is logged twice.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from search.storage import Location, RemotePath
+from search.sweepdir import read_run_map, result_step, write_run_map
+from search.tracking.commit import git_commit
+from search.tracking.values import (
+    TAG_MAX,
+    flatten_params,
+    now_ms,
+    quote,
+    result_metrics,
+    stamp_ms,
+)
+from trainables.vocab import Status
+
+__all__ = ["resolve_tracking_uri"]
+
+# MLflow's own run statuses (a trial's Status is the tag ``hpsearch.status``)
+RUN_RUNNING, RUN_FINISHED, RUN_FAILED = "RUNNING", "FINISHED", "FAILED"
+BATCH_METRICS = 1000  # MLflow's log_batch limits: 1000 entities, 100 params/tags per call
+_BATCH_PARAMS_TAGS = 100
+_SPEC_ARTIFACT = "spec.yaml"
+
+
+def resolve_tracking_uri(tracking_uri: str | None = None) -> str:
+    """The explicit URI, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<abs ./mlflow.db>``."""
+    if tracking_uri:
+        return tracking_uri
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    return f"sqlite:///{Path('mlflow.db').resolve()}"
+
+
+def is_transient(err: BaseException) -> bool:
+    """Worth retrying later (server down, timeout, 5xx); a 4xx will fail the same way again."""
+    from mlflow.exceptions import MlflowException
+
+    if isinstance(err, MlflowException):
+        return not 400 <= err.get_http_status_code() < 500
+    return isinstance(err, OSError)  # requests' ConnectionError and Timeout are OSErrors
+
+
+def _limit_http_retries() -> None:
+    # MLflow's REST client retries 7 times with backoff 2 (minutes per call against a dead
+    # server); we retry whole batches ourselves, so fail fast unless the user chose otherwise.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+
+
+@dataclass
+class _Run:
+    """One MLflow run and what this process knows it holds (so nothing is logged twice)."""
+
+    run_id: str
+    logged: set[tuple[str, int]] = field(default_factory=set)  # (key, step) already sent
+    seeded: bool = True  # False: ``logged`` not yet read back from MLflow (a reattached run)
+    params: dict[str, str] = field(default_factory=dict)  # already on the run
+    tags: dict[str, str] = field(default_factory=dict)  # already on the run
+    status: str = RUN_RUNNING
+    latest: dict[str, float] = field(default_factory=dict)  # latest value per metric key
+    pending_metrics: list[Any] = field(default_factory=list)
+    pending_params: dict[str, str] = field(default_factory=dict)
+    pending_tags: dict[str, str] = field(default_factory=dict)
+    history: dict[int, dict[str, Any]] = field(default_factory=dict)  # step -> result
+    trial_path: str | None = None
+    checkpoint: Any = None  # latest ray.tune.Checkpoint, when known
+    compacted: bool = False
+
+    def add_params(self, params: Mapping[str, str]) -> None:
+        for key, value in params.items():
+            if key not in self.params:  # params are immutable in MLflow: never re-send
+                self.pending_params[key] = value
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        for key, value in tags.items():
+            value = str(value)[:TAG_MAX]
+            if self.tags.get(key) != value:
+                self.pending_tags[key] = value
+
+    def add_metrics(self, metrics: Mapping[str, float], step: int, timestamp_ms: int) -> None:
+        """Buffer the points not yet logged (``logged`` must be seeded)."""
+        from mlflow.entities import Metric
+
+        for key, value in metrics.items():
+            if (key, step) not in self.logged:
+                self.logged.add((key, step))
+                self.pending_metrics.append(Metric(key, value, timestamp_ms, step))
+
+    def has_pending(self) -> bool:
+        return bool(self.pending_metrics or self.pending_params or self.pending_tags)
+
+    def drop_pending(self) -> None:
+        self.pending_metrics, self.pending_params, self.pending_tags = [], {}, {}
+
+    def compact(self) -> None:
+        """Forget a finished run's bookkeeping (a long sweep has thousands); keep its id."""
+        self.logged, self.params, self.tags, self.latest, self.history = set(), {}, {}, {}, {}
+        self.drop_pending()
+        self.seeded, self.compacted = False, True
+
+
+class _Best:
+    """Best-so-far result of the sweep by the objective."""
+
+    _SHOWN = ("val_loss", "val_top1", "val_top3", "train_loss", "train_top1", "test_loss",
+              "test_top1", "test_top3", "test_f1")
+
+    def __init__(self, metric: str, mode: str, value: float | None = None) -> None:
+        self.metric, self.mode, self.value = metric, mode, value
+        self.trial_id: str | None = None
+        self.result: dict[str, Any] | None = None
+
+    def update(self, trial_id: str, result: Mapping[str, Any]) -> dict[str, float] | None:
+        """``best_*`` metrics if this result beats the best so far, else None."""
+        value = result.get(self.metric)
+        if (result.get("status") == Status.REJECTED or not isinstance(value, numbers.Real)
+                or isinstance(value, bool) or not math.isfinite(value)):
+            return None
+        better = self.value is None or (value > self.value if self.mode == "max"
+                                        else value < self.value)
+        if not better:
+            return None
+        self.value, self.trial_id, self.result = float(value), trial_id, dict(result)
+        keys = dict.fromkeys((self.metric, *self._SHOWN))
+        out = {f"best_{k}": float(result[k]) for k in keys
+               if isinstance(result.get(k), numbers.Real) and not isinstance(result[k], bool)}
+        out["best_epoch"] = float(result_step(result))
+        return out
+
+
+class _Store:
+    """Parent and child runs of one sweep in one tracking store; raises on any MLflow error.
+
+    Finishing a trial's run and logging the best weights: :mod:`search.tracking.finish`,
+    :mod:`search.tracking.best`.
+    """
+
+    def __init__(self, *, tracking_uri: str, run_dir: Location, sweep_name: str,
+                 experiment: str | None, objective: tuple[str, str]) -> None:
+        from mlflow import MlflowClient
+
+        if tracking_uri.startswith(("http://", "https://")):
+            _limit_http_retries()
+        self.uri = tracking_uri
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.run_dir = run_dir
+        self.sweep = sweep_name
+        self.experiment_name = experiment or sweep_name
+        self.objective = objective
+        self.commit = git_commit()
+        self.experiment_id: str | None = None
+        self.parent: _Run | None = None
+        self.children: dict[str, _Run] = {}
+        self.saved = read_run_map(run_dir, tracking_uri)  # what an earlier session mapped
+        self.best = _Best(*objective)
+        self.parent_step = 0
+        self.lossy = False  # a write was dropped: a run's history may have gaps
+        self.created = self.deleted = self.points = self.uploaded = 0
+
+    def save_map(self) -> None:
+        trials = {**self.saved.get("trials", {}),
+                  **{t: r.run_id for t, r in self.children.items()}}
+        write_run_map(self.run_dir, self.uri, {
+            "experiment": self.experiment_name, "experiment_id": self.experiment_id,
+            "parent_run_id": self.parent.run_id if self.parent else None,
+            "trials": dict(sorted(trials.items()))})
+
+    # ---- runs
+
+    def experiment(self) -> str:
+        if self.experiment_id is None:
+            self.experiment_id = _open_experiment(self.client, self.experiment_name, self.uri)
+        return self.experiment_id
+
+    def _reattach(self, run_id: str | None, filter_string: str) -> _Run | None:
+        """The run by cached id if it still exists, else the oldest one the tags find."""
+        run = _get_run(self.client, run_id) if run_id else None
+        if run is None:
+            found = self.client.search_runs([self.experiment()], filter_string,
+                                            max_results=1, order_by=["attributes.start_time ASC"])
+            run = found[0] if found else None
+        if run is None:
+            return None
+        return _Run(run.info.run_id, seeded=False, params=dict(run.data.params),
+                    tags=dict(run.data.tags), status=run.info.status,
+                    latest=dict(run.data.metrics))
+
+    def _create(self, tags: dict[str, str], name: str) -> _Run:
+        if self.commit:
+            tags.update({"hpsearch.git_commit": self.commit,
+                         "mlflow.source.git.commit": self.commit})
+        run = self.client.create_run(self.experiment(), tags=tags, run_name=name)
+        self.created += 1
+        return _Run(run.info.run_id, tags=tags)
+
+    def seed(self, state: _Run) -> None:
+        """Read back which (key, step) points a reattached run already holds."""
+        if state.seeded:
+            return
+        for key in state.latest:
+            state.logged.update((key, m.step) for m in
+                                self.client.get_metric_history(state.run_id, key))
+        state.seeded = True
+
+    def ensure_parent(self, spec_yaml: str = "", sweep_params: Mapping[str, Any] | None = None,
+                      host: str | None = None, reopen: bool = False) -> _Run:
+        """The sweep's parent run: found by id or tags, else created; spec + params logged.
+
+        ``reopen``: a resumed sweep marks a finished parent RUNNING again and continues its
+        ``best_*`` series where it stopped.
+        """
+        if self.parent is not None:
+            return self.parent
+        run_dir = str(self.run_dir)
+        state = self._reattach(self.saved.get("parent_run_id"),
+                               f"tags.`hpsearch.role` = 'sweep' and tags.`hpsearch.sweep` = "
+                               f"'{quote(self.sweep)}' and tags.`hpsearch.run_dir` = "
+                               f"'{quote(run_dir)}'")
+        if state is None:
+            state = self._create({"hpsearch.role": "sweep", "hpsearch.sweep": self.sweep,
+                                  "hpsearch.run_dir": run_dir,
+                                  "hpsearch.objective": ":".join(self.objective)}, self.sweep)
+        else:
+            self.seed(state)
+            if reopen:
+                self.parent_step = max((s for _, s in state.logged), default=0)
+                self.best.value = state.latest.get(f"best_{self.objective[0]}")
+                self.mark_running(state)
+        self.parent = state
+        self.save_map()
+        if host:
+            state.set_tags({"hpsearch.host": host})
+        if sweep_params:
+            state.add_params(flatten_params(sweep_params))
+        if spec_yaml and _SPEC_ARTIFACT not in self.artifact_names(state):
+            with tempfile.TemporaryDirectory() as tmp:
+                (Path(tmp) / _SPEC_ARTIFACT).write_text(spec_yaml)
+                self.upload(state, Path(tmp) / _SPEC_ARTIFACT)
+        return state
+
+    def ensure_child(self, trial_id: str, config: Mapping[str, Any] | None,
+                     trial_path: str | None = None) -> _Run:
+        """The trial's nested run: found by id or tags under the parent, else created.
+
+        A reattached run learns its logged points lazily (:meth:`seed`), on its first metric.
+        """
+        state = self.children.get(trial_id)
+        if state is None or state.compacted:
+            parent = self.ensure_parent()
+            known = state.run_id if state else self.saved.get("trials", {}).get(trial_id)
+            found = self._reattach(known, f"tags.`hpsearch.trial_id` = '{quote(trial_id)}' "
+                                          f"and tags.`mlflow.parentRunId` = '{parent.run_id}'")
+            if found is None:
+                found = self._create({"mlflow.parentRunId": parent.run_id,
+                                      "hpsearch.role": "trial", "hpsearch.trial_id": trial_id,
+                                      "hpsearch.sweep": self.sweep,
+                                      "hpsearch.status": Status.RUNNING.value}, trial_id)
+            if state is not None:
+                found.trial_path, found.checkpoint = state.trial_path, state.checkpoint
+            state = self.children[trial_id] = found
+            self.save_map()
+        if config:
+            state.add_params(flatten_params(config))
+        if trial_path and state.trial_path != trial_path:
+            state.trial_path = trial_path
+            state.set_tags({"hpsearch.trial_dir": str(self.trial_folder(trial_path))})
+        return state
+
+    def trial_folder(self, trial_path: str) -> Location:
+        """A trial's own folder: on remote storage the one in the sweep's folder, not the local
+        copy (Tune's driver staging folder, or the one ``sync`` downloaded) results are read
+        from."""
+        if isinstance(self.run_dir, RemotePath):
+            return self.run_dir / Path(trial_path).name
+        return Path(trial_path)
+
+    def mark_running(self, state: _Run) -> None:
+        """A resumed or retried run is RUNNING again."""
+        if state.status != RUN_RUNNING:
+            self.client.update_run(state.run_id, status=RUN_RUNNING)
+            state.status = RUN_RUNNING
+
+    # ---- buffered writes
+
+    def add_metrics(self, state: _Run, metrics: Mapping[str, float], step: int,
+                    timestamp_ms: int) -> None:
+        self.seed(state)
+        state.add_metrics(metrics, step, timestamp_ms)
+
+    def add_result(self, trial_id: str, result: Mapping[str, Any],
+                   trial_path: str | None = None, metrics: bool = True) -> _Run:
+        """Buffer one Tune result: the trial's metrics at step=epoch, node tags, best-so-far."""
+        state = self.ensure_child(trial_id, result.get("config"), trial_path)
+        step = result_step(result)
+        stamp = stamp_ms(result)
+        state.history[step] = {k: v for k, v in result.items() if k != "config"}
+        if metrics:
+            self.add_metrics(state, result_metrics(result), step, stamp)
+        tags = {k: result[k] for k in ("hostname", "node_ip", "device") if result.get(k)}
+        state.set_tags({f"hpsearch.{'node' if k == 'hostname' else k}": v
+                        for k, v in tags.items()})
+        self.parent_step += 1
+        best = self.best.update(trial_id, result)
+        if best is not None and self.parent is not None:
+            self.add_metrics(self.parent, best, self.parent_step, stamp)
+            self.parent.set_tags({"hpsearch.best_trial_id": trial_id,
+                                  "hpsearch.best_run_id": state.run_id})
+        return state
+
+    def flush(self, state: _Run) -> None:
+        """Send a run's buffered params, tags and metrics in as few ``log_batch`` calls as fit."""
+        from mlflow.entities import Param, RunTag
+
+        while state.has_pending():
+            params = list(state.pending_params.items())[:_BATCH_PARAMS_TAGS]
+            tags = list(state.pending_tags.items())[:_BATCH_PARAMS_TAGS]
+            metrics = state.pending_metrics[:BATCH_METRICS - len(params) - len(tags)]
+            self.client.log_batch(state.run_id, metrics=metrics,
+                                  params=[Param(k, v) for k, v in params],
+                                  tags=[RunTag(k, v) for k, v in tags], synchronous=True)
+            for k, _ in params:
+                state.params[k] = state.pending_params.pop(k)
+            for k, v in tags:
+                if state.pending_tags.get(k) == v:
+                    del state.pending_tags[k]
+                state.tags[k] = v
+            del state.pending_metrics[:len(metrics)]
+            self.points += len(metrics)
+
+    def runs(self) -> list[_Run]:
+        return [r for r in (self.parent, *self.children.values()) if r is not None]
+
+    def artifact_names(self, state: _Run, path: str | None = None) -> set[str]:
+        return {f.path for f in self.client.list_artifacts(state.run_id, path)}
+
+    def upload(self, state: _Run, local: Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(state.run_id, str(local), artifact_path)
+        self.uploaded += 1
+
+
+def _open_experiment(client: Any, name: str, uri: str) -> str:
+    """The id of the active experiment ``name``, created when there is none."""
+    found = client.get_experiment_by_name(name)
+    if found is not None and found.lifecycle_stage == "active":
+        return found.experiment_id
+    location = None
+    if uri.startswith("sqlite:///"):  # else MLflow writes to ./mlruns of cwd
+        db = Path(uri.removeprefix("sqlite:///")).resolve()
+        location = (db.parent / "mlartifacts" / name).as_uri()
+    return client.create_experiment(name, artifact_location=location)
+
+
+def _get_run(client: Any, run_id: str) -> Any:
+    """The active run ``run_id``; None when it is deleted, gone or from another store."""
+    try:
+        run = client.get_run(run_id)
+    except Exception as err:  # noqa: BLE001 - gone, or from another store
+        if is_transient(err):
+            raise
+        return None
+    return run if run.info.lifecycle_stage == "active" else None
+
+
+def end_run(client: Any, run_id: str, status: str) -> None:
+    """Like ``MlflowClient.set_terminated`` minus its extra ``get_run`` and the
+    "View run at" lines it prints to stdout: one pair per trial swamps Tune's output."""
+    from mlflow.entities import RunStatus
+
+    try:
+        store = client._tracking_client.store
+        update = store.update_run_info
+    except AttributeError:  # a future MLflow: the public call, prints and all
+        client.set_terminated(run_id, status=status)
+        return
+    update(run_id, run_status=RunStatus.from_string(status), end_time=now_ms(), run_name=None)

@@ -1,0 +1,70 @@
+"""What a Tune result becomes in MLflow: params as text, numeric metrics, a step, a timestamp,
+and the trial's :class:`~trainables.vocab.Status`."""
+
+from __future__ import annotations
+
+import json
+import numbers
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from trainables import vocab
+from trainables.vocab import Status
+
+__all__ = ["flatten_params", "result_metrics", "trial_status"]
+
+# Ray's own bookkeeping in a result: not metrics worth a chart (``epoch`` is the step).
+_NOT_METRICS = frozenset({
+    "epoch", "timestamp", "training_iteration", "time_this_iter_s", "time_since_restore",
+    "iterations_since_restore", "pid", "done", "should_checkpoint", "trial_id", "date",
+    "node_ip", "hostname", "experiment_tag", "config", "checkpoint_dir_name",
+})
+PARAM_MAX = 6000  # MLflow's size limits of a param's and a tag's value
+TAG_MAX = 8000
+
+
+def flatten_params(values: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested mappings to dotted keys; lists and None as JSON strings (MLflow params are text)."""
+    out: dict[str, str] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten_params(value, f"{name}."))
+        elif isinstance(value, str):
+            out[name] = value[:PARAM_MAX]
+        else:
+            try:
+                text = json.dumps(value) if not isinstance(value, float) else repr(value)
+            except TypeError:
+                text = str(value)
+            out[name] = text[:PARAM_MAX]
+    return out
+
+
+def result_metrics(result: Mapping[str, Any]) -> dict[str, float]:
+    """The numeric metrics of one result (no strings, no lists, no Ray bookkeeping)."""
+    return {k: float(v) for k, v in result.items()
+            if k not in _NOT_METRICS and isinstance(v, numbers.Real) and not isinstance(v, bool)}
+
+
+def trial_status(history: list[dict[str, Any]], tune_status: str | None,
+                 error: str | None) -> Status:
+    """:func:`trainables.vocab.trial_status` of a trial from its results (the last one's
+    ``status``), Tune's status and its error."""
+    return vocab.trial_status(history[-1].get("status") if history else None, tune_status, error)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def stamp_ms(result: Mapping[str, Any]) -> int:
+    """When a result was reported (Tune's ``timestamp``), in MLflow's milliseconds."""
+    stamp = result.get("timestamp")
+    return int(stamp * 1000) if isinstance(stamp, numbers.Real) else now_ms()
+
+
+def quote(text: str) -> str:
+    """``text`` inside single quotes of an MLflow search filter."""
+    return text.replace("'", "\\'")
