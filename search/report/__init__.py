@@ -1,0 +1,60 @@
+"""A finished (or running) sweep as a lab report: tables (md/html/csv/tex) and plots.
+
+One sweep is read either from Ray's files (``<storage>/<name>/``: each trial's ``result.json``
+and ``params.json``, Tune's experiment state, ``hpsearch.json``) or from MLflow (the sweep's
+parent run and its nested trial runs). Both give a :class:`SweepData` with the same columns, so
+every table and plot is computed once, from it:
+
+* leaderboard: one row per trial, best first, only the settings that vary (or always matter);
+* factor tables: each searched setting's values with trial count, best and mean score; for
+  ``design: ofat``, the baseline and each one-factor change with its delta;
+* cost: score against params and MACs with the Pareto front, the best model under a budget;
+* compute: trial-epochs against a full-budget run (ASHA's savings), wall time, CPU/GPU-hours;
+* plots: learning curves, confusion matrix, parallel coordinates, hyperparameter importance.
+
+Rooms: :mod:`.load` (Ray | MLflow -> :class:`SweepData`, defined in :mod:`.data`),
+:mod:`.tables`, :mod:`.study` (the trials as an Optuna study: importances), :mod:`.plots`,
+:mod:`.render` (md/html/tex/csv files); :mod:`.formats` writes values as table cells. Metric
+names and statuses are :mod:`trainables.vocab`'s.
+"""
+
+from __future__ import annotations
+
+from search.report.data import SweepData
+from search.report.formats import format_macs, format_params, parse_count
+from search.report.load import _spec_from_yaml as _spec_from_yaml  # the tests read kept specs
+from search.report.load import from_mlflow, from_ray_dir, load_trials
+from search.report.render import latex_table, write_report
+from search.report.study import param_importances
+from search.report.tables import (
+    compute_summary,
+    cost_table,
+    factor_tables,
+    leaderboard,
+    leaderboard_text,
+    ofat_table,
+    pareto_front,
+)
+from trainables.vocab import FINAL_METRICS, HISTORY_METRICS
+
+__all__ = [
+    "FINAL_METRICS",
+    "HISTORY_METRICS",
+    "SweepData",
+    "compute_summary",
+    "cost_table",
+    "factor_tables",
+    "format_macs",
+    "format_params",
+    "from_mlflow",
+    "from_ray_dir",
+    "latex_table",
+    "leaderboard",
+    "leaderboard_text",
+    "load_trials",
+    "ofat_table",
+    "param_importances",
+    "parse_count",
+    "pareto_front",
+    "write_report",
+]

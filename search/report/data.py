@@ -1,0 +1,146 @@
+"""One sweep as the report sees it: :class:`SweepData`, a trials frame and a history frame with
+the same columns whichever source they were read from."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from search.report.formats import missing
+from trainables.vocab import DEFAULT_OBJECTIVE, FINAL_METRICS, HISTORY_METRICS
+
+if TYPE_CHECKING:
+    from search.spec import SweepSpec
+
+__all__ = ["INT_FINALS", "SweepData", "best_columns", "fixed_columns", "hashable", "ranked",
+           "score_column", "varies"]
+
+INT_FINALS = ("params", "macs")  # final metrics that are counts
+_TEXT_COLUMNS = ("trial_id", "status", "node", "rejected_reason", "error")
+
+
+@dataclass
+class SweepData:
+    """One sweep's trials, as read from Ray's files or from MLflow (the same columns either way).
+
+    Attributes:
+        name: The sweep's name (``results/<name>/`` is where its report goes).
+        spec: The sweep spec, when it could be read (``hpsearch.json`` or MLflow's
+            ``spec.yaml``).
+        trials: One row per trial, best first: ``trial_id``, ``status``, every config key,
+            ``best_<metric>`` per epoch metric scored, ``best_epoch``, the test scores,
+            ``params``, ``macs``, ``epochs_run``, ``stopped_epoch``, ``wall_seconds``,
+            ``started``/``ended`` (Unix seconds), ``node``, ``rejected_reason``, ``error``.
+        history: One row per trial and epoch: ``trial_id``, ``epoch``, ``timestamp`` and
+            :data:`~trainables.vocab.HISTORY_METRICS`.
+        objective: ``(metric, "max" | "min")`` that ranks trials (a multi-objective sweep: its
+            first metric).
+        confusion: The test confusion matrix ``[true][pred]`` of the best trial that has one.
+        confusion_trial: Which trial that matrix belongs to.
+        meta: Where the data came from and how to reproduce it: ``source``, ``git_commit``,
+            ``created``, ``spec_yaml``, ``run_dir``, ``tracking_uri``, ``experiment``,
+            ``cpu_per_trial``, ``gpu_per_trial``, ``max_epochs``.
+    """
+
+    name: str
+    spec: SweepSpec | None
+    trials: pd.DataFrame
+    history: pd.DataFrame
+    objective: tuple[str, str] = DEFAULT_OBJECTIVE
+    confusion: list[list[float]] | None = None
+    confusion_trial: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_rows(cls, name: str, rows: Sequence[Mapping[str, Any]], *,
+                  spec: SweepSpec | None = None,
+                  objective: tuple[str, str] = DEFAULT_OBJECTIVE,
+                  history: pd.DataFrame | None = None,
+                  meta: dict[str, Any] | None = None) -> SweepData:
+        """Trials given as one mapping each (settings plus any of the trials columns): missing
+        columns are added empty, settings placed after ``status`` (searched ones first), lists
+        made tuples, and the rows ranked best first."""
+        metric, mode = objective
+        frame = pd.DataFrame.from_records(
+            [{k: hashable(v) for k, v in r.items()} for r in rows])
+        order = fixed_columns(metric)
+        for column in order:
+            if column not in frame.columns:
+                frame[column] = None if column in _TEXT_COLUMNS else math.nan
+        settings = [c for c in frame.columns if c not in order]
+        searched = [k for k in (spec.space if spec is not None else ()) if k in settings]
+        settings = searched + sorted(c for c in settings if c not in searched)
+        frame = frame[order[:2] + settings + order[2:]]
+        for key in INT_FINALS + ("stopped_epoch", "epochs_run"):
+            frame[key] = frame[key].astype("Int64")
+        frame = ranked(frame, metric, mode)
+        columns = ["trial_id", "epoch", "timestamp", *HISTORY_METRICS]
+        hist = pd.DataFrame(columns=columns) if history is None or history.empty \
+            else history.reindex(columns=columns)
+        rank = {t: i for i, t in enumerate(frame["trial_id"])}
+        hist = hist.sort_values(["trial_id", "epoch"], key=lambda s: s.map(rank)
+                                if s.name == "trial_id" else s, kind="stable")
+        return cls(name=name, spec=spec, trials=frame, history=hist.reset_index(drop=True),
+                   objective=objective, meta=dict(meta or {}))
+
+    @property
+    def score_column(self) -> str:
+        """The trials column that ranks them (``best_val_top1`` for the default objective)."""
+        return score_column(self.objective[0])
+
+    @property
+    def config_keys(self) -> list[str]:
+        """The trial settings present as columns, searched ones first."""
+        fixed = set(fixed_columns(self.objective[0]))
+        return [c for c in self.trials.columns if c not in fixed]
+
+    @property
+    def searched(self) -> list[str]:
+        """The settings the sweep searched: the spec's space, else those that vary."""
+        keys = self.config_keys
+        if self.spec is not None:
+            return [k for k in self.spec.space if k in keys]
+        return [k for k in keys if varies(self.trials[k])]
+
+
+def hashable(value: Any) -> Any:
+    """Lists (e.g. ``channels``) as tuples, so they group, compare and index."""
+    if isinstance(value, list | tuple):
+        return tuple(hashable(v) for v in value)
+    return value
+
+
+def score_column(metric: str) -> str:
+    """The trials column of a metric: ``best_<metric>`` for one reported every epoch."""
+    return f"best_{metric}" if metric in HISTORY_METRICS else metric
+
+
+def best_columns(metric: str) -> list[str]:
+    """The ``best_*`` columns: val accuracy, val loss and the objective's."""
+    keys = ["val_top1", "val_loss"] + ([metric] if metric in HISTORY_METRICS else [])
+    return [f"best_{k}" for k in dict.fromkeys(keys)]
+
+
+def fixed_columns(metric: str) -> list[str]:
+    """Every trials column that is not a setting, in order."""
+    return (["trial_id", "status"] + best_columns(metric) + ["best_epoch"]
+            + list(FINAL_METRICS) + ["epochs_run", "stopped_epoch", "wall_seconds", "started",
+                                     "ended", "node", "rejected_reason", "error"])
+
+
+def varies(column: pd.Series) -> bool:
+    """More than one distinct value (a missing one counts as a value)."""
+    return column.map(lambda v: None if missing(v) else v).nunique(dropna=False) > 1
+
+
+def ranked(frame: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
+    """Best first by the objective; ties by val loss (val accuracy when that is the objective),
+    then trial id; unscored trials last."""
+    score = score_column(metric)
+    tie, tie_up = ("best_val_top1", False) if score == "best_val_loss" else ("best_val_loss", True)
+    return frame.sort_values([score, tie, "trial_id"], ascending=[mode == "min", tie_up, True],
+                             na_position="last", kind="stable").reset_index(drop=True)

@@ -1,0 +1,123 @@
+"""How the report writes a value in a table cell: counts, metrics, settings, statuses, times."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+import pandas as pd
+
+from trainables.vocab import Status
+
+__all__ = ["DASH", "budget_text", "duration", "fmt_metric", "fmt_value", "format_macs",
+           "format_params", "is_accuracy", "metric_name", "metric_title", "missing",
+           "parse_count", "status_label"]
+
+DASH = "—"  # a cell with no value
+
+
+def parse_count(text: str | int | float) -> int:
+    """``"1M"`` -> 1000000; also ``"1.2M"``, ``"50K"``, ``"2G"``, ``"1e6"``, ``1200000``.
+
+    Raises:
+        ValueError: Not a positive count.
+    """
+    number: float | None = None
+    if isinstance(text, int | float) and not isinstance(text, bool):
+        number = float(text)
+    elif isinstance(text, str):
+        m = re.fullmatch(r"(\d+(?:\.\d+)?(?:e\d+)?)\s*([kmg]?)", text.strip().lower()
+                         .replace(",", "").replace("_", ""))
+        if m:
+            number = float(m[1]) * {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}[m[2]]
+    if number is None or not number >= 1 or not math.isfinite(number):
+        raise ValueError(f"expected a positive count like 1200000, '1.2M', '50K' or '2G' "
+                         f"(got {text!r})")
+    return round(number)
+
+
+def format_params(n: float | None) -> str:
+    """A parameter count in millions: 390634 -> ``"0.390634M"``."""
+    return DASH if missing(n) else f"{float(n) / 1e6:.6f}M"
+
+
+def format_macs(n: float | None) -> str:
+    """Multiply-accumulates per image in billions: 7924000 -> ``"0.007924G"``."""
+    return DASH if missing(n) else f"{float(n) / 1e9:.6f}G"
+
+
+def missing(value: Any) -> bool:
+    """None, pandas' NA or a float NaN."""
+    if value is None or value is pd.NA:
+        return True
+    return isinstance(value, float) and math.isnan(value)
+
+
+def is_accuracy(metric: str) -> bool:
+    """A metric shown in percent."""
+    return any(part in metric for part in ("top1", "top3", "f1", "precision", "recall"))
+
+
+def metric_name(metric: str) -> str:
+    """``val_top1`` -> ``Val acc``."""
+    split, _, kind = metric.partition("_")
+    name = {"top1": "acc", "top3": "top-3 acc", "loss": "loss", "f1": "F1"}.get(kind, kind)
+    return f"{split.capitalize()} {name}" if kind else metric
+
+
+def metric_title(metric: str) -> str:
+    """A column title with the unit: ``Val acc (%)``."""
+    return f"{metric_name(metric)} (%)" if is_accuracy(metric) else metric_name(metric)
+
+
+def fmt_metric(metric: str, value: Any) -> str:
+    """A metric's value as a cell: accuracies in %, params in millions, MACs in billions."""
+    if missing(value):
+        return DASH
+    if is_accuracy(metric):
+        return f"{100 * float(value):.2f}"
+    if metric in ("params",):
+        return format_params(value)
+    if metric in ("macs",):
+        return format_macs(value)
+    return f"{float(value):.4g}"
+
+
+def fmt_value(key: str, value: Any) -> str:
+    """A setting's value as a table cell: ``0.00354``, ``[8, 16]``, ``hflip+rotate``."""
+    if missing(value):
+        return DASH
+    if key == "augment":
+        return "+".join(value) if value else "none"
+    if isinstance(value, tuple):
+        return json.dumps(list(value))
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+def status_label(status: str, stopped_epoch: Any) -> str:
+    """A trial's status as a cell: ``stopped at epoch 3`` for one stopped early."""
+    if status == Status.STOPPED_EARLY:
+        return f"stopped at epoch {int(stopped_epoch)}" if not missing(stopped_epoch) \
+            else Status.STOPPED_EARLY.label
+    return status
+
+
+def duration(seconds: float | None) -> str:
+    """``1:02:03 (3723.0 s)``."""
+    if seconds is None or not math.isfinite(seconds):
+        return DASH
+    s = round(seconds)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d} ({seconds:.1f} s)"
+
+
+def budget_text(max_params: int | None, max_macs: int | None) -> str:
+    """``params <= 1.000000M and MACs <= 0.050000G``; empty without a budget."""
+    parts = ([f"params <= {format_params(max_params)}"] if max_params is not None else []) + \
+        ([f"MACs <= {format_macs(max_macs)}"] if max_macs is not None else [])
+    return " and ".join(parts)

@@ -1,0 +1,452 @@
+"""A sweep read into :class:`~search.report.data.SweepData`, from Ray's files or from MLflow.
+
+Ray's files: ``<storage>/<name>/``, each trial's ``result.json`` and ``params.json``, Tune's
+experiment state and ``hpsearch.json`` (a local folder or a URI). MLflow: the sweep's parent run
+and its nested trial runs. Both are read into :class:`_Trial` records and assembled once, so
+either source gives the same frames.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import pandas as pd
+
+from search.report.data import INT_FINALS, SweepData, best_columns
+from search.spec import SweepSpec, parse_spec
+from search.yamlio import parse_yaml
+from trainables.config import TrialConfig
+from trainables.errors import UserError
+from trainables.vocab import (
+    DEFAULT_OBJECTIVE,
+    FINAL_METRICS,
+    HISTORY_METRICS,
+    METRICS,
+    Status,
+    trial_status,
+)
+
+if TYPE_CHECKING:
+    from search.storage import RemotePath
+    from search.tracking import TrialFiles
+
+__all__ = ["from_mlflow", "from_ray_dir", "load_trials"]
+
+
+@dataclass
+class _Trial:
+    """One trial as either source holds it; :func:`_assemble` turns these into frames."""
+
+    trial_id: str
+    config: dict[str, Any]
+    rows: list[dict[str, float]]  # per step (epoch 0 = rejected before training): metrics
+    finals: dict[str, float]
+    status: str
+    error: str | None = None
+    rejected_reason: str | None = None
+    node: str | None = None
+
+
+def load_trials(source: str, *, storage: str | None = None,
+                tracking_uri: str | None = None) -> SweepData:
+    """A sweep by name (under ``storage``), a Ray results dir, or an MLflow experiment name.
+
+    Ray's files are read when ``source`` is a results dir or a sweep under ``storage``
+    (default ``$HPSEARCH_STORAGE`` or ``runs``); otherwise MLflow at ``tracking_uri``
+    (default ``$MLFLOW_TRACKING_URI`` or ``./mlflow.db``).
+
+    Raises:
+        UserError: None of these holds such a sweep.
+    """
+    from search.names import check_plain
+    from search.runner import META_FILE, run_dir_for
+    from search.storage import is_uri, location, storage_error
+
+    if is_uri(source):  # a sweep folder on remote storage, e.g. s3://bucket/runs/<name>
+        return from_ray_dir(source)
+    path = Path(source).expanduser()
+    if path.is_dir() and _is_results_dir(path):
+        return from_ray_dir(path)
+    try:
+        run_dir = run_dir_for(check_plain(source), storage)
+    except ValueError:  # a path that is no results dir: only MLflow may know the name
+        run_dir = None
+    try:
+        if run_dir is not None and (run_dir / META_FILE).is_file():
+            return from_ray_dir(run_dir)
+    except (OSError, ValueError) as err:  # remote storage: bad URI, no bucket, no credentials
+        raise UserError(storage_error(run_dir.parent, err)) from None
+    uri = _tracking_uri(tracking_uri)
+    if _store_exists(uri) and _find_experiment(source, uri) is not None:
+        return from_mlflow(source, tracking_uri=uri)
+    root = run_dir.parent if run_dir is not None else location(
+        storage or os.environ.get("HPSEARCH_STORAGE") or "runs")
+    sweeps = sorted(p.parent.name for p in root.glob(f"*/{META_FILE}")) if root.is_dir() else []
+    listed = f"; sweeps there: {', '.join(sweeps)}" if sweeps else ""
+    raise UserError(f"report {source}: not a Ray results dir, not a sweep under {root}/"
+                    f"{listed}, and no MLflow experiment '{source}' at {uri} (pass "
+                    f"--storage or --tracking-uri)")
+
+
+def _is_results_dir(path: Path) -> bool:
+    from search.reconcile import STATE_GLOB
+    from search.runner import META_FILE
+
+    return ((path / META_FILE).is_file() or any(path.glob(STATE_GLOB))
+            or any(path.glob("*/result.json")))
+
+
+def _tracking_uri(tracking_uri: str | None) -> str:
+    from search.tracking import resolve_tracking_uri
+
+    return resolve_tracking_uri(tracking_uri)
+
+
+def _store_exists(uri: str) -> bool:
+    """False for a SQLite file that is not there (opening it would create an empty one)."""
+    if uri.startswith("sqlite:///"):
+        return Path(uri.removeprefix("sqlite:///")).is_file()
+    return True
+
+
+# --------------------------------------------------------------------------- Ray's files
+
+
+def from_ray_dir(run_dir: str | os.PathLike[str] | RemotePath) -> SweepData:
+    """A sweep from Tune's results dir ``<storage>/<name>/`` (its files only; no MLflow), a
+    local folder or a URI (read through a temporary local copy without the checkpoints).
+
+    Raises:
+        UserError: ``run_dir`` holds no trials, or remote storage cannot be read.
+    """
+    from search.runner import META_FILE
+    from search.storage import local_copy, location, storage_error
+
+    where = location(run_dir)
+    if isinstance(where, Path):
+        return _from_local_dir(where, str(where), where.name)
+    try:
+        if not (where / META_FILE).is_file() and not any(where.glob("*/result.json")):
+            raise UserError(f"report {where}: no sweep there (no {META_FILE}, no trial "
+                            "results)")
+        copy = local_copy(where)
+    except (OSError, ValueError) as err:
+        raise UserError(storage_error(where, err)) from None
+    try:
+        return _from_local_dir(copy, str(where), where.name)
+    finally:
+        shutil.rmtree(copy, ignore_errors=True)
+
+
+def _from_local_dir(run_dir: Path, shown: str, name: str) -> SweepData:
+    from search.runner import META_FILE
+    from search.tracking import read_trial_dirs, tune_states
+
+    meta_path = run_dir / META_FILE
+    saved = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    spec = _spec_or_none(saved.get("spec"), f"{run_dir.name}/{META_FILE}")
+    states = tune_states(run_dir)
+    trials = [_ray_trial(files, states) for files in read_trial_dirs(run_dir, states)]
+    matrices = {t.trial_id: m for t, m in trials if m}
+    meta = {"source": "ray", "run_dir": shown, **_meta_from(saved, spec)}
+    return _assemble(saved.get("name") or name, spec, [t for t, _ in trials], meta,
+                     _objective(spec, None), matrices.get)
+
+
+def _ray_trial(files: TrialFiles, states: Mapping[str, tuple[str | None, str | None]],
+               ) -> tuple[_Trial, list[list[float]] | None]:
+    """One trial folder (``result.json``, ``params.json``, ``error.txt``) and its test
+    confusion matrix, if it has one."""
+    from search.tracking import by_step, result_metrics, result_step
+
+    rows = by_step(files.rows)  # a resumed trial may repeat an epoch
+    trial_id = files.trial_id or files.dir.name.removeprefix("trial_")
+    error = files.error
+    if error is None and (files.dir / "error.pkl").is_file():
+        error = "error.pkl (no error.txt)"
+    status = trial_status(rows[-1].get("status") if rows else None,
+                          states.get(trial_id, (None, None))[0], error).value
+    metric_rows, finals, matrix = [], {}, None
+    for r in rows:
+        values = result_metrics(r)
+        metric_rows.append({"epoch": float(result_step(r)),
+                            "timestamp": float(r.get("timestamp", math.nan)),
+                            **{k: values[k] for k in HISTORY_METRICS if k in values}})
+        finals.update({k: values[k] for k in FINAL_METRICS if k in values})
+        if isinstance(r.get("test_confusion"), list) and r["test_confusion"]:
+            matrix = r["test_confusion"]
+    last = rows[-1] if rows else {}
+    trial = _Trial(trial_id=trial_id, config=files.config, rows=metric_rows, finals=finals,
+                   status=status, error=error if status == Status.FAILED else None,
+                   rejected_reason=last.get("rejected_reason")
+                   if status == Status.REJECTED else None,
+                   node=last.get("hostname"))
+    return trial, matrix
+
+
+def _spec_or_none(data: Any, source: str) -> SweepSpec | None:
+    if not isinstance(data, dict):
+        return None
+    try:
+        return parse_spec(data, source=source)
+    except UserError:  # e.g. written by another version: the report goes on without it
+        return None
+
+
+def _meta_from(saved: Mapping[str, Any], spec: SweepSpec | None) -> dict[str, Any]:
+    meta = {k: saved.get(k) for k in ("git_commit", "created", "tracking_uri", "experiment",
+                                      "spec_yaml")}
+    if spec is not None:
+        meta.update(_spec_resources(spec))
+    return meta
+
+
+def _spec_resources(spec: SweepSpec) -> dict[str, Any]:
+    return {"cpu_per_trial": spec.resources.cpu, "gpu_per_trial": spec.resources.gpu,
+            "max_epochs": spec.budget.max_epochs}
+
+
+# --------------------------------------------------------------------------- MLflow
+
+
+def _find_experiment(name: str, uri: str) -> Any:
+    from mlflow import MlflowClient
+
+    found = MlflowClient(tracking_uri=uri).get_experiment_by_name(name)
+    return found if found is not None and found.lifecycle_stage == "active" else None
+
+
+def from_mlflow(experiment: str, *, tracking_uri: str | None = None,
+                sweep: str | None = None) -> SweepData:
+    """A sweep from MLflow: the experiment's newest sweep run (``sweep``: the one tagged with
+    that name) and its nested trial runs, with the per-epoch metric histories.
+
+    Raises:
+        UserError: No such experiment, or no sweep run in it.
+    """
+    from mlflow import MlflowClient
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    uri = _tracking_uri(tracking_uri)
+    client = MlflowClient(tracking_uri=uri)
+    exp = _find_experiment(experiment, uri) if _store_exists(uri) else None
+    if exp is None:
+        raise UserError(f"report {experiment}: no MLflow experiment named '{experiment}' at "
+                        f"{uri}")
+    parents = _search_all(client, exp.experiment_id, "tags.`hpsearch.role` = 'sweep'")
+    wanted = sweep or experiment
+    parents.sort(key=lambda r: (r.data.tags.get("hpsearch.sweep") == wanted, r.info.start_time),
+                 reverse=True)
+    if not parents:
+        raise UserError(f"report {experiment}: MLflow experiment '{experiment}' holds no sweep "
+                        f"run (tag hpsearch.role=sweep); was it written by `hpsearch sweep`?")
+    parent = parents[0]
+    spec_yaml = _artifact_text(client, parent.info.run_id, "spec.yaml")
+    spec = _spec_from_yaml(spec_yaml, f"{experiment}/spec.yaml")
+    children = _search_all(client, exp.experiment_id,
+                           f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    trials = [_mlflow_trial(client, run) for run in children]
+    run_ids = {t.trial_id: run.info.run_id for t, run in zip(trials, children, strict=True)}
+    params = parent.data.params
+    meta = {"source": "mlflow", "tracking_uri": uri, "experiment": experiment,
+            "run_dir": parent.data.tags.get("hpsearch.run_dir"),
+            "git_commit": parent.data.tags.get("hpsearch.git_commit"),
+            "created": datetime.fromtimestamp(parent.info.start_time / 1000, UTC)
+            .strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "spec_yaml": spec_yaml, "sweep_host": parent.data.tags.get("hpsearch.host"),
+            "cpu_per_trial": _float_or_none(params.get("cpu_per_trial")),
+            "gpu_per_trial": _float_or_none(params.get("gpu_per_trial")),
+            "max_epochs": _float_or_none(params.get("max_epochs"))}
+    if spec is not None:
+        meta.update(_spec_resources(spec))
+    objective = _objective(spec, parent.data.tags.get("hpsearch.objective"))
+
+    def confusion(trial_id: str) -> list[list[float]] | None:
+        run_id = run_ids.get(trial_id)
+        text = _artifact_text(client, run_id, "confusion.csv") if run_id else None
+        return _parse_confusion(text) if text else None
+
+    name = parent.data.tags.get("hpsearch.sweep") or experiment
+    return _assemble(name, spec, trials, meta, objective, confusion)
+
+
+def _spec_from_yaml(text: str | None, source: str) -> SweepSpec | None:
+    """The spec an MLflow sweep kept, or None (the report goes on without it) when it is not
+    a spec: invalid YAML, or over the bounds a spec file is read within."""
+    if not text:
+        return None
+    try:
+        return _spec_or_none(parse_yaml(text, source), source)
+    except UserError:
+        return None
+
+
+def _mlflow_trial(client: Any, run: Any) -> _Trial:
+    """One nested trial run: its params (decoded), metric histories and status tags."""
+    tags = run.data.tags
+    status = tags.get("hpsearch.status", Status.UNKNOWN.value)
+    return _Trial(
+        trial_id=tags.get("hpsearch.trial_id") or run.info.run_name,
+        config={k: _decode_param(k, v) for k, v in run.data.params.items()},
+        rows=_mlflow_rows(client, run),
+        finals={k: v for k, v in run.data.metrics.items() if k in FINAL_METRICS},
+        status=status,
+        error=tags.get("hpsearch.error") if status == Status.FAILED else None,
+        rejected_reason=tags.get("hpsearch.rejected_reason")
+        if status == Status.REJECTED else None,
+        node=tags.get("hpsearch.node"))
+
+
+def _search_all(client: Any, experiment_id: str, filter_string: str) -> list[Any]:
+    runs: list[Any] = []
+    token = None
+    while True:
+        page = client.search_runs([experiment_id], filter_string, max_results=1000,
+                                  page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def _mlflow_rows(client: Any, run: Any) -> list[dict[str, float]]:
+    """Per step: ``epoch``, ``timestamp`` (seconds) and the history metrics the run holds."""
+    steps: dict[int, dict[str, float]] = {}
+    for key in HISTORY_METRICS:
+        if key not in run.data.metrics:
+            continue
+        for m in client.get_metric_history(run.info.run_id, key):
+            row = steps.setdefault(m.step, {"epoch": float(m.step), "timestamp": -math.inf})
+            row[key] = float(m.value)
+            row["timestamp"] = max(row["timestamp"], m.timestamp / 1000)
+    return [steps[s] for s in sorted(steps)]
+
+
+def _artifact_text(client: Any, run_id: str, path: str) -> str | None:
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            local = client.download_artifacts(run_id, path, tmp)
+            return Path(local).read_text()
+    except Exception:  # noqa: BLE001 - missing artifact or unreachable store: report goes on
+        return None
+
+
+def _parse_confusion(text: str) -> list[list[float]] | None:
+    """The tracker's ``confusion.csv`` (header row, then ``true,counts...``) as a matrix."""
+    lines = [ln for ln in text.splitlines() if ln.strip()][1:]
+    try:
+        return [[float(v) for v in ln.split(",")[1:]] for ln in lines] or None
+    except ValueError:
+        return None
+
+
+_TEXT_KEYS = frozenset(
+    k for k, f in TrialConfig.model_fields.items()
+    if f.annotation is str or typing.get_origin(f.annotation) is Literal)
+
+
+def _decode_param(key: str, text: str) -> Any:
+    """An MLflow param (text) back to the config value the trial had (JSON for non-strings)."""
+    if key in _TEXT_KEYS:
+        return text
+    try:
+        return json.loads(text)
+    except ValueError:
+        try:
+            return float(text)  # repr of inf / nan
+        except ValueError:
+            return text
+
+
+def _float_or_none(text: str | None) -> float | None:
+    try:
+        return float(text) if text not in (None, "null") else None
+    except ValueError:
+        return None
+
+
+def _objective(spec: SweepSpec | None, tag: str | None) -> tuple[str, str]:
+    if spec is not None:
+        return spec.metrics[0], spec.modes[0]
+    if tag and ":" in tag:
+        metric, mode = tag.rsplit(":", 1)
+        if mode in ("max", "min"):
+            return metric, mode
+    return DEFAULT_OBJECTIVE
+
+
+# --------------------------------------------------------------------------- both sources
+
+
+def _assemble(name: str, spec: SweepSpec | None, trials: list[_Trial], meta: dict[str, Any],
+              objective: tuple[str, str],
+              confusion_of: Callable[[str], list[list[float]] | None]) -> SweepData:
+    """The trials and history frames, in ranking order, from either source."""
+    if not trials:
+        where = meta.get("run_dir") or meta.get("tracking_uri")
+        raise UserError(f"report {name}: no trials yet in {where}")
+    metric, mode = objective
+    records, history = [], []
+    for t in trials:
+        records.append(_record(t, metric, mode))
+        history += [{"trial_id": t.trial_id, "epoch": int(r["epoch"]),
+                     "timestamp": r.get("timestamp", math.nan),
+                     **{k: r.get(k, math.nan) for k in HISTORY_METRICS}}
+                    for r in t.rows if r["epoch"] >= 1]
+    data = SweepData.from_rows(name, records, spec=spec, objective=objective, meta=meta,
+                               history=pd.DataFrame(history))
+    frame = data.trials
+    for trial_id in frame["trial_id"]:
+        if frame.loc[frame["trial_id"] == trial_id, "status"].iloc[0] != Status.COMPLETED:
+            continue
+        matrix = confusion_of(trial_id)
+        if matrix:
+            data.confusion, data.confusion_trial = matrix, trial_id
+            break
+    return data
+
+
+def _record(t: _Trial, metric: str, mode: str) -> dict[str, Any]:
+    """One trial's row of the trials frame."""
+    record: dict[str, Any] = {"trial_id": t.trial_id, "status": t.status}
+    record.update(t.config)
+    trained = [r for r in t.rows if r["epoch"] >= 1]
+    rejected = t.status == Status.REJECTED
+    for col in best_columns(metric):
+        key = col.removeprefix("best_")
+        values = [r[key] for r in trained if math.isfinite(r.get(key, math.nan))]
+        better = max if METRICS.get(key, "max") == "max" else min
+        record[col] = better(values) if values and not rejected else math.nan
+    record["best_epoch"] = _best_epoch(trained, metric, mode) if not rejected else math.nan
+    for key in FINAL_METRICS:
+        value = t.finals.get(key, math.nan)
+        record[key] = int(value) if key in INT_FINALS and math.isfinite(value) else value
+    stamps = [r["timestamp"] for r in t.rows if math.isfinite(r.get("timestamp", math.nan))]
+    totals = [r["time_total_s"] for r in t.rows if "time_total_s" in r]
+    epochs = int(max((r["epoch"] for r in trained), default=0))
+    record.update(
+        epochs_run=epochs,
+        stopped_epoch=epochs if t.status == Status.STOPPED_EARLY else None,
+        wall_seconds=totals[-1] if totals else math.nan,
+        ended=max(stamps) if stamps else math.nan,
+        node=t.node, rejected_reason=t.rejected_reason, error=t.error)
+    record["started"] = record["ended"] - record["wall_seconds"]
+    return record
+
+
+def _best_epoch(rows: list[dict[str, float]], metric: str, mode: str) -> float:
+    scored = [(r[metric], r["epoch"]) for r in rows if math.isfinite(r.get(metric, math.nan))]
+    if not scored:
+        return math.nan
+    best = (max if mode == "max" else min)(v for v, _ in scored)
+    return next(e for v, e in scored if v == best)

@@ -1,0 +1,196 @@
+"""The report's plots as PNG bytes: learning curves, the confusion matrix, parallel coordinates,
+hyperparameter importance, score against cost.
+
+Parallel coordinates and importance are Optuna's own (``optuna.visualization.matplotlib``) over
+the trials as a study; they draw through pyplot, which is put on Agg first unless someone loaded
+it already, so the report never opens a window.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import sys
+import warnings
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from search.report.data import SweepData, varies
+from search.report.formats import (
+    fmt_metric,
+    format_macs,
+    format_params,
+    is_accuracy,
+    metric_name,
+    metric_title,
+    missing,
+    status_label,
+)
+from search.report.study import IMPORTANCE_SEED, importance_study, scored_study
+from search.report.tables import pareto_front
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+__all__ = ["CURVES", "plot_confusion", "plot_cost", "plot_curves", "plot_importances",
+           "plot_parallel"]
+
+CURVES = 4  # learning curves of this many top trials
+
+
+def _figure(width: float, height: float) -> Figure:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _png(fig: Figure, **savefig: object) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, **savefig)
+    return buf.getvalue()
+
+
+def _optuna_png(draw: Callable[[], Axes], width: float, height: float) -> bytes:
+    """An Optuna matplotlib plot as PNG bytes; its pyplot figure is closed and its style undone
+    after."""
+    import matplotlib
+
+    if "matplotlib.pyplot" not in sys.modules:
+        matplotlib.use("Agg")  # the report writes files: never a window
+    import optuna
+    from matplotlib import pyplot as plt
+
+    # rc_context: Optuna sets pyplot's style (ggplot) for the process; it stays with this plot
+    with matplotlib.rc_context(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        # an axis whose trials all share one value (matplotlib widens it itself)
+        warnings.filterwarnings("ignore", "Attempting to set identical", UserWarning)
+        fig = draw().figure
+        try:
+            fig.set_size_inches(width, height)
+            return _png(fig, bbox_inches="tight")
+        finally:
+            plt.close(fig)
+
+
+def plot_curves(data: SweepData, n: int = CURVES) -> bytes | None:
+    """Train vs val loss per epoch of the top ``n`` trials (a widening gap: overfitting)."""
+    ids = [t for t in data.trials["trial_id"] if (data.history["trial_id"] == t).any()][:n]
+    if not ids:
+        return None
+    from matplotlib.ticker import MaxNLocator
+
+    cols = min(2, len(ids))
+    rows = math.ceil(len(ids) / cols)
+    fig = _figure(5 * cols, 3.2 * rows)
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    for ax, trial_id in zip(axes, ids, strict=False):
+        h = data.history[data.history["trial_id"] == trial_id]
+        t = data.trials[data.trials["trial_id"] == trial_id].iloc[0]
+        ax.plot(h["epoch"], h["train_loss"], marker="o", label="train loss")
+        ax.plot(h["epoch"], h["val_loss"], marker="s", linestyle="--", label="val loss")
+        if not np.isfinite(h[["train_loss", "val_loss"]].to_numpy(dtype=float)).any():
+            ax.text(0.5, 0.5, "loss not finite", transform=ax.transAxes, ha="center")
+        ax.set_title(f"trial {trial_id}: val acc {fmt_metric('val_top1', t['best_val_top1'])}"
+                     f"%, {status_label(t['status'], t['stopped_epoch'])}", fontsize=9)
+        last = int(h["epoch"].max())
+        ax.set_xlim(0.5, last + 0.5)
+        if last <= 20:
+            ax.set_xticks(range(1, last + 1))
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("loss")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    for ax in axes[len(ids):]:
+        ax.set_visible(False)
+    return _png(fig)
+
+
+def plot_confusion(data: SweepData) -> bytes | None:
+    """The best trial's test confusion matrix as a heatmap (drawn as the tracker draws it)."""
+    matrix = data.confusion
+    if not matrix:
+        return None
+    n = len(matrix)
+    fig = _figure(1.8 + 0.45 * n, 1.4 + 0.45 * n)
+    from search.tracking import draw_confusion
+
+    ax = fig.subplots()
+    draw_confusion(ax, matrix)
+    ax.set_title(f"test confusion, trial {data.confusion_trial}", fontsize=9)
+    return _png(fig)
+
+
+def plot_parallel(data: SweepData) -> bytes | None:
+    """Optuna's parallel coordinates: one line per scored trial through each searched setting
+    that varies, coloured by the score (a trial without a setting passes through "None")."""
+    score = data.score_column
+    trials = data.trials[data.trials[score].notna()]
+    keys = [k for k in data.searched if varies(data.trials[k])
+            and not trials[k].map(missing).all()]
+    if len(trials) < 2 or not keys:
+        return None
+    from optuna.visualization.matplotlib import plot_parallel_coordinate
+
+    study = scored_study(data, keys, trials)
+    return _optuna_png(lambda: plot_parallel_coordinate(
+        study, params=keys, target_name=metric_name(data.objective[0])),
+        max(6.4, 1.6 * (len(keys) + 1)), 4.8)
+
+
+def plot_importances(data: SweepData) -> bytes | None:
+    """Optuna's bars of the fANOVA importances :func:`~search.report.study.param_importances`
+    gives; None where it gives none."""
+    found = importance_study(data)
+    if isinstance(found, str):
+        return None
+    import optuna
+    from optuna.visualization.matplotlib import plot_param_importances
+
+    study, keys = found
+    evaluator = optuna.importance.FanovaImportanceEvaluator(seed=IMPORTANCE_SEED)
+    try:
+        return _optuna_png(lambda: plot_param_importances(
+            study, evaluator=evaluator, target_name=metric_name(data.objective[0])),
+            6.4, 1.6 + 0.5 * len(keys))
+    except RuntimeError:  # fANOVA finds no variance to split
+        return None
+
+
+def plot_cost(data: SweepData, *, max_params: int | None = None,
+              max_macs: int | None = None) -> bytes | None:
+    """Score against params and against MACs (log axes), Pareto front in red."""
+    score = data.score_column
+    trials = data.trials[data.trials[score].notna() & data.trials["params"].notna()]
+    if trials.empty:
+        return None
+    fig = _figure(10, 3.8)
+    metric, mode = data.objective
+    scale = 100 if is_accuracy(metric) else 1
+    for ax, (cost, limit, fmt) in zip(fig.subplots(1, 2), (
+            ("params", max_params, format_params), ("macs", max_macs, format_macs)),
+            strict=True):
+        sub = trials[trials[cost].notna()]
+        x, y = sub[cost].astype(float), sub[score].astype(float) * scale
+        ax.scatter(x, y, color="tab:blue", alpha=0.7, label="trials")
+        front = pareto_front(sub, [(score, mode), (cost, "min")])
+        fx, fy = x[front].sort_values(), y[front]
+        ax.step(fx, fy[fx.index], where="post", color="tab:red")
+        ax.scatter(fx, fy[fx.index], color="tab:red", zorder=3, label="Pareto front")
+        if limit is not None:
+            ax.axvline(limit, color="grey", linestyle="--", label=f"budget {fmt(limit)}")
+        if (x > 0).all() and x.max() > x.min():
+            ax.set_xscale("log")
+        ax.set_xlabel("MACs per image" if cost == "macs" else "parameters")
+        ax.set_ylabel(metric_title(metric))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return _png(fig)

@@ -1,0 +1,367 @@
+"""The report written out: Markdown, a self-contained HTML page, one LaTeX table per table,
+CSVs and PNGs, built once from the tables and plots of a :class:`~search.report.data.SweepData`."""
+
+from __future__ import annotations
+
+import base64
+import html
+import importlib.util
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from search.report.data import SweepData
+from search.report.formats import (
+    DASH,
+    budget_text,
+    fmt_metric,
+    fmt_value,
+    format_macs,
+    format_params,
+    is_accuracy,
+    metric_name,
+    metric_title,
+    missing,
+)
+from search.report.plots import (
+    CURVES,
+    plot_confusion,
+    plot_cost,
+    plot_curves,
+    plot_importances,
+    plot_parallel,
+)
+from search.report.study import param_importances
+from search.report.tables import (
+    compute_summary,
+    compute_table,
+    cost_table,
+    factor_tables,
+    leaderboard,
+    ofat_table,
+)
+
+__all__ = ["latex_table", "write_report"]
+
+
+def _machine() -> dict[str, Any]:
+    """The machine this report is made on (usually the sweep's driver)."""
+    info: dict[str, Any] = {"host": socket.gethostname(), "platform": platform.platform(),
+                            "python": platform.python_version(), "cpus": os.cpu_count()}
+    gpus: list[str] = []
+    if shutil.which("nvidia-smi"):
+        try:
+            out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                                 capture_output=True, text=True, timeout=10, check=True)
+            gpus = [ln.strip() for ln in out.stdout.splitlines() if ln.strip()]
+        except (OSError, subprocess.SubprocessError):
+            gpus = []
+    info["gpus"] = gpus
+    return info
+
+
+@dataclass
+class _Doc:
+    """Blocks rendered once to Markdown and once to self-contained HTML; tables also to TeX."""
+
+    title: str
+    blocks: list[tuple[str, Any]] = field(default_factory=list)
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    images: dict[str, bytes] = field(default_factory=dict)
+
+    def heading(self, text: str) -> None:
+        self.blocks.append(("h2", text))
+
+    def text(self, text: str) -> None:
+        self.blocks.append(("p", text))
+
+    def code(self, text: str) -> None:
+        self.blocks.append(("pre", text))
+
+    def table(self, name: str, frame: pd.DataFrame, caption: str = "") -> None:
+        self.tables[name] = frame
+        self.blocks.append(("table", (name, caption)))
+
+    def image(self, name: str, png: bytes | None, alt: str) -> None:
+        if png is not None:
+            self.images[name] = png
+            self.blocks.append(("img", (name, alt)))
+
+    def markdown(self) -> str:
+        out = [f"# {self.title}", ""]
+        for kind, payload in self.blocks:
+            if kind == "h2":
+                out += [f"## {payload}", ""]
+            elif kind == "p":
+                out += [payload, ""]
+            elif kind == "pre":
+                out += ["```", payload.rstrip("\n"), "```", ""]
+            elif kind == "table":
+                name, caption = payload
+                out += ([f"*{caption}*", ""] if caption else []) + \
+                    [_md_table(self.tables[name]), ""]
+            else:
+                name, alt = payload
+                out += [f"![{alt}]({name}.png)", ""]
+        return "\n".join(out)
+
+    def html(self) -> str:
+        out = ["<!DOCTYPE html>", "<html><head><meta charset='utf-8'>",
+               f"<title>{html.escape(self.title)}</title>", f"<style>{_CSS}</style>",
+               "</head><body>", f"<h1>{html.escape(self.title)}</h1>"]
+        for kind, payload in self.blocks:
+            if kind == "h2":
+                out.append(f"<h2>{html.escape(payload)}</h2>")
+            elif kind == "p":
+                out.append(f"<p>{html.escape(payload)}</p>")
+            elif kind == "pre":
+                out.append(f"<pre>{html.escape(payload)}</pre>")
+            elif kind == "table":
+                name, caption = payload
+                if caption:
+                    out.append(f"<p class='caption'>{html.escape(caption)}</p>")
+                out.append(self.tables[name].to_html(index=False, border=0, na_rep=DASH))
+            else:
+                name, alt = payload
+                data = base64.b64encode(self.images[name]).decode("ascii")
+                out.append(f"<figure><img alt='{html.escape(alt)}' "
+                           f"src='data:image/png;base64,{data}'>"
+                           f"<figcaption>{html.escape(alt)}</figcaption></figure>")
+        out.append("</body></html>")
+        return "\n".join(out)
+
+
+_CSS = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
+        "table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:.9em}"
+        "th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}"
+        "th{background:#f3f3f3}pre{background:#f6f6f6;padding:1em;overflow:auto}"
+        "img{max-width:100%}.caption{font-style:italic;margin-bottom:0}")
+
+
+def _md_table(frame: pd.DataFrame) -> str:
+    def cell(v: Any) -> str:
+        return (DASH if missing(v) else str(v)).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(cell(c) for c in frame.columns) + " |",
+             "|" + "|".join("---" for _ in frame.columns) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |"
+              for row in frame.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+_TEX_ESCAPES = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+                "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                "\\": r"\textbackslash{}"}
+
+
+def latex_table(frame: pd.DataFrame) -> str:
+    """A ``tabular`` (booktabs) via pandas' ``to_latex`` when jinja2 is there, else by hand."""
+    frame = frame.astype(object).where(frame.notna(), DASH)
+    if importlib.util.find_spec("jinja2") is not None:
+        return _tex_symbols(frame.to_latex(index=False, escape=True))
+
+    def esc(v: Any) -> str:
+        return "".join(_TEX_ESCAPES.get(ch, ch) for ch in str(v))
+
+    lines = [r"\begin{tabular}{" + "l" * len(frame.columns) + "}", r"\toprule",
+             " & ".join(esc(c) for c in frame.columns) + r" \\", r"\midrule"]
+    lines += [" & ".join(esc(v) for v in row) + r" \\" for row in frame.itertuples(index=False)]
+    return _tex_symbols("\n".join([*lines, r"\bottomrule", r"\end{tabular}", ""]))
+
+
+def _tex_symbols(tex: str) -> str:
+    """The few non-ASCII symbols the tables use, as plain LaTeX (pdflatex has no Δ)."""
+    return tex.replace("Δ", r"$\Delta$").replace("—", "---").replace("–", "--")
+
+
+def _factor_display(data: SweepData, key: str, table: pd.DataFrame) -> pd.DataFrame:
+    metric = data.objective[0]
+    title = metric_title(metric)
+    return pd.DataFrame({
+        key: table["value"], "Trials": table["trials"], "Trained": table["scored"],
+        f"Best {title.lower()}": table["best"].map(lambda v: fmt_metric(metric, v)),
+        f"Mean {title.lower()}": table["mean"].map(lambda v: fmt_metric(metric, v))})
+
+
+def _ofat_display(data: SweepData, table: pd.DataFrame) -> pd.DataFrame:
+    metric = data.objective[0]
+    acc = is_accuracy(metric)
+
+    def delta(v: Any) -> str:
+        if missing(v):
+            return DASH
+        return f"{100 * v:+.2f} pp" if acc else f"{v:+.4g}"
+
+    return pd.DataFrame({
+        "Setting": table["setting"], "Value": table["value"],
+        "Trial": table["trial_id"].map(lambda v: DASH if missing(v) else v),
+        metric_title(metric): table["best"].map(lambda v: fmt_metric(metric, v)),
+        "Δ vs baseline": table["delta"].map(delta),
+        "Test acc (%)": table["test_top1"].map(lambda v: fmt_metric("test_top1", v)),
+        "Status": table["status"]})
+
+
+def _cost_display(data: SweepData, table: pd.DataFrame, budgeted: bool) -> pd.DataFrame:
+    metric = data.objective[0]
+    out = pd.DataFrame({
+        "Trial": table["trial_id"], "Params": table["params"].map(format_params),
+        "MACs": table["macs"].map(format_macs),
+        metric_title(metric): table[data.score_column].map(lambda v: fmt_metric(metric, v)),
+        "Test acc (%)": table["test_top1"].map(lambda v: fmt_metric("test_top1", v))})
+    if budgeted:
+        out["Within budget"] = table["fits"].map({True: "yes", False: "no"})
+    return out
+
+
+def write_report(data: SweepData, out_dir: Path, *, top: int | None = None,
+                 max_params: int | None = None, max_macs: int | None = None,
+                 ) -> dict[str, Path]:
+    """Write ``report.md``, a self-contained ``report.html``, ``trials.csv``,
+    ``history.csv``, one ``.tex`` per table and the plots' PNGs into ``out_dir``.
+
+    Returns:
+        File name -> path of everything written.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    doc = _build(data, top=top, max_params=max_params, max_macs=max_macs)
+    files: dict[str, Path] = {}
+
+    def put(name: str, content: str | bytes) -> None:
+        path = out_dir / name
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content, encoding="utf-8")
+        files[name] = path
+
+    trials = data.trials.copy()
+    for column in trials.columns:  # lists as JSON, as in MLflow's params
+        if trials[column].map(lambda v: isinstance(v, tuple)).any():
+            trials[column] = trials[column].map(
+                lambda v: json.dumps(list(v)) if isinstance(v, tuple) else v)
+    put("trials.csv", trials.to_csv(index=False))
+    put("history.csv", data.history.to_csv(index=False))
+    for name, frame in doc.tables.items():
+        put(f"{name}.tex", latex_table(frame))
+    for name, png in doc.images.items():
+        put(f"{name}.png", png)
+    put("report.md", doc.markdown())
+    put("report.html", doc.html())
+    return files
+
+
+def _build(data: SweepData, *, top: int | None, max_params: int | None,
+           max_macs: int | None) -> _Doc:
+    spec, meta = data.spec, data.meta
+    s = compute_summary(data)
+    doc = _Doc(f"Sweep report: {data.name}")
+    if spec is not None and spec.description:
+        doc.text(spec.description)
+    metric, mode = data.objective
+    doc.text(f"Objective: {mode}imise {metric}. Source: {meta.get('source')} "
+             f"({meta.get('run_dir') or meta.get('tracking_uri')}).")
+    if s["best"] is not None:
+        b = s["best"]
+        settings = ", ".join(f"{k}={fmt_value(k, v)}" for k, v in b["config"].items())
+        unit = " %" if is_accuracy(metric) else ""
+        doc.text(f"Best trial {b['trial_id']}: {metric_name(metric).lower()} "
+                 f"{fmt_metric(metric, b['score'])}{unit}, test acc "
+                 f"{fmt_metric('test_top1', b['test_top1'])} %, "
+                 f"{format_params(b['params'])} params, {format_macs(b['macs'])} MACs"
+                 f"{' (' + settings + ')' if settings else ''}.")
+
+    doc.heading("Leaderboard")
+    board = leaderboard(data, top=top)
+    shown = f"top {len(board)} of {len(data.trials)}" if top is not None else \
+        f"all {len(board)}"
+    doc.table("leaderboard", board, f"{shown} trials, best first; accuracies in %, params in "
+                                    "millions, MACs per image in billions")
+    budget = budget_text(max_params, max_macs)
+    if budget:
+        within = leaderboard(data, max_params=max_params, max_macs=max_macs)
+        doc.heading(f"Best under budget ({budget})")
+        if within.empty:
+            doc.text(f"No trial fits {budget}.")
+        else:
+            doc.table("leaderboard_budget", within.head(top or len(within)),
+                      f"{len(within)} of {len(data.trials)} trials fit {budget}")
+
+    ofat = ofat_table(data)
+    if ofat is not None:
+        doc.heading("One factor at a time")
+        doc.table("ofat", _ofat_display(data, ofat),
+                  "the baseline, then each change on its own; Δ: score minus the baseline's")
+    factors = factor_tables(data)
+    if factors:
+        doc.heading("Factors")
+        for key, table in factors.items():
+            doc.table(f"factor_{key}", _factor_display(data, key, table),
+                      f"{key}: trials per value, best and mean score of the trained ones")
+
+    doc.heading("Cost")
+    cost = cost_table(data, max_params=max_params, max_macs=max_macs)
+    if cost.empty:
+        doc.text("No scored trial with a known cost.")
+    else:
+        doc.table("pareto", _cost_display(data, cost, bool(budget)),
+                  "Pareto-optimal trials: no other trial scores better with fewer params and "
+                  "MACs")
+        doc.image("cost", plot_cost(data, max_params=max_params, max_macs=max_macs),
+                  "score vs parameters and vs MACs per image; red: Pareto front")
+
+    doc.heading("Compute")
+    doc.table("compute", compute_table(s))
+
+    doc.heading("Plots")
+    doc.image("curves", plot_curves(data), f"train vs val loss of the top {CURVES} trials")
+    doc.image("confusion", plot_confusion(data),
+              f"test confusion matrix of the best completed trial ({data.confusion_trial})")
+    doc.image("parallel", plot_parallel(data), "parallel coordinates of the searched settings")
+    importances, note = param_importances(data)
+    if importances is not None:
+        doc.image("importance", plot_importances(data), f"hyperparameter importance: {note}")
+    else:
+        doc.text(note[:1].upper() + note[1:] + ".")
+
+    doc.heading("Reproducibility")
+    machine = _machine()
+    nodes = data.trials["node"].dropna().value_counts()
+    seeds = {k: sorted({fmt_value(k, v) for v in data.trials[k].dropna()})
+             for k in ("seed", "split_seed") if k in data.trials.columns}
+    search_seed = spec.search.seed if spec is not None else None
+    lines = [
+        f"git commit: {meta.get('git_commit') or 'unknown'}",
+        f"sweep created: {meta.get('created') or 'unknown'}",
+        f"search seed: {search_seed}; trial seeds: "
+        f"{', '.join(seeds.get('seed', [])) or '0 (default)'}; data split seeds: "
+        f"{', '.join(seeds.get('split_seed', [])) or '23 (default)'}",
+        f"resources per trial: {meta.get('cpu_per_trial')} CPU, "
+        f"{meta.get('gpu_per_trial')} GPU",
+        f"sweep driver: {meta.get('sweep_host') or 'not recorded'}; trial nodes: "
+        f"{', '.join(f'{n} ({c} trials)' for n, c in nodes.items()) or 'unknown'}",
+        f"report machine: {machine['host']}, {machine['platform']}, Python "
+        f"{machine['python']}, {machine['cpus']} CPUs, GPUs: "
+        f"{', '.join(machine['gpus']) or 'none'}",
+        f"MLflow: {meta.get('tracking_uri')} (experiment {meta.get('experiment')})",
+        f"report written: {datetime.now(UTC).strftime('%Y-%m-%dT%H:%M:%S%z')}",
+    ]
+    doc.code("\n".join(lines))
+    spec_yaml = meta.get("spec_yaml")
+    if not spec_yaml and spec is not None:
+        import yaml
+
+        spec_yaml = yaml.safe_dump(spec.to_dict(), sort_keys=False)
+    if spec_yaml:
+        doc.text("The sweep spec:")
+        doc.code(spec_yaml)
+    return doc

@@ -1,0 +1,338 @@
+"""The report's tables, computed from :class:`~search.report.data.SweepData`: the leaderboard,
+factor tables (one-factor-at-a-time for ``design: ofat``), the Pareto front of score against
+cost, and the compute summary."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from search.report.data import SweepData, hashable, varies
+from search.report.formats import (
+    DASH,
+    budget_text,
+    duration,
+    fmt_metric,
+    fmt_value,
+    format_macs,
+    format_params,
+    metric_title,
+    missing,
+    status_label,
+)
+from search.spec import Choice, Grid, IntRange, LogUniform, Uniform
+from trainables.config import TrialConfig
+from trainables.errors import UserError
+from trainables.vocab import STATUS_ORDER, Status
+
+__all__ = ["compute_summary", "compute_table", "cost_table", "factor_tables", "leaderboard",
+           "leaderboard_text", "ofat_table", "pareto_front"]
+
+# Leaderboard columns for settings: always shown, or shown when they vary across trials.
+_TITLES = {"model": "Model", "optimizer": "Optimizer", "lr": "Learning rate",
+           "batch_size": "Batch size", "augment": "Data augmentation",
+           "activation": "Activation", "fc_depth": "FC depth", "channels": "Channels"}
+_ALWAYS_SHOWN = ("model", "optimizer", "lr", "batch_size")
+_MAX_CATEGORIES = 6  # a numeric setting with more distinct values than this is binned
+_BINS = 4
+
+
+def _under_budget(trials: pd.DataFrame, max_params: int | None,
+                  max_macs: int | None) -> pd.DataFrame:
+    keep = pd.Series(True, index=trials.index)
+    if max_params is not None:
+        keep &= trials["params"].fillna(max_params + 1) <= max_params
+    if max_macs is not None:
+        keep &= trials["macs"].fillna(max_macs + 1) <= max_macs
+    return trials[keep.astype(bool)]
+
+
+def _unused_settings(trials: pd.DataFrame, keys: Sequence[str]) -> list[set[str]]:
+    """Per trial, the settings among ``keys`` its config does not use (momentum under Adam)."""
+    try:
+        from trainables.config import parse_trial_config
+        from trainables.fit import used_keys
+    except ImportError:  # torch missing: show every value
+        return [set() for _ in range(len(trials))]
+    out = []
+    fields = set(TrialConfig.model_fields)
+    for _, row in trials.iterrows():
+        values = {k: (list(v) if isinstance(v, tuple) else v) for k, v in row.items()
+                  if k in fields and not missing(v)}
+        try:
+            used = set(used_keys(parse_trial_config(values)))
+        except (UserError, KeyError, ValueError):
+            used = set(keys)
+        out.append({k for k in keys if k not in used and k in fields})
+    return out
+
+
+def leaderboard(data: SweepData, *, top: int | None = None, max_params: int | None = None,
+                max_macs: int | None = None) -> pd.DataFrame:
+    """One display row per trial, best first: the settings that matter, cost, scores, status.
+
+    ``max_params``/``max_macs`` keep only the trials whose model fits; ``top`` the first N.
+    """
+    trials = _under_budget(data.trials, max_params, max_macs)
+    keys = [k for k in _ALWAYS_SHOWN if k in trials.columns]
+    keys += [k for k in _TITLES if k not in keys and k in trials.columns
+             and varies(data.trials[k])]
+    keys += [k for k in data.searched if k not in keys and varies(data.trials[k])]
+    if top is not None:
+        trials = trials.head(top)
+    unused = _unused_settings(trials, keys)
+    metric = data.objective[0]
+    score = data.score_column
+    rows = []
+    for (_, t), skip in zip(trials.iterrows(), unused, strict=True):
+        row: dict[str, Any] = {"Trial": t["trial_id"]}
+        for k in keys:
+            row[_TITLES.get(k, k.replace("_", " ").capitalize())] = \
+                DASH if k in skip else fmt_value(k, t[k])
+        row["Params"] = format_params(t["params"])
+        row["MACs"] = format_macs(t["macs"])
+        if score != "best_val_top1":
+            row[f"Best {metric_title(metric).lower()}"] = fmt_metric(metric, t[score])
+        row["Val acc (%)"] = fmt_metric("val_top1", t["best_val_top1"])
+        row["Test acc (%)"] = fmt_metric("test_top1", t["test_top1"])
+        row["Epochs run"] = DASH if missing(t["epochs_run"]) else str(int(t["epochs_run"]))
+        row["Status"] = status_label(t["status"], t["stopped_epoch"])
+        rows.append(row)
+    columns = ["Trial", *(_TITLES.get(k, k.replace("_", " ").capitalize()) for k in keys),
+               "Params", "MACs", "Val acc (%)", "Test acc (%)", "Epochs run", "Status"]
+    if score != "best_val_top1":
+        columns.insert(columns.index("Val acc (%)"), f"Best {metric_title(metric).lower()}")
+    return pd.DataFrame(rows, columns=columns)
+
+
+def leaderboard_text(data: SweepData, *, top: int | None = None,
+                     max_params: int | None = None, max_macs: int | None = None) -> str:
+    """The leaderboard for the terminal, with a one-line summary above it."""
+    board = leaderboard(data, top=top, max_params=max_params, max_macs=max_macs)
+    s = compute_summary(data)
+    counts = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in s["counts"].items() if n)
+    budget = budget_text(max_params, max_macs)
+    head = f"sweep '{data.name}': {s['trials']} trials ({counts})"
+    if budget:
+        head += f"; {len(_under_budget(data.trials, max_params, max_macs))} within {budget}"
+    if board.empty:
+        return f"{head}\n(no trial fits {budget})" if budget else head
+    return f"{head}\n{board.to_string(index=False)}"
+
+
+
+def _is_continuous(data: SweepData, key: str) -> bool:
+    entry = data.spec.space.get(key) if data.spec is not None else None
+    if isinstance(entry, Uniform | LogUniform):
+        return True
+    if isinstance(entry, Choice | Grid):
+        return False
+    values = data.trials[key].dropna()
+    numeric = values.map(lambda v: isinstance(v, int | float) and not isinstance(v, bool))
+    if len(values) == 0 or not numeric.all():
+        return False
+    if isinstance(entry, IntRange):
+        return len(entry.finite_values()) > _MAX_CATEGORIES
+    return values.nunique() > _MAX_CATEGORIES
+
+
+def _bin_labels(data: SweepData, key: str, values: pd.Series) -> pd.Series:
+    """Continuous values in a few bins: log-spaced for log-uniform (or wide positive) ranges."""
+    entry = data.spec.space.get(key) if data.spec is not None else None
+    numbers = values.astype(float)
+    low, high = float(numbers.min()), float(numbers.max())
+    log = isinstance(entry, LogUniform) or (isinstance(entry, IntRange) and entry.log)
+    if isinstance(entry, Uniform | LogUniform | IntRange):
+        low, high = min(low, float(entry.low)), max(high, float(entry.high))
+    elif low > 0 and high / low >= 10:
+        log = True
+    n = min(_BINS, numbers.nunique())
+    if n <= 1 or low == high:
+        return numbers.map(lambda v: f"{v:.3g}")
+    edges = np.geomspace(low, high, n + 1) if log else np.linspace(low, high, n + 1)
+    labels = [f"{a:.3g}–{b:.3g}" for a, b in zip(edges[:-1], edges[1:], strict=True)]
+    return pd.cut(numbers, edges, labels=labels, include_lowest=True).astype(object)
+
+
+def factor_tables(data: SweepData) -> dict[str, pd.DataFrame]:
+    """Per searched setting: each value's ``trials``, ``scored`` (trained), ``best`` and
+    ``mean`` objective score (continuous settings binned). Trials that do not use the setting
+    (momentum under Adam) or lack it (conditional) are left out of its table."""
+    metric, mode = data.objective
+    score = data.score_column
+    keys = data.searched
+    unused = _unused_settings(data.trials, keys)
+    out = {}
+    for key in keys:
+        mask = [not missing(v) and key not in skip
+                for v, skip in zip(data.trials[key], unused, strict=True)]
+        trials = data.trials[mask]
+        if trials.empty:
+            continue
+        if _is_continuous(data, key):
+            labels = _bin_labels(data, key, trials[key])
+            order = list(dict.fromkeys(sorted(labels.unique(), key=_bin_start)))
+        else:
+            labels = trials[key].map(lambda v, k=key: fmt_value(k, v))
+            order = _category_order(data, key, labels)
+        frame = pd.DataFrame({"value": labels.to_numpy(), "score": trials[score].to_numpy()})
+        grouped = frame.groupby("value", sort=False)["score"]
+        table = pd.DataFrame({"trials": grouped.size(), "scored": grouped.count(),
+                              "best": grouped.max() if mode == "max" else grouped.min(),
+                              "mean": grouped.mean()}).reindex(order)
+        out[key] = table.rename_axis("value").reset_index()
+    return out
+
+
+def _bin_start(label: str) -> float:
+    try:
+        return float(label.split("–")[0])
+    except ValueError:
+        return math.inf
+
+
+def _category_order(data: SweepData, key: str, labels: pd.Series) -> list[str]:
+    entry = data.spec.space.get(key) if data.spec is not None else None
+    present = set(labels)
+    if entry is not None and entry.finite_values() is not None:
+        spec_order = [fmt_value(key, hashable(v)) for v in entry.finite_values()]
+        return [v for v in spec_order if v in present] + sorted(present - set(spec_order))
+    try:
+        return sorted(present, key=lambda v: float(v))
+    except ValueError:
+        return sorted(present)
+
+
+def ofat_table(data: SweepData) -> pd.DataFrame | None:
+    """For ``design: ofat``: the baseline, then one row per variation with ``delta`` (its best
+    score minus the baseline's). None for other sweeps. Columns: ``setting``, ``value``,
+    ``trial_id``, ``best``, ``delta``, ``test_top1``, ``status``."""
+    spec = data.spec
+    if spec is None or spec.design != "ofat":
+        return None
+    from search.space import ofat_configs, ofat_labels
+
+    defaults = {**TrialConfig().to_dict(), **spec.trial_defaults()}
+    keys = list(spec.space)
+    trials = data.trials  # ranked: the first match is the best one
+    rows = []
+    for (setting, value), config in zip(ofat_labels(spec), ofat_configs(spec), strict=True):
+        want = {k: hashable({**defaults, **config}.get(k)) for k in keys}
+        match = trials[[all(hashable(defaults.get(k)) == want[k] if missing(t.get(k))
+                            else t.get(k) == want[k] for k in keys)
+                        for _, t in trials.iterrows()]]
+        t = match.iloc[0] if len(match) else None
+        shown = ", ".join(f"{k}={fmt_value(k, hashable(v))}" for k, v in config.items()) \
+            if setting == "baseline" else fmt_value(setting, hashable(value))
+        rows.append({"setting": setting, "value": shown,
+                     "trial_id": t["trial_id"] if t is not None else None,
+                     "best": t[data.score_column] if t is not None else math.nan,
+                     "test_top1": t["test_top1"] if t is not None else math.nan,
+                     "status": status_label(t["status"], t["stopped_epoch"])
+                     if t is not None else "not run"})
+    table = pd.DataFrame(rows)
+    table.insert(4, "delta", table["best"] - table["best"].iloc[0])
+    return table
+
+
+def pareto_front(points: pd.DataFrame, objectives: list[tuple[str, str]]) -> pd.Index:
+    """The rows no other row dominates (at least as good in every objective, better in one).
+
+    Args:
+        points: One row per candidate; rows with a missing objective value are left out.
+        objectives: ``(column, "max" | "min")`` pairs, e.g.
+            ``[("best_val_top1", "max"), ("params", "min")]``.
+
+    Returns:
+        The index labels of the front, in ``points``' order. Ties and duplicates stay: equal
+        points do not dominate each other.
+    """
+    for column, mode in objectives:
+        if mode not in ("max", "min"):
+            raise ValueError(f"objective mode must be 'max' or 'min', but got "
+                             f"({column!r}, {mode!r})")
+    if not objectives or points.empty:
+        return points.index[:0] if not objectives else points.index
+    values = points[[c for c, _ in objectives]].astype(float)
+    values = values[values.notna().all(axis=1)]
+    signs = np.array([1.0 if mode == "max" else -1.0 for _, mode in objectives])
+    v = values.to_numpy() * signs  # every objective maximised
+    geq = (v[:, None, :] >= v[None, :, :]).all(axis=2)  # [j, i]: j at least as good as i
+    gt = (v[:, None, :] > v[None, :, :]).any(axis=2)
+    dominated = (geq & gt).any(axis=0)
+    return values.index[~dominated]
+
+
+def cost_table(data: SweepData, *, max_params: int | None = None,
+               max_macs: int | None = None) -> pd.DataFrame:
+    """The Pareto-optimal trials (score vs params and MACs), best score first, with a column
+    ``fits`` saying whether each model is within the budget."""
+    scored = data.trials[data.trials[data.score_column].notna()]
+    score = (data.score_column, data.objective[1])
+    front = pareto_front(scored, [score, ("params", "min"), ("macs", "min")])
+    table = scored.loc[front, ["trial_id", data.score_column, "test_top1", "params", "macs"]]
+    fits = _under_budget(table, max_params, max_macs).index
+    return table.assign(fits=table.index.isin(fits)).reset_index(drop=True)
+
+
+def compute_summary(data: SweepData) -> dict[str, Any]:
+    """Counts by status, trial-epochs against a full-budget run, wall time, CPU/GPU-hours."""
+    trials = data.trials
+    counts = {s.value: int((trials["status"] == s).sum()) for s in STATUS_ORDER}
+    counts.update({s: int(n) for s, n in trials["status"].value_counts().items()
+                   if s not in counts})
+    max_epochs = data.meta.get("max_epochs")
+    trained = int((trials["status"] != Status.REJECTED).sum())
+    run = int(trials["epochs_run"].sum())
+    full = int(trained * max_epochs) if max_epochs else None
+    trial_seconds = float(trials["wall_seconds"].fillna(0).sum())
+    started, ended = trials["started"].min(), trials["ended"].max()
+    cpu, gpu = data.meta.get("cpu_per_trial"), data.meta.get("gpu_per_trial")
+    best = None
+    if len(trials) and not missing(trials[data.score_column].iloc[0]):
+        t = trials.iloc[0]
+        best = {"trial_id": t["trial_id"], "score": float(t[data.score_column]),
+                "val_top1": float(t["best_val_top1"]), "test_top1": _none(t["test_top1"]),
+                "params": _none(t["params"]), "macs": _none(t["macs"]),
+                "config": {k: t[k].item() if isinstance(t[k], np.generic) else t[k]
+                           for k in data.searched if not missing(t[k])}}
+    return {
+        "trials": len(trials), "counts": counts, "objective": data.objective,
+        "trained_trials": trained, "trial_epochs": run, "full_budget_epochs": full,
+        "max_epochs": max_epochs,
+        "savings": 1 - run / full if full else None,
+        "wall_seconds": float(ended - started) if pd.notna(started) and pd.notna(ended)
+        else None,
+        "trial_seconds": trial_seconds,
+        "cpu_hours": trial_seconds * cpu / 3600 if cpu is not None else None,
+        "gpu_hours": trial_seconds * gpu / 3600 if gpu else (0.0 if gpu == 0 else None),
+        "best": best,
+    }
+
+
+def _none(value: Any) -> Any:
+    return None if missing(value) else (int(value) if isinstance(value, np.integer)
+                                         else float(value))
+
+
+def compute_table(summary: Mapping[str, Any]) -> pd.DataFrame:
+    c = summary["counts"]
+    rows = [("Trials", str(summary["trials"]))]
+    rows += [(f"  {k.replace('_', ' ')}", str(n)) for k, n in c.items() if n]
+    rows.append(("Trial-epochs run", str(summary["trial_epochs"])))
+    if summary["full_budget_epochs"]:
+        rows.append((f"Full budget ({summary['trained_trials']} trials x "
+                     f"{summary['max_epochs']:g} epochs)",
+                     str(summary["full_budget_epochs"])))
+        rows.append(("Saved by early stopping", f"{100 * summary['savings']:.1f}%"))
+    rows.append(("Wall time", duration(summary["wall_seconds"])))
+    rows.append(("Sum of trial times", duration(summary["trial_seconds"])))
+    if summary["cpu_hours"] is not None:
+        rows.append(("CPU-hours", f"{summary['cpu_hours']:.3f}"))
+    if summary["gpu_hours"]:
+        rows.append(("GPU-hours", f"{summary['gpu_hours']:.3f}"))
+    return pd.DataFrame(rows, columns=["Compute", "Value"])
