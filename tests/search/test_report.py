@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -205,11 +204,60 @@ def test_importance_needs_enough_trials_and_settings() -> None:
 
 
 def test_write_report_from_hand_built_trials(tmp_path: Path) -> None:
-    files = write_report(_hand_data(), tmp_path / "out", top=3, max_params=1000)
-    assert {"report.md", "report.html", "trials.csv", "leaderboard.tex",
-            "leaderboard_budget.tex", "factor_optimizer.tex", "importance.png"} <= set(files)
-    assert all(p.is_file() and p.stat().st_size > 0 for p in files.values())
-    assert "Best under budget (params <= 0.001000M)" in files["report.md"].read_text()
+    data = _hand_data()
+    files = write_report(data, tmp_path / "out", top=3, max_params=1000)
+    assert set(files) == {
+        "report.md", "report.html", "trials.csv", "history.csv", "leaderboard.tex",
+        "leaderboard_budget.tex", "factor_optimizer.tex", "factor_lr.tex", "pareto.tex",
+        "compute.tex", "cost.png", "parallel.png", "importance.png"}  # no history: no curves
+    assert all(p.is_file() and p.parent == tmp_path / "out" for p in files.values())
+    for name in ("cost.png", "parallel.png", "importance.png"):
+        assert files[name].read_bytes().startswith(b"\x89PNG\r\n\x1a\n"), name
+    md = files["report.md"].read_text()
+    board = md.split("## Leaderboard")[1].split("##")[0]
+    assert [line.split(" | ")[0] for line in board.splitlines() if line.startswith("| ")] == \
+        ["| Trial", "| a", "| f", "| b"]  # top 3, best first
+    within = md.split("## Best under budget (params <= 0.001000M)")[1].split("##")[0]
+    assert "*4 of 6 trials fit params <= 0.001000M*" in within  # shown: the top 3 of them
+    assert "| d | cnn | sgd |" in within and "| f |" not in within  # f has 5000 params
+    assert "Best trial a: val acc 90.00 %" in md and "| Saved by early stopping | 13.3% |" in md
+    assert "hyperparameter importance: fANOVA over 5 scored trials" in md
+    page = files["report.html"].read_text()
+    assert page.count("src='data:image/png;base64,") == 3
+    assert files["leaderboard.tex"].read_text().count(r"\\") == 1 + 3  # header and 3 rows
+    csv = pd.read_csv(files["trials.csv"])
+    assert list(csv["trial_id"]) == ["a", "f", "b", "d", "c", "e"]
+    assert list(csv.columns) == list(data.trials.columns)
+
+
+def test_the_importance_study_spans_the_spec_distributions() -> None:
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    from search.report.study import importance_study
+
+    found = importance_study(_hand_data())
+    assert not isinstance(found, str)
+    study, keys = found
+    assert keys == ["optimizer", "lr"] and len(study.trials) == 5  # the rejected one unscored
+    assert study.trials[0].distributions == {
+        "optimizer": CategoricalDistribution(["adam", "sgd"]),
+        "lr": FloatDistribution(1e-4, 1.0, log=True)}  # the spec's loguniform, not the values'
+    assert study.best_trial.params == {"optimizer": "adam", "lr": 5e-4}
+
+
+def test_optuna_plots_leave_no_figure_or_style_behind() -> None:
+    import matplotlib
+    from matplotlib import pyplot as plt
+
+    from search.report.plots import plot_importances, plot_parallel
+
+    before = dict(matplotlib.rcParams)
+    data = _hand_data()
+    assert plot_parallel(data) is not None and plot_importances(data) is not None
+    assert plt.get_fignums() == []
+    assert dict(matplotlib.rcParams) == before  # Optuna's ggplot style stays in its plot
+    few = SweepData.from_rows("few", [_trial("a", "adam", 1e-3, 0.9)])
+    assert plot_parallel(few) is None and plot_importances(few) is None
 
 
 # --------------------------------------------------------------------------- a kept spec
@@ -246,15 +294,6 @@ def test_a_kept_spec_within_the_bounds_is_parsed() -> None:
 
 
 # --------------------------------------------------------------------------- real sweeps
-
-
-@pytest.fixture(scope="module")
-def ray_local() -> Iterator[None]:
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 def _fixed(data_dir: Path, **kw: Any) -> dict[str, Any]:
