@@ -24,6 +24,7 @@ import pandas as pd
 
 from search.report.data import INT_FINALS, SweepData, best_columns
 from search.spec import SweepSpec, parse_spec
+from search.sweepdir import META_FILE, RESULT_FILE, STATE_GLOB, run_dir_for, sweep_names
 from search.yamlio import parse_yaml
 from trainables.config import TrialConfig
 from trainables.errors import UserError
@@ -69,7 +70,6 @@ def load_trials(source: str, *, storage: str | None = None,
         UserError: None of these holds such a sweep.
     """
     from search.names import check_plain
-    from search.runner import META_FILE, run_dir_for
     from search.storage import is_uri, location, storage_error
 
     if is_uri(source):  # a sweep folder on remote storage, e.g. s3://bucket/runs/<name>
@@ -91,7 +91,7 @@ def load_trials(source: str, *, storage: str | None = None,
         return from_mlflow(source, tracking_uri=uri)
     root = run_dir.parent if run_dir is not None else location(
         storage or os.environ.get("HPSEARCH_STORAGE") or "runs")
-    sweeps = sorted(p.parent.name for p in root.glob(f"*/{META_FILE}")) if root.is_dir() else []
+    sweeps = sweep_names(root)
     listed = f"; sweeps there: {', '.join(sweeps)}" if sweeps else ""
     raise UserError(f"report {source}: not a Ray results dir, not a sweep under {root}/"
                     f"{listed}, and no MLflow experiment '{source}' at {uri} (pass "
@@ -99,11 +99,8 @@ def load_trials(source: str, *, storage: str | None = None,
 
 
 def _is_results_dir(path: Path) -> bool:
-    from search.reconcile import STATE_GLOB
-    from search.runner import META_FILE
-
     return ((path / META_FILE).is_file() or any(path.glob(STATE_GLOB))
-            or any(path.glob("*/result.json")))
+            or any(path.glob(f"*/{RESULT_FILE}")))
 
 
 def _tracking_uri(tracking_uri: str | None) -> str:
@@ -129,14 +126,13 @@ def from_ray_dir(run_dir: str | os.PathLike[str] | RemotePath) -> SweepData:
     Raises:
         UserError: ``run_dir`` holds no trials, or remote storage cannot be read.
     """
-    from search.runner import META_FILE
     from search.storage import local_copy, location, storage_error
 
     where = location(run_dir)
     if isinstance(where, Path):
         return _from_local_dir(where, str(where), where.name)
     try:
-        if not (where / META_FILE).is_file() and not any(where.glob("*/result.json")):
+        if not (where / META_FILE).is_file() and not any(where.glob(f"*/{RESULT_FILE}")):
             raise UserError(f"report {where}: no sweep there (no {META_FILE}, no trial "
                             "results)")
         copy = local_copy(where)
@@ -149,7 +145,6 @@ def from_ray_dir(run_dir: str | os.PathLike[str] | RemotePath) -> SweepData:
 
 
 def _from_local_dir(run_dir: Path, shown: str, name: str) -> SweepData:
-    from search.runner import META_FILE
     from search.tracking import read_trial_dirs, tune_states
 
     meta_path = run_dir / META_FILE
