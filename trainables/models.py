@@ -1,8 +1,10 @@
 """Image classifiers by name: ``build_model(config, ...)`` looks the model up in ``MODELS``.
 
-Every builder takes ``(config, in_channels, image_size, num_classes)`` and returns an
-``nn.Module`` mapping ``[B, C, H, W]`` to ``[B, num_classes]`` logits. ``build_model`` then runs
-a shape-only forward pass on the meta device, so an input too small for the model is a one-line
+Each entry is a small frozen :class:`ModelSpec`: the model settings it reads (so a report or an
+MLflow params table can show only the settings that mattered) and its builder. Every builder
+takes ``(config, in_channels, image_size, num_classes)`` and returns an ``nn.Module`` mapping
+``[B, C, H, W]`` to ``[B, num_classes]`` logits. ``build_model`` then runs a shape-only forward
+pass on the meta device, so an input too small for the model is a one-line
 :class:`~trainables.errors.UserError` at build time rather than a crash mid-training.
 """
 
@@ -10,7 +12,8 @@ from __future__ import annotations
 
 import functools
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 import torchvision
@@ -20,7 +23,8 @@ from trainables.config import ACTIVATIONS, MODELS, TrialConfig
 from trainables.cost import dry_forward
 from trainables.errors import UserError
 
-__all__ = ["Classifier", "build_model", "fc_widths", "make_activation", "min_image_size"]
+__all__ = ["Classifier", "ModelSpec", "build_model", "fc_widths", "make_activation",
+           "min_image_size"]
 
 ACTIVATIONS.register("relu")(nn.ReLU)
 ACTIVATIONS.register("gelu")(nn.GELU)
@@ -33,6 +37,38 @@ ACTIVATIONS.register("silu")(nn.SiLU)
 ACTIVATIONS.register("softmax")(functools.partial(nn.Softmax, dim=1))
 
 _MAX_SIZE = 1024  # the largest `resize` TrialConfig accepts
+
+Builder = Callable[[TrialConfig, int, tuple[int, int], int], nn.Module]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model entry: the model settings it reads and its builder.
+
+    ``fc_fallback``: the hidden FC widths are :func:`fc_widths` -- ``fc_widths`` if set, else
+    ``fc_depth`` x ``fc_width`` -- so which of those it reads depends on the config.
+    """
+
+    uses: tuple[str, ...]
+    build: Builder
+    fc_fallback: bool = False
+
+    def reads(self, config: TrialConfig) -> tuple[str, ...]:
+        """The model settings that matter for ``config`` (the rest are unused defaults)."""
+        if self.fc_fallback and not config.fc_widths:
+            return tuple(k for k in self.uses if k != "fc_widths") + ("fc_depth", "fc_width")
+        return self.uses
+
+
+def _model(name: str, uses: tuple[str, ...], *,
+           fc_fallback: bool = False) -> Callable[[Builder], Builder]:
+    """Decorator registering a builder as model ``name``, reading the settings ``uses``."""
+
+    def decorate(build: Builder) -> Builder:
+        MODELS.register(name)(ModelSpec(uses, build, fc_fallback))
+        return build
+
+    return decorate
 
 
 def make_activation(name: str) -> nn.Module:
@@ -55,8 +91,8 @@ def build_model(
     Raises:
         UserError: If the images are too small for the model (names the size to ``resize`` to).
     """
-    builder = MODELS.get(config.model, "model")
-    model = builder(config, in_channels, image_size, num_classes)
+    spec: ModelSpec = MODELS.get(config.model, "model")
+    model = spec.build(config, in_channels, image_size, num_classes)
     shape = (in_channels, *image_size)
     try:
         out = dry_forward(model, shape)
@@ -64,7 +100,7 @@ def build_model(
         minimum = min_image_size(model, in_channels)
         if minimum is None:
             raise
-        has_stem = config.model in ("resnet18", "alexnet")
+        has_stem = "stem" in spec.uses
         stem = f" (stem {config.stem})" if has_stem else ""
         other = ", or stem: cifar" if has_stem and config.stem == "imagenet" else ""
         raise UserError(
@@ -139,7 +175,7 @@ def _head(
     return layers
 
 
-@MODELS.register("mlp")
+@_model("mlp", ("fc_widths", "batchnorm", "dropout"), fc_fallback=True)
 def mlp(
     config: TrialConfig, in_channels: int, image_size: tuple[int, int], num_classes: int
 ) -> nn.Module:
@@ -150,7 +186,8 @@ def mlp(
     return Classifier(nn.Flatten(), nn.Sequential(*head))
 
 
-@MODELS.register("cnn")
+@_model("cnn", ("channels", "kernel_size", "fc_widths", "batchnorm", "dropout"),
+        fc_fallback=True)
 def cnn(
     config: TrialConfig, in_channels: int, image_size: tuple[int, int], num_classes: int
 ) -> nn.Module:
@@ -203,7 +240,7 @@ class BasicBlock(nn.Module):
         return self.act2(out + self.downsample(x))
 
 
-@MODELS.register("resnet18")
+@_model("resnet18", ("channels", "stem", "drop_stages", "fc_widths", "dropout"))
 def resnet18(
     config: TrialConfig, in_channels: int, image_size: tuple[int, int], num_classes: int
 ) -> nn.Module:
@@ -240,7 +277,7 @@ def resnet18(
     return model
 
 
-@MODELS.register("squeezenet1_1")
+@_model("squeezenet1_1", ("dropout",))
 def squeezenet1_1(
     config: TrialConfig, in_channels: int, image_size: tuple[int, int], num_classes: int
 ) -> nn.Module:
@@ -264,7 +301,7 @@ def squeezenet1_1(
     return model
 
 
-@MODELS.register("alexnet")
+@_model("alexnet", ("channels", "stem", "fc_widths", "dropout"))
 def alexnet(
     config: TrialConfig, in_channels: int, image_size: tuple[int, int], num_classes: int
 ) -> nn.Module:

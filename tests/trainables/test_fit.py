@@ -13,7 +13,7 @@ import torch
 from trainables.config import AUGMENTATIONS, DATASETS, OPTIMIZERS, SCHEDULES, TrialConfig
 from trainables.data import load_data
 from trainables.errors import UserError
-from trainables.fit import console_reporter, fit, used_keys
+from trainables.fit import console_reporter, fit
 from trainables.optim import build_optimizer, build_schedule
 
 TINY = {"model": "cnn", "channels": (8, 16), "fc_width": 32, "epochs": 2, "batch_size": 32,
@@ -147,12 +147,6 @@ def test_resize_runs_every_split_at_the_new_size(mnist: dict[str, Any]) -> None:
     small = fit(_config(mnist, epochs=1), data=mnist["bundle"]).metrics
     big = fit(_config(mnist, epochs=1, resize=40), data=mnist["bundle"]).metrics
     assert big["macs"] > small["macs"] * 1.5  # 40x40 vs 28x28 convolutions
-
-
-def test_used_keys_show_only_what_matters() -> None:
-    adam = used_keys(TrialConfig(optimizer="adam"))
-    sgd = used_keys(TrialConfig(optimizer="sgd", schedule="step"))
-    assert "momentum" not in adam and "momentum" in sgd and "step_size" in sgd
 
 
 def test_console_lines_follow_the_documented_format(mnist: dict[str, Any]) -> None:

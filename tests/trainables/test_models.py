@@ -11,7 +11,7 @@ from torch import nn
 from trainables.config import ACTIVATIONS, MODELS, TrialConfig, parse_trial_config
 from trainables.cost import count_params
 from trainables.errors import UserError
-from trainables.models import BasicBlock, build_model, make_activation
+from trainables.models import BasicBlock, ModelSpec, build_model, make_activation
 
 # Small widths per model, so every contract test stays fast on CPU.
 SMALL: dict[str, dict[str, Any]] = {
@@ -46,7 +46,9 @@ def check_trains(model: nn.Module, shape: tuple[int, int, int], num_classes: int
 
 @pytest.mark.parametrize("name", MODELS.names())
 def test_every_declared_model_has_an_implementation(name: str) -> None:
-    assert callable(MODELS.get(name))
+    spec = MODELS.get(name)
+    assert isinstance(spec, ModelSpec) and callable(spec.build)
+    assert set(spec.uses) <= set(TrialConfig.model_fields)
 
 
 @pytest.mark.parametrize("name", ACTIVATIONS.names())
