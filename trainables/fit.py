@@ -21,7 +21,7 @@ from torch import nn
 
 from trainables.augment import build_augmenter
 from trainables.config import TrialConfig
-from trainables.cost import count_macs, count_params
+from trainables.cost import model_cost
 from trainables.data import DataBundle, load_data
 from trainables.errors import UserError
 from trainables.metrics import Meter, confusion_matrix, macro_prf
@@ -121,8 +121,7 @@ def fit(config: TrialConfig, report: Reporter | None = None, *, data: DataBundle
     data = data if data is not None else load_data(config)
     size = (config.resize, config.resize) if config.resize else data.image_size
     model = build_model(config, data.in_channels, size, data.num_classes)
-    cost = {"params": count_params(model),
-            "macs": count_macs(model, (data.in_channels, *size))}
+    cost = model_cost(model, (data.in_channels, *size))
     model.to(device)
     batches = _Batches(data, config, device)
     if batches.channels_last:

@@ -14,17 +14,21 @@ import functools
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torchvision
 from torch import nn
 
 from trainables.config import ACTIVATIONS, MODELS, TrialConfig
-from trainables.cost import dry_forward
+from trainables.cost import dry_forward, model_cost
 from trainables.errors import UserError
 
+if TYPE_CHECKING:
+    from trainables.data import DataBundle
+
 __all__ = ["Classifier", "ModelSpec", "build_model", "fc_widths", "make_activation",
-           "min_image_size"]
+           "min_image_size", "trial_cost"]
 
 ACTIVATIONS.register("relu")(nn.ReLU)
 ACTIVATIONS.register("gelu")(nn.GELU)
@@ -111,6 +115,15 @@ def build_model(
         raise RuntimeError(f"model '{config.model}' returned shape {tuple(out.shape)} for input "
                            f"{shape}, expected (1, {num_classes})")
     return model
+
+
+def trial_cost(config: TrialConfig, bundle: DataBundle) -> dict[str, int]:
+    """Parameters and MACs of the model a trial config builds for this data, measured on the
+    meta device (no memory, even for 60M-parameter models). UserError if it cannot be built."""
+    size = (config.resize, config.resize) if config.resize else bundle.image_size
+    with torch.device("meta"):
+        model = build_model(config, bundle.in_channels, size, bundle.num_classes)
+    return model_cost(model, (bundle.in_channels, *size))
 
 
 def min_image_size(model: nn.Module, in_channels: int) -> int | None:
