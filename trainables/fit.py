@@ -20,9 +20,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainables.augment import build_augmenter
+from trainables.bundle import DataBundle
 from trainables.config import TrialConfig
 from trainables.cost import model_cost
-from trainables.data import DataBundle, load_data
+from trainables.data import load_data
 from trainables.errors import UserError
 from trainables.metrics import Meter, confusion_matrix, macro_prf
 from trainables.models import build_model

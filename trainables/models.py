@@ -25,7 +25,7 @@ from trainables.cost import dry_forward, model_cost
 from trainables.errors import UserError
 
 if TYPE_CHECKING:
-    from trainables.data import DataBundle
+    from trainables.bundle import DataBundle
 
 __all__ = ["Classifier", "ModelSpec", "build_model", "fc_widths", "make_activation",
            "min_image_size", "trial_cost"]

@@ -17,9 +17,9 @@ import pyarrow.fs
 import torch
 from ray.tune import Checkpoint, get_checkpoint, report
 
+from trainables.bundle import DataBundle
 from trainables.config import TrialConfig, parse_trial_config
 from trainables.cost import constraint_violation
-from trainables.data import DataBundle
 from trainables.fit import fit
 from trainables.models import trial_cost
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from trainables.bundle import DataBundle
 from trainables.config import TrialConfig
 from trainables.cost import constraint_violation, count_macs, count_params, dry_forward
-from trainables.data import DataBundle
 from trainables.models import build_model, trial_cost
 
 
