@@ -36,7 +36,7 @@ from search.spec.errors import (
     raise_problems,
     reraised,
 )
-from search.spec.sections import Objective, Scheduler, Search
+from search.spec.sections import Budget, Objective, Scheduler, Search
 from search.spec.settings import (
     EPOCHS,
     SETTINGS,
@@ -153,30 +153,37 @@ def check_space(raw: Any, validate: Callable[[Any], dict[str, Entry]],
     space: dict[str, Entry] = {}
     out: Problems = []
     for key, value in raw.items():
-        if key == "epochs":
-            out.append(problem((key,), EPOCHS))
-        elif key not in SETTINGS:
-            out.append(problem((str(key),), f"not a trial setting{did_you_mean(key, SETTINGS)}"))
-        elif key in ctx.mapping("fixed"):
-            out.append(problem((key,), "also set in fixed; a setting is either fixed or "
-                                       "searched"))
-        else:
-            if isinstance(value, dict) and value.get("type") == "loguniform":
-                value = without_refused(value, LogUniform.refused_keys, out, loc=(key,))
-            try:
-                entry = validate({key: value})[key]
-            except ValidationError as err:
-                out += reraised(err)
-                continue
-            found = _setting_problems(key, entry, ctx.fixed)
-            out += found
-            if not found:
-                space[key] = _with_values_normalized(key, entry)
+        why = _not_searchable(key, ctx)
+        if why:
+            out.append(problem((str(key),), why))
+            continue
+        if isinstance(value, dict) and value.get("type") == "loguniform":
+            value = without_refused(value, LogUniform.refused_keys, out, loc=(key,))
+        try:
+            entry = validate({key: value})[key]
+        except ValidationError as err:
+            out += reraised(err)
+            continue
+        found = _setting_problems(key, entry, ctx.fixed)
+        out += found
+        if not found:
+            space[key] = _with_values_normalized(key, entry)
     out += _condition_problems(space, raw, ctx.mapping("fixed"))
     space = {k: _with_when_normalized(e) for k, e in space.items()}
     ctx.valid["space"] = space
     raise_problems(out)
     return space
+
+
+def _not_searchable(key: Any, ctx: SpecContext) -> str | None:
+    """Why ``key`` cannot be a space entry, or None."""
+    if key == "epochs":
+        return EPOCHS
+    if key not in SETTINGS:
+        return f"not a trial setting{did_you_mean(key, SETTINGS)}"
+    if key in ctx.mapping("fixed"):
+        return "also set in fixed; a setting is either fixed or searched"
+    return None
 
 
 def _setting_problems(key: str, entry: Entry, fixed: dict[str, Any]) -> Problems:
@@ -342,7 +349,7 @@ def _start_point(i: int, point: dict[str, Any], space: dict[str, Entry], ctx: Sp
 
 
 def _scheduler_problems(sched: Scheduler, objective: Objective | None,
-                        budget: Any) -> Problems:
+                        budget: Budget | None) -> Problems:
     if sched.name != "asha":
         return []
     out: Problems = []
