@@ -88,7 +88,8 @@ def _check_candidates(spec: SweepSpec, bundle: Any, configs: list[dict[str, Any]
     """Before Ray: candidate configs must build for this data (e.g. an ImageNet stem needs big
     enough images) and, with cost limits, at least one must fit them. Grid/OFAT configs are all
     checked; for sampled spaces, an error only when no sampled config works."""
-    from trainables.cost import constraint_violation, trial_cost
+    from trainables.cost import constraint_violation
+    from trainables.models import trial_cost
 
     limits = {"max_params": spec.max_params, "max_macs": spec.max_macs}
     smallest: dict[str, int] | None = None

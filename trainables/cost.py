@@ -2,24 +2,20 @@
 
 MACs come from torch's own ``FlopCounterMode`` (conv, linear and matmul count ``2 x MACs`` FLOPs;
 normalisation, activations and pooling count 0), measured on one image in eval mode on the meta
-device, so even large models cost no memory and no compute to measure.
+device, so even large models cost no memory and no compute to measure. This module knows no
+model by name: :func:`trainables.models.trial_cost` builds a trial's model and measures it here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-if TYPE_CHECKING:
-    from trainables.config import TrialConfig
-    from trainables.data import DataBundle
-
-__all__ = ["constraint_violation", "count_macs", "count_params", "dry_forward", "trial_cost"]
+__all__ = ["constraint_violation", "count_macs", "count_params", "dry_forward", "model_cost"]
 
 
 def count_params(model: nn.Module) -> int:
@@ -33,6 +29,11 @@ def count_macs(model: nn.Module, input_shape: tuple[int, int, int]) -> int:
         return _macs(model, input_shape, meta=True)
     except NotImplementedError:  # an op with no meta implementation: measure for real
         return _macs(model, input_shape, meta=False)
+
+
+def model_cost(model: nn.Module, input_shape: tuple[int, int, int]) -> dict[str, int]:
+    """``params`` and ``macs`` (per ``(C, H, W)`` image): the cost a trial reports."""
+    return {"params": count_params(model), "macs": count_macs(model, input_shape)}
 
 
 def dry_forward(model: nn.Module, input_shape: tuple[int, int, int]) -> torch.Tensor:
@@ -93,14 +94,3 @@ def constraint_violation(cost: dict[str, int], limits: dict[str, int | None]) ->
         if limit is not None and cost[key] > limit:
             return f"{key} {cost[key]:,} > max_{key} {limit:,}"
     return None
-
-
-def trial_cost(config: TrialConfig, bundle: DataBundle) -> dict[str, int]:
-    """Parameters and MACs of the model a trial config builds for this data, measured on the
-    meta device (no memory, even for 60M-parameter models). UserError if it cannot be built."""
-    from trainables.models import build_model
-
-    size = (config.resize, config.resize) if config.resize else bundle.image_size
-    with torch.device("meta"):
-        model = build_model(config, bundle.in_channels, size, bundle.num_classes)
-    return {"params": count_params(model), "macs": count_macs(model, (bundle.in_channels, *size))}

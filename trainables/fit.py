@@ -20,31 +20,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainables.augment import build_augmenter
-from trainables.config import OPTIMIZERS, SCHEDULES, TrialConfig
-from trainables.cost import count_macs, count_params
-from trainables.data import DataBundle, load_data
+from trainables.bundle import DataBundle
+from trainables.config import TrialConfig
+from trainables.cost import model_cost
+from trainables.data import load_data
 from trainables.errors import UserError
 from trainables.metrics import Meter, confusion_matrix, macro_prf
 from trainables.models import build_model
 from trainables.optim import build_optimizer, build_schedule
 
-__all__ = ["FitResult", "Reporter", "console_reporter", "fit", "pick_device", "used_keys"]
+__all__ = ["FitResult", "Reporter", "console_reporter", "fit", "pick_device"]
 
 # report(metrics, make_state): make_state() builds the checkpoint dict only if it is wanted.
 Reporter = Callable[[dict[str, Any], Callable[[], dict[str, Any]] | None], None]
-
-# Settings every trial uses whatever its model/optimizer/schedule.
-_ALWAYS = ("dataset", "val_fraction", "split_seed", "resize", "model", "activation", "augment",
-           "optimizer", "lr", "schedule", "epochs", "batch_size", "seed")
-# What each model reads of the model settings (trainables/models.py).
-_MODEL_KEYS = {
-    "mlp": ("fc_widths", "batchnorm", "dropout"),
-    "cnn": ("channels", "kernel_size", "fc_widths", "batchnorm", "dropout"),
-    "resnet18": ("channels", "stem", "drop_stages", "fc_widths", "dropout"),
-    "squeezenet1_1": ("dropout",),
-    "alexnet": ("channels", "stem", "fc_widths", "dropout"),
-}
-
 
 @dataclass
 class FitResult:
@@ -63,16 +51,6 @@ def pick_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"device: '{name}' was asked for but no CUDA GPU is visible; use auto/cpu")
     return torch.device(name)
-
-
-def used_keys(config: TrialConfig) -> tuple[str, ...]:
-    """The settings that matter for this config (the rest are unused defaults)."""
-    keys = list(_ALWAYS)
-    keys += OPTIMIZERS.get(config.optimizer).uses + SCHEDULES.get(config.schedule).uses
-    keys += _MODEL_KEYS[config.model]
-    if config.model in ("mlp", "cnn") and not config.fc_widths:
-        keys = [k for k in keys if k != "fc_widths"] + ["fc_depth", "fc_width"]
-    return tuple(dict.fromkeys(keys))
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
@@ -144,8 +122,7 @@ def fit(config: TrialConfig, report: Reporter | None = None, *, data: DataBundle
     data = data if data is not None else load_data(config)
     size = (config.resize, config.resize) if config.resize else data.image_size
     model = build_model(config, data.in_channels, size, data.num_classes)
-    cost = {"params": count_params(model),
-            "macs": count_macs(model, (data.in_channels, *size))}
+    cost = model_cost(model, (data.in_channels, *size))
     model.to(device)
     batches = _Batches(data, config, device)
     if batches.channels_last:

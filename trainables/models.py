@@ -1,8 +1,10 @@
 """Image classifiers by name: ``build_model(config, ...)`` looks the model up in ``MODELS``.
 
-Every builder takes ``(config, in_channels, image_size, num_classes)`` and returns an
-``nn.Module`` mapping ``[B, C, H, W]`` to ``[B, num_classes]`` logits. ``build_model`` then runs
-a shape-only forward pass on the meta device, so an input too small for the model is a one-line
+Each entry is a small frozen :class:`ModelSpec`: the model settings it reads (so a report or an
+MLflow params table can show only the settings that mattered) and its builder. Every builder
+takes ``(config, in_channels, image_size, num_classes)`` and returns an ``nn.Module`` mapping
+``[B, C, H, W]`` to ``[B, num_classes]`` logits. ``build_model`` then runs a shape-only forward
+pass on the meta device, so an input too small for the model is a one-line
 :class:`~trainables.errors.UserError` at build time rather than a crash mid-training.
 """
 
@@ -10,17 +12,23 @@ from __future__ import annotations
 
 import functools
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torchvision
 from torch import nn
 
 from trainables.config import ACTIVATIONS, MODELS, TrialConfig
-from trainables.cost import dry_forward
+from trainables.cost import dry_forward, model_cost
 from trainables.errors import UserError
 
-__all__ = ["Classifier", "build_model", "fc_widths", "make_activation", "min_image_size"]
+if TYPE_CHECKING:
+    from trainables.bundle import DataBundle
+
+__all__ = ["Classifier", "ModelSpec", "build_model", "fc_widths", "make_activation",
+           "min_image_size", "trial_cost"]
 
 ACTIVATIONS.register("relu")(nn.ReLU)
 ACTIVATIONS.register("gelu")(nn.GELU)
@@ -33,6 +41,38 @@ ACTIVATIONS.register("silu")(nn.SiLU)
 ACTIVATIONS.register("softmax")(functools.partial(nn.Softmax, dim=1))
 
 _MAX_SIZE = 1024  # the largest `resize` TrialConfig accepts
+
+Builder = Callable[[TrialConfig, int, tuple[int, int], int], nn.Module]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model entry: the model settings it reads and its builder.
+
+    ``fc_fallback``: the hidden FC widths are :func:`fc_widths` -- ``fc_widths`` if set, else
+    ``fc_depth`` x ``fc_width`` -- so which of those it reads depends on the config.
+    """
+
+    uses: tuple[str, ...]
+    build: Builder
+    fc_fallback: bool = False
+
+    def reads(self, config: TrialConfig) -> tuple[str, ...]:
+        """The model settings that matter for ``config`` (the rest are unused defaults)."""
+        if self.fc_fallback and not config.fc_widths:
+            return tuple(k for k in self.uses if k != "fc_widths") + ("fc_depth", "fc_width")
+        return self.uses
+
+
+def _model(name: str, uses: tuple[str, ...], *,
+           fc_fallback: bool = False) -> Callable[[Builder], Builder]:
+    """Decorator registering a builder as model ``name``, reading the settings ``uses``."""
+
+    def decorate(build: Builder) -> Builder:
+        MODELS.register(name)(ModelSpec(uses, build, fc_fallback))
+        return build
+
+    return decorate
 
 
 def make_activation(name: str) -> nn.Module:
@@ -55,8 +95,8 @@ def build_model(
     Raises:
         UserError: If the images are too small for the model (names the size to ``resize`` to).
     """
-    builder = MODELS.get(config.model, "model")
-    model = builder(config, in_channels, image_size, num_classes)
+    spec: ModelSpec = MODELS.get(config.model, "model")
+    model = spec.build(config, in_channels, image_size, num_classes)
     shape = (in_channels, *image_size)
     try:
         out = dry_forward(model, shape)
@@ -64,7 +104,7 @@ def build_model(
         minimum = min_image_size(model, in_channels)
         if minimum is None:
             raise
-        has_stem = config.model in ("resnet18", "alexnet")
+        has_stem = "stem" in spec.uses
         stem = f" (stem {config.stem})" if has_stem else ""
         other = ", or stem: cifar" if has_stem and config.stem == "imagenet" else ""
         raise UserError(
@@ -75,6 +115,15 @@ def build_model(
         raise RuntimeError(f"model '{config.model}' returned shape {tuple(out.shape)} for input "
                            f"{shape}, expected (1, {num_classes})")
     return model
+
+
+def trial_cost(config: TrialConfig, bundle: DataBundle) -> dict[str, int]:
+    """Parameters and MACs of the model a trial config builds for this data, measured on the
+    meta device (no memory, even for 60M-parameter models). UserError if it cannot be built."""
+    size = (config.resize, config.resize) if config.resize else bundle.image_size
+    with torch.device("meta"):
+        model = build_model(config, bundle.in_channels, size, bundle.num_classes)
+    return model_cost(model, (bundle.in_channels, *size))
 
 
 def min_image_size(model: nn.Module, in_channels: int) -> int | None:
@@ -139,7 +188,7 @@ def _head(
     return layers
 
 
-@MODELS.register("mlp")
+@_model("mlp", ("fc_widths", "batchnorm", "dropout"), fc_fallback=True)
 def mlp(
     config: TrialConfig, in_channels: int, image_size: tuple[int, int], num_classes: int
 ) -> nn.Module:
@@ -150,7 +199,8 @@ def mlp(
     return Classifier(nn.Flatten(), nn.Sequential(*head))
 
 
-@MODELS.register("cnn")
+@_model("cnn", ("channels", "kernel_size", "fc_widths", "batchnorm", "dropout"),
+        fc_fallback=True)
 def cnn(
     config: TrialConfig, in_channels: int, image_size: tuple[int, int], num_classes: int
 ) -> nn.Module:
@@ -203,7 +253,7 @@ class BasicBlock(nn.Module):
         return self.act2(out + self.downsample(x))
 
 
-@MODELS.register("resnet18")
+@_model("resnet18", ("channels", "stem", "drop_stages", "fc_widths", "dropout"))
 def resnet18(
     config: TrialConfig, in_channels: int, image_size: tuple[int, int], num_classes: int
 ) -> nn.Module:
@@ -240,7 +290,7 @@ def resnet18(
     return model
 
 
-@MODELS.register("squeezenet1_1")
+@_model("squeezenet1_1", ("dropout",))
 def squeezenet1_1(
     config: TrialConfig, in_channels: int, image_size: tuple[int, int], num_classes: int
 ) -> nn.Module:
@@ -264,7 +314,7 @@ def squeezenet1_1(
     return model
 
 
-@MODELS.register("alexnet")
+@_model("alexnet", ("channels", "stem", "fc_widths", "dropout"))
 def alexnet(
     config: TrialConfig, in_channels: int, image_size: tuple[int, int], num_classes: int
 ) -> nn.Module:

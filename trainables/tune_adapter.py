@@ -17,10 +17,11 @@ import pyarrow.fs
 import torch
 from ray.tune import Checkpoint, get_checkpoint, report
 
+from trainables.bundle import DataBundle
 from trainables.config import TrialConfig, parse_trial_config
-from trainables.cost import constraint_violation, trial_cost
-from trainables.data import DataBundle
+from trainables.cost import constraint_violation
 from trainables.fit import fit
+from trainables.models import trial_cost
 
 __all__ = ["CHECKPOINT_FILE", "COMPLETE_FILE", "TrialFolder", "checkpoint_state",
            "latest_checkpoint_state", "load_state", "train_trial"]

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from typing import Any
 
 import pandas as pd
 
+from search.units import parse_count  # re-exported: the one count parser
 from trainables.vocab import Status
 
 __all__ = ["DASH", "budget_text", "duration", "fmt_metric", "fmt_value", "format_macs",
@@ -16,26 +16,6 @@ __all__ = ["DASH", "budget_text", "duration", "fmt_metric", "fmt_value", "format
            "parse_count", "status_label"]
 
 DASH = "—"  # a cell with no value
-
-
-def parse_count(text: str | int | float) -> int:
-    """``"1M"`` -> 1000000; also ``"1.2M"``, ``"50K"``, ``"2G"``, ``"1e6"``, ``1200000``.
-
-    Raises:
-        ValueError: Not a positive count.
-    """
-    number: float | None = None
-    if isinstance(text, int | float) and not isinstance(text, bool):
-        number = float(text)
-    elif isinstance(text, str):
-        m = re.fullmatch(r"(\d+(?:\.\d+)?(?:e\d+)?)\s*([kmg]?)", text.strip().lower()
-                         .replace(",", "").replace("_", ""))
-        if m:
-            number = float(m[1]) * {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}[m[2]]
-    if number is None or not number >= 1 or not math.isfinite(number):
-        raise ValueError(f"expected a positive count like 1200000, '1.2M', '50K' or '2G' "
-                         f"(got {text!r})")
-    return round(number)
 
 
 def format_params(n: float | None) -> str:

@@ -55,7 +55,7 @@ def _unused_settings(trials: pd.DataFrame, keys: Sequence[str]) -> list[set[str]
     """Per trial, the settings among ``keys`` its config does not use (momentum under Adam)."""
     try:
         from trainables.config import parse_trial_config
-        from trainables.fit import used_keys
+        from trainables.settings import used_keys
     except ImportError:  # torch missing: show every value
         return [set() for _ in range(len(trials))]
     out = []

@@ -1,5 +1,6 @@
-"""SweepSpec parsing: a table of malformed specs (every problem at once, with its field path),
-valid specs, helpers, fingerprint, YAML errors and the no-torch/no-Ray import rule."""
+"""SweepSpec parsing: tables of malformed specs and bad spec files (every problem at once, one
+line each, with its field path), valid specs, helpers, fingerprint, YAML errors and the
+no-torch/no-Ray import rule."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from search.messages import MAX_SHOWN
 from search.spec import (
@@ -21,6 +23,7 @@ from search.spec import (
     spec_fingerprint,
 )
 from search.yamlio import MAX_BYTES, MAX_DEPTH, MAX_VALUES, load_yaml, parse_overrides
+from tests.badspecs import BAD_SPECS, LAUGHS, write_spec
 from trainables.config import TrialConfig
 from trainables.errors import UserError
 
@@ -232,6 +235,46 @@ def test_every_problem_is_reported_at_once() -> None:
     assert any("space.optimizer.values[1]: unknown optimizer 'adamm'" in x for x in lines)
 
 
+@pytest.mark.parametrize(("case", "spec", "phrase"), BAD_SPECS, ids=[c[0] for c in BAD_SPECS])
+def test_a_bad_spec_file_gives_one_line_per_problem(tmp_path: Path, case: str, spec: Any,
+                                                    phrase: str) -> None:
+    path = write_spec(tmp_path / f"{case}.yaml", spec)
+    with pytest.raises(UserError) as info:
+        load_spec(path)
+    message = str(info.value)
+    assert phrase in message, message
+    assert all(line.startswith(f"{path}") for line in message.splitlines()), message
+
+
+def test_a_refused_key_hides_no_other_problem() -> None:
+    # The section with the refused key still counts for the rules across sections.
+    lines = _problems(_spec({"search.pruner": "median", "search.start_points": [{"lr": 0.5}]}))
+    assert [x.split(": ")[1] for x in lines] == ["search.pruner", "search.start_points[0].lr"]
+    lines = _problems(_spec({"space.lr.q": 0.01, "search.algorithm": "grid",
+                             "search.start_points": DELETE}))
+    assert "<spec>: space.lr: grid search needs finite values, but got loguniform" in lines
+    lines = _problems(_spec({"fixed.epochs": 3, "space.channels": [[16, 32], [8]],
+                             "fixed.model": "resnet18"}))
+    assert any(x.startswith("<spec>: space.channels.values[0]: resnet18 takes 5") for x in lines)
+
+
+def test_one_bad_space_entry_leaves_the_others_checked() -> None:
+    lines = _problems(_spec({"space.lr.low": 1.0, "space.momentum.when.optimizer": "sgdd",
+                             "search.start_points": [{"optimizer": "adamm"}]}))
+    assert len(lines) == 3, lines
+    assert lines[0].startswith("<spec>: space.lr: `low < high` must hold")
+    assert lines[1].startswith("<spec>: space.momentum.when.optimizer: optimizer can never be")
+    assert lines[2].startswith("<spec>: search.start_points[0].optimizer: unknown optimizer")
+
+
+def test_sweep_spec_validates_on_its_own() -> None:
+    # Without parse_spec's context the model brings its own; errors are pydantic's.
+    assert SweepSpec.model_validate(copy.deepcopy(VALID)) == parse_spec(copy.deepcopy(VALID))
+    with pytest.raises(ValidationError) as info:
+        SweepSpec.model_validate(_spec({"scheduler.grace_perod": 1}))
+    assert [e["loc"] for e in info.value.errors()] == [("scheduler", "grace_perod")]
+
+
 def test_problem_lines_are_prefixed_with_the_source(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("name: bad\nbudget: {max_epochs: 0, trials: 1}\nscheduler: none\n"
@@ -382,9 +425,6 @@ def test_spec_validation_imports_neither_torch_nor_ray() -> None:
 
 # ------------------------------------------------------------------ hostile input
 
-# Nine levels of nine aliases each: ~400 bytes that expand to 9**9 strings.
-LAUGHS = "a0: &a0 [x, x, x, x, x, x, x, x, x]\n" + "".join(
-    f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 9))
 NOT_PLAIN = ["..", ".", "../x", "../../etc", "/abs", "a/b", "a\\b", "a\x00b", "a\nb", "a\x1bb",
              "", "x" * 101, "my sweep"]
 

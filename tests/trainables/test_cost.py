@@ -5,9 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from trainables.bundle import DataBundle
 from trainables.config import TrialConfig
-from trainables.cost import count_macs, count_params, dry_forward
-from trainables.models import build_model
+from trainables.cost import constraint_violation, count_macs, count_params, dry_forward
+from trainables.models import build_model, trial_cost
 
 
 def test_conv5x5() -> None:
@@ -89,3 +90,34 @@ def test_ops_without_meta_kernels_fall_back_to_a_real_forward() -> None:
     model = nn.Sequential(nn.Conv2d(1, 1, 3, bias=False), NoMetaConv(1, 1, 3, bias=False))
     assert count_macs(model, (1, 32, 32)) == 15_156  # the failed meta attempt is not counted
     assert dry_forward(model, (1, 32, 32)).shape == (1, 1, 28, 28)
+
+
+def _bundle(channels: int, side: int, num_classes: int) -> DataBundle:
+    x = torch.zeros(2, channels, side, side, dtype=torch.uint8)
+    y = torch.zeros(2, dtype=torch.int64)
+    return DataBundle(name="blank", classes=tuple(map(str, range(num_classes))), train_x=x,
+                      train_y=y, val_x=x, val_y=y, test_x=x, test_y=y, mean=(0.5,) * channels,
+                      std=(0.25,) * channels)
+
+
+def test_trial_cost_is_the_model_the_config_builds_for_the_data() -> None:
+    bundle = _bundle(1, 28, 10)
+    assert trial_cost(TrialConfig(), bundle) == {  # the default CNN, as counted by hand above
+        "params": count_params(build_model(TrialConfig(), 1, (28, 28), 10)), "macs": 4_241_152}
+    resized = trial_cost(TrialConfig(resize=56), bundle)
+    conv1, conv2 = 56 * 56 * 32 * 9, 28 * 28 * 64 * (32 * 9)
+    assert resized["macs"] == conv1 + conv2 + 64 * 14 * 14 * 128 + 128 * 10
+
+
+def test_trial_cost_of_a_model_too_big_to_allocate_costs_no_memory() -> None:
+    config = TrialConfig(model="alexnet", stem="imagenet")
+    assert trial_cost(config, _bundle(3, 224, 1000))["params"] == 61_100_840
+
+
+def test_constraint_violation_names_the_first_limit_broken() -> None:
+    cost = {"params": 1_500, "macs": 20_000}
+    assert constraint_violation(cost, {"max_params": None, "max_macs": None}) is None
+    assert constraint_violation(cost, {"max_params": 1_500, "max_macs": 20_000}) is None
+    assert constraint_violation(cost, {"max_params": 1_000, "max_macs": 10_000}) == (
+        "params 1,500 > max_params 1,000")
+    assert constraint_violation(cost, {"max_macs": 19_999}) == "macs 20,000 > max_macs 19,999"

@@ -14,7 +14,7 @@ import torchvision
 from PIL import Image
 
 from tests.fakedata import CIFAR10_CLASSES, write_image_folder, write_mnist
-from trainables import data
+from trainables import datadir
 from trainables.config import DATASETS, TrialConfig
 from trainables.data import DataBundle, load_data, resolve_root
 from trainables.errors import UserError
@@ -108,7 +108,7 @@ def test_image_folder_needs_data_dir() -> None:
 def test_image_folder_second_load_reads_the_cache(tmp_path: Path) -> None:
     root = write_image_folder(tmp_path / "imgs", per_class=8)
     first = _load("image_folder", root)
-    caches = list((data.cache_dir() / "image_folder").glob("*.pt"))
+    caches = list((datadir.cache_dir() / "image_folder").glob("*.pt"))
     assert caches
     # Spoil one image but keep its size and mtime: only the cache can still give the same data.
     image = next(root.glob("a/*.png"))
@@ -324,7 +324,7 @@ def test_resolution_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     cwd = tmp_path / "cwd"
     write_mnist(cwd / "data", 20, 10)
     monkeypatch.chdir(cwd)
-    monkeypatch.setattr(data, "SYSTEM_DATASETS_DIR", tmp_path / "no-system-datasets")
+    monkeypatch.setattr(datadir, "SYSTEM_DATASETS_DIR", tmp_path / "no-system-datasets")
     monkeypatch.setenv("HPSEARCH_DATA_DIR", str(env))
     assert resolve_root("mnist", str(explicit)) == explicit
     assert resolve_root("mnist", None) == env
@@ -337,7 +337,7 @@ def test_system_datasets_dir_is_the_last_resort(tmp_path: Path, monkeypatch: pyt
     system = tmp_path / "usr-share-datasets"
     system.mkdir()
     (system / "fashion-mnist").symlink_to(tiny_fashion_flat_dir, target_is_directory=True)
-    monkeypatch.setattr(data, "SYSTEM_DATASETS_DIR", system)
+    monkeypatch.setattr(datadir, "SYSTEM_DATASETS_DIR", system)
     monkeypatch.chdir(tmp_path)
     b = load_data(TrialConfig(dataset="fashion_mnist", val_fraction=0.0))
     assert len(b.train_x) == 600
@@ -350,9 +350,9 @@ def test_flat_gz_is_bridged_once_via_the_cache(tiny_fashion_flat_dir: Path) -> N
     _check_bundle(b, 1, (28, 28), 10)
     assert b.classes == tuple(torchvision.datasets.FashionMNIST.classes)
     root = resolve_root("fashion_mnist", str(tiny_fashion_flat_dir))
-    assert root.is_relative_to(data.cache_dir())
+    assert root.is_relative_to(datadir.cache_dir())
     raw = sorted((root / "FashionMNIST" / "raw").iterdir())
-    assert {p.name for p in raw} >= set(data._MNIST_FILES)
+    assert {p.name for p in raw} >= set(datadir._MNIST_FILES)
     stamps = {p: p.stat().st_mtime_ns for p in raw}
     again = _load("fashion_mnist", tiny_fashion_flat_dir)
     assert {p: p.stat().st_mtime_ns for p in raw} == stamps
@@ -371,7 +371,7 @@ def test_bridge_follows_a_changed_source(tmp_path: Path) -> None:
 def test_missing_data_offline_says_how_to_get_it(tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(data, "SYSTEM_DATASETS_DIR", tmp_path / "no-system-datasets")
+    monkeypatch.setattr(datadir, "SYSTEM_DATASETS_DIR", tmp_path / "no-system-datasets")
     with pytest.raises(UserError, match="apt-get install dataset-fashion-mnist") as err:
         load_data(TrialConfig(dataset="fashion_mnist"))
     assert "\n" not in str(err.value) and "HPSEARCH_DATA_DIR" in str(err.value)

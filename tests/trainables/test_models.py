@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from trainables.config import ACTIVATIONS, MODELS, TrialConfig, parse_trial_config
-from trainables.cost import count_params
+from trainables.cost import count_params, dry_forward
 from trainables.errors import UserError
-from trainables.models import BasicBlock, build_model, make_activation
+from trainables.models import BasicBlock, ModelSpec, build_model, make_activation
 
 # Small widths per model, so every contract test stays fast on CPU.
 SMALL: dict[str, dict[str, Any]] = {
@@ -46,7 +46,9 @@ def check_trains(model: nn.Module, shape: tuple[int, int, int], num_classes: int
 
 @pytest.mark.parametrize("name", MODELS.names())
 def test_every_declared_model_has_an_implementation(name: str) -> None:
-    assert callable(MODELS.get(name))
+    spec = MODELS.get(name)
+    assert isinstance(spec, ModelSpec) and callable(spec.build)
+    assert set(spec.uses) <= set(TrialConfig.model_fields)
 
 
 @pytest.mark.parametrize("name", ACTIVATIONS.names())
@@ -217,6 +219,9 @@ def test_too_small_input_is_a_one_line_user_error(
 
 
 @pytest.mark.parametrize("name", MODELS.names())
-def test_small_images_that_fit_build(name: str) -> None:
-    """Every model takes 28x28 with its default (cifar) stem: what the sweeps start from."""
-    build_model(small_config(name), 1, (28, 28), 10)
+def test_default_models_take_28x28_images(name: str) -> None:
+    """Every model at its default widths and (cifar) stem gives 10 logits for a 28x28
+    grayscale image: what the sweeps start from."""
+    with torch.device("meta"):
+        model = build_model(TrialConfig(model=name), 1, (28, 28), 10)
+    assert dry_forward(model, (1, 28, 28)).shape == (1, 10)

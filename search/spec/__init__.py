@@ -1,0 +1,113 @@
+"""The sweep spec: one YAML file -> a validated, frozen :class:`SweepSpec`.
+
+Every problem in a spec is reported at once, one line each, as
+``<field path>: <what is wrong> (got <value>); allowed: ...``. Trial settings (``fixed``,
+``space``, ``baseline``, ``search.start_points``) are checked by building real
+:class:`~trainables.config.TrialConfig` objects. This package imports neither torch nor Ray.
+
+Sections (see ``studies/*.yaml``): ``name``, ``description``, ``fixed``, ``space``,
+``objective``, ``search``, ``scheduler``, ``budget``, ``resources``, ``constraints``,
+``design`` + ``baseline`` (one-factor-at-a-time), ``storage`` and ``tracking``.
+
+Rooms: :mod:`~search.spec.distributions` (the space entries), :mod:`~search.spec.sections`
+(the other sections), :mod:`~search.spec.settings` (trial settings via TrialConfig),
+:mod:`~search.spec.rules` (rules across values and sections), :mod:`~search.spec.sweep`
+(:class:`SweepSpec`) and :mod:`~search.spec.errors` (the wording of every problem).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from search.spec.distributions import (
+    Choice,
+    Distribution,
+    Grid,
+    IntRange,
+    LogUniform,
+    Uniform,
+    space_order,
+)
+from search.spec.errors import error_lines
+from search.spec.rules import SpecContext
+from search.spec.sections import (
+    DEFAULT_TRACKING_URI,
+    METRICS,
+    Budget,
+    Constraints,
+    MetricGoal,
+    Objective,
+    Resources,
+    Scheduler,
+    Search,
+    Tracking,
+)
+from search.spec.sweep import SweepSpec, spec_fingerprint
+from search.yamlio import load_yaml
+from trainables.errors import UserError, shown
+
+__all__ = [
+    "DEFAULT_TRACKING_URI",
+    "METRICS",
+    "Budget",
+    "Choice",
+    "Constraints",
+    "Distribution",
+    "Grid",
+    "IntRange",
+    "LogUniform",
+    "MetricGoal",
+    "Objective",
+    "Resources",
+    "Scheduler",
+    "Search",
+    "SweepSpec",
+    "Tracking",
+    "Uniform",
+    "apply_overrides",
+    "load_spec",
+    "parse_spec",
+    "space_order",
+    "spec_fingerprint",
+]
+
+
+def load_spec(path: str | Path, overrides: dict[str, Any] | None = None) -> SweepSpec:
+    """Read, override (dotted keys, e.g. ``{"budget.trials": 50}``) and validate a sweep YAML."""
+    data = apply_overrides(load_yaml(path), overrides or {})
+    return parse_spec(data, source=str(path))
+
+
+def apply_overrides(data: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``data`` with each dotted key (``search.seed``) set to its value."""
+    out = copy.deepcopy(data)
+    for dotted, value in overrides.items():
+        parts = dotted.split(".")
+        node = out
+        for i, part in enumerate(parts[:-1]):
+            if node.get(part) is None:
+                node[part] = {}
+            if not isinstance(node[part], dict):
+                where = ".".join(parts[:i + 1])
+                raise UserError(f"--set {dotted}: {where} is not a mapping "
+                                f"(got {shown(node[part])})")
+            node = node[part]
+        node[parts[-1]] = value
+    return out
+
+
+def parse_spec(data: Any, source: str = "<spec>") -> SweepSpec:
+    """Validate a spec mapping; every problem is reported at once in one UserError."""
+    if not isinstance(data, dict):
+        raise UserError(f"{source}: the top level must be a mapping of sections (name, space, "
+                        f"...), but got a {type(data).__name__}")
+    try:
+        return SweepSpec.model_validate(data, context=SpecContext(data))
+    except ValidationError as err:
+        lines = error_lines(err, SweepSpec)
+        raise UserError("\n".join(f"{source}: {line}" for line in lines)) from None

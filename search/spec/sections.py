@@ -1,0 +1,205 @@
+"""The sections of a spec besides the trial settings: objective, search, scheduler, budget,
+resources, constraints and tracking. Each checks what it can on its own; rules that need
+another section live in :mod:`search.spec.rules`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from search.names import check_plain
+from search.spec.distributions import FROZEN
+from search.spec.errors import problem, raise_problems, unknown
+from search.units import parse_count, parse_duration
+from trainables.errors import shown
+from trainables.vocab import METRICS  # re-exported: search.spec.METRICS
+
+__all__ = [
+    "Budget",
+    "Constraints",
+    "DEFAULT_TRACKING_URI",
+    "METRICS",
+    "MetricGoal",
+    "Objective",
+    "PRUNER",
+    "PlainName",
+    "Resources",
+    "Scheduler",
+    "Search",
+    "Tracking",
+    "mapping",
+    "scheduler_shorthand",
+    "search_shorthand",
+]
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+# Refused wherever it is written (see rules.without_refused), so the reason is what shows.
+PRUNER = ("early stopping belongs to `scheduler` (ASHA), not to the search algorithm; remove "
+          "it and set scheduler: {{name: asha, grace_period: 1, reduction_factor: 3}}")
+# A name that becomes a folder (the sweep's, its MLflow experiment's artifacts).
+PlainName = Annotated[str, AfterValidator(check_plain)]
+
+
+def mapping(raw: Any) -> Any:
+    """A section as given: ``null`` is an empty one; anything but a mapping is refused."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict | BaseModel):
+        raise ValueError(f"expected a mapping (got {shown(raw)})")
+    return raw
+
+
+def _optional(parse: Callable[[Any], Any]) -> BeforeValidator:
+    return BeforeValidator(lambda v: None if v is None else parse(v))
+
+
+class MetricGoal(BaseModel):
+    """One objective of a multi-objective sweep."""
+
+    model_config = FROZEN
+
+    name: str
+    mode: Literal["min", "max"] | None = None
+
+
+class Objective(BaseModel):
+    """``metric`` + ``mode`` (one objective) or ``metrics`` (several); modes default sensibly."""
+
+    model_config = FROZEN
+
+    metric: str | None = None
+    mode: Literal["min", "max"] | None = None
+    metrics: list[MetricGoal] | None = None
+
+    @model_validator(mode="after")
+    def _known_metrics(self) -> Objective:
+        if self.metrics is not None and (self.metric is not None or self.mode is not None):
+            raise_problems([problem((), "give metric (+ mode) for one objective or metrics for "
+                                        "several, not both")])
+        if self.metrics == []:
+            raise_problems([problem(("metrics",), "needs at least one metric (got [])")])
+        out = [problem(loc, unknown(goal.name, list(METRICS), "metric"))
+               for loc, goal in self._goals() if goal.name not in METRICS]
+        names = [goal.name for _, goal in self._goals()]
+        out += [problem(("metrics",), f"{shown(dup)} is listed more than once")
+                for dup in sorted({n for n in names if names.count(n) > 1})]
+        raise_problems(out)
+        return self
+
+    def _goals(self) -> list[tuple[tuple[Any, ...], MetricGoal]]:
+        if self.metrics is None:
+            return [(("metric",), MetricGoal(name=self.metric or "val_top1", mode=self.mode))]
+        return [(("metrics", i, "name"), goal) for i, goal in enumerate(self.metrics)]
+
+    def resolved(self) -> Objective:
+        """Every mode filled in from :data:`METRICS`; one goal as ``metric`` + ``mode``."""
+        goals = [MetricGoal(name=g.name, mode=g.mode or METRICS[g.name])  # type: ignore[arg-type]
+                 for _, g in self._goals()]
+        if len(goals) == 1:
+            return Objective(metric=goals[0].name, mode=goals[0].mode)
+        return Objective(metrics=goals)
+
+
+def search_shorthand(raw: Any) -> Any:
+    """``search: random`` -> ``{algorithm: random}``."""
+    return {"algorithm": raw} if isinstance(raw, str) else mapping(raw)
+
+
+class Search(BaseModel):
+    """What to try next: Optuna TPE, the full grid, or random sampling."""
+
+    model_config = FROZEN
+    refused_keys: ClassVar[dict[str, str]] = {"pruner": PRUNER}
+
+    algorithm: Literal["optuna", "grid", "random"] = "optuna"
+    seed: int | None = None
+    start_points: list[dict[str, Any]] = Field(default_factory=list)
+
+
+def scheduler_shorthand(raw: Any) -> Any:
+    """``scheduler: none`` (or ``null``) -> ``{name: none}``; ``scheduler: asha`` likewise."""
+    return {"name": raw or "none"} if raw is None or isinstance(raw, str) else mapping(raw)
+
+
+class Scheduler(BaseModel):
+    """When to stop a trial: ASHA (early stopping per epoch) or none (every trial runs out)."""
+
+    model_config = FROZEN
+
+    name: Literal["asha", "none"] = "asha"
+    grace_period: int | None = Field(None, ge=1)
+    reduction_factor: float | None = Field(None, gt=1)
+
+    @model_validator(mode="after")
+    def _asha_settings(self) -> Scheduler:
+        if self.name != "asha":
+            raise_problems([problem((key,), "only used by ASHA, but scheduler.name is none")
+                            for key in ("grace_period", "reduction_factor")
+                            if getattr(self, key) is not None])
+        return self
+
+    def resolved(self) -> Scheduler:
+        """ASHA's settings filled in: grace period 1, reduction factor 3."""
+        if self.name != "asha":
+            return self
+        return self.model_copy(update={"grace_period": self.grace_period or 1,
+                                       "reduction_factor": self.reduction_factor or 3.0})
+
+
+class Budget(BaseModel):
+    """How much to run: trials, epochs per trial (ASHA's max_t), an optional wall-clock limit."""
+
+    model_config = FROZEN
+
+    trials: int | None = Field(None, ge=1)
+    max_epochs: int = Field(ge=1)
+    time_limit: Annotated[float | None, _optional(parse_duration)] = None
+
+
+class Resources(BaseModel):
+    """Per-trial CPUs and GPUs (fractions allowed below 1), a cap on concurrent trials, and how
+    often a crashed trial is retried from its last checkpoint."""
+
+    model_config = FROZEN
+
+    cpu: float = Field(1.0, gt=0)
+    gpu: float = Field(0.0, ge=0)
+    max_concurrent: int | None = Field(None, ge=1)
+    max_failures: int = Field(2, ge=0)
+
+    @field_validator("cpu", "gpu")
+    @classmethod
+    def _whole_above_one(cls, v: float) -> float:
+        if v > 1 and not float(v).is_integer():
+            raise ValueError(f"a fraction is allowed below 1 only; above 1 it must be a whole "
+                             f"number (got {shown(v)})")
+        return v
+
+
+class Constraints(BaseModel):
+    """Models over these sizes are not trained (suffixes K, M, G allowed)."""
+
+    model_config = FROZEN
+
+    max_params: Annotated[int | None, _optional(parse_count)] = None
+    max_macs: Annotated[int | None, _optional(parse_count)] = None
+
+
+class Tracking(BaseModel):
+    """MLflow settings; None: ``sqlite:///mlflow.db`` and an experiment named after the sweep."""
+
+    model_config = FROZEN
+
+    uri: str | None = None
+    experiment: PlainName | None = None
+

@@ -1,0 +1,29 @@
+"""Which settings a trial config reads: the rest are unused defaults (momentum under Adam).
+
+Each registry entry declares the settings it reads (models in :mod:`trainables.models`,
+optimizers and schedules in :mod:`trainables.optim`); :func:`used_keys` adds them to the few
+every trial reads. A report reads configs back through this module, not the training loop.
+"""
+
+from __future__ import annotations
+
+from trainables.config import MODELS, OPTIMIZERS, SCHEDULES, TrialConfig
+
+# Imported for their registrations, so that without torch this import fails (not a later call).
+from trainables.models import ModelSpec
+from trainables.optim import OptimizerSpec, ScheduleSpec
+
+__all__ = ["ALWAYS", "used_keys"]
+
+ALWAYS = ("dataset", "val_fraction", "split_seed", "resize", "model", "activation", "augment",
+          "optimizer", "lr", "schedule", "epochs", "batch_size", "seed")
+"""Settings every trial reads, whatever its model, optimizer and schedule."""
+
+
+def used_keys(config: TrialConfig) -> tuple[str, ...]:
+    """The settings that matter for this config, in a fixed order, each once."""
+    optimizer: OptimizerSpec = OPTIMIZERS.get(config.optimizer, "optimizer")
+    schedule: ScheduleSpec = SCHEDULES.get(config.schedule, "schedule")
+    model: ModelSpec = MODELS.get(config.model, "model")
+    keys = ALWAYS + optimizer.uses + schedule.uses + model.reads(config)
+    return tuple(dict.fromkeys(keys))
