@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 
+from search.figures import CONFUSION_CSV, read_confusion
 from search.report.data import INT_FINALS, SweepData, best_columns
 from search.spec import SweepSpec, parse_spec
 from search.sweepdir import META_FILE, RESULT_FILE, STATE_GLOB, run_dir_for, sweep_names
@@ -268,8 +269,8 @@ def from_mlflow(experiment: str, *, tracking_uri: str | None = None,
 
     def confusion(trial_id: str) -> list[list[float]] | None:
         run_id = run_ids.get(trial_id)
-        text = _artifact_text(client, run_id, "confusion.csv") if run_id else None
-        return _parse_confusion(text) if text else None
+        text = _artifact_text(client, run_id, CONFUSION_CSV) if run_id else None
+        return read_confusion(text) if text else None
 
     name = parent.data.tags.get("hpsearch.sweep") or experiment
     return _assemble(name, spec, trials, meta, objective, confusion)
@@ -333,15 +334,6 @@ def _artifact_text(client: Any, run_id: str, path: str) -> str | None:
             local = client.download_artifacts(run_id, path, tmp)
             return Path(local).read_text()
     except Exception:  # noqa: BLE001 - missing artifact or unreachable store: report goes on
-        return None
-
-
-def _parse_confusion(text: str) -> list[list[float]] | None:
-    """The tracker's ``confusion.csv`` (header row, then ``true,counts...``) as a matrix."""
-    lines = [ln for ln in text.splitlines() if ln.strip()][1:]
-    try:
-        return [[float(v) for v in ln.split(",")[1:]] for ln in lines] or None
-    except ValueError:
         return None
 
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from search.figures import draw_confusion, draw_series
 from search.report.data import SweepData, varies
 from search.report.formats import (
     fmt_metric,
@@ -84,8 +85,6 @@ def plot_curves(data: SweepData, n: int = CURVES) -> bytes | None:
     ids = [t for t in data.trials["trial_id"] if (data.history["trial_id"] == t).any()][:n]
     if not ids:
         return None
-    from matplotlib.ticker import MaxNLocator
-
     cols = min(2, len(ids))
     rows = math.ceil(len(ids) / cols)
     fig = _figure(5 * cols, 3.2 * rows)
@@ -93,22 +92,10 @@ def plot_curves(data: SweepData, n: int = CURVES) -> bytes | None:
     for ax, trial_id in zip(axes, ids, strict=False):
         h = data.history[data.history["trial_id"] == trial_id]
         t = data.trials[data.trials["trial_id"] == trial_id].iloc[0]
-        ax.plot(h["epoch"], h["train_loss"], marker="o", label="train loss")
-        ax.plot(h["epoch"], h["val_loss"], marker="s", linestyle="--", label="val loss")
-        if not np.isfinite(h[["train_loss", "val_loss"]].to_numpy(dtype=float)).any():
-            ax.text(0.5, 0.5, "loss not finite", transform=ax.transAxes, ha="center")
+        draw_series(ax, list(h["epoch"]), {"train loss": list(h["train_loss"]),
+                                           "val loss": list(h["val_loss"])}, "loss")
         ax.set_title(f"trial {trial_id}: val acc {fmt_metric('val_top1', t['best_val_top1'])}"
                      f"%, {status_label(t['status'], t['stopped_epoch'])}", fontsize=9)
-        last = int(h["epoch"].max())
-        ax.set_xlim(0.5, last + 0.5)
-        if last <= 20:
-            ax.set_xticks(range(1, last + 1))
-        else:
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("loss")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
     for ax in axes[len(ids):]:
         ax.set_visible(False)
     return _png(fig)
@@ -121,8 +108,6 @@ def plot_confusion(data: SweepData) -> bytes | None:
         return None
     n = len(matrix)
     fig = _figure(1.8 + 0.45 * n, 1.4 + 0.45 * n)
-    from search.tracking import draw_confusion
-
     ax = fig.subplots()
     draw_confusion(ax, matrix)
     ax.set_title(f"test confusion, trial {data.confusion_trial}", fontsize=9)

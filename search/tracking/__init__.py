@@ -21,6 +21,7 @@ from here are re-exported.
 
 from __future__ import annotations
 
+from search.figures import draw_confusion
 from search.sweepdir import (
     MARKER_FILE,
     RUNS_FILE,
@@ -34,7 +35,7 @@ from search.sweepdir import (
 )
 from search.tracking.callback import MlflowTracker
 from search.tracking.commit import git_commit
-from search.tracking.plots import draw_confusion, plot_curves, write_confusion
+from search.tracking.plots import plot_curves, write_confusion
 from search.tracking.replay import SyncStats, sync
 from search.tracking.store import resolve_tracking_uri
 from search.tracking.values import flatten_params, result_metrics, trial_status

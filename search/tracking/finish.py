@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from search.figures import CONFUSION_CSV, CONFUSION_PNG, CURVES_PNG
 from search.sweepdir import RESULT_FILE, by_step, read_results, result_step
 from search.tracking.plots import plot_curves, write_confusion
 from search.tracking.store import RUN_FAILED, RUN_FINISHED, _Run, _Store, end_run
@@ -74,12 +75,12 @@ def _artifacts(trial_id: str, status: Status, history: list[dict[str, Any]],
                tmp: Path) -> list[Path]:
     files = []
     if any("train_loss" in r or "val_loss" in r for r in history):
-        plot_curves(history, tmp / "curves.png", f"trial {trial_id} ({status})")
-        files.append(tmp / "curves.png")
+        plot_curves(history, tmp / CURVES_PNG, f"trial {trial_id} ({status})")
+        files.append(tmp / CURVES_PNG)
     matrix = next((r["test_confusion"] for r in reversed(history)
                    if isinstance(r.get("test_confusion"), list) and r["test_confusion"]),
                   None)
     if matrix is not None:
-        write_confusion(matrix, tmp / "confusion.csv", tmp / "confusion.png")
-        files += [tmp / "confusion.csv", tmp / "confusion.png"]
+        write_confusion(matrix, tmp / CONFUSION_CSV, tmp / CONFUSION_PNG)
+        files += [tmp / CONFUSION_CSV, tmp / CONFUSION_PNG]
     return files
