@@ -254,7 +254,7 @@ def _callbacks(spec: SweepSpec, run_dir: Location, tracking_uri: str, total: int
     mode = spec.modes[0] if spec.is_multi_objective else spec.mode
     tracker = MlflowTracker(
         sweep_name=spec.name, run_dir=run_dir, tracking_uri=tracking_uri,
-        experiment=spec.tracking.experiment or spec.name, spec_yaml=_resolved_yaml(spec),
+        experiment=spec.experiment_name, spec_yaml=_resolved_yaml(spec),
         sweep_params=_sweep_params(spec), objective=(metric, mode))
     return [tracker, ProgressPrinter(total, metric, mode, echo=echo)]
 
@@ -466,7 +466,7 @@ def _write_meta(run_dir: Location, spec: SweepSpec, spec_text: str, tracking_uri
     write_meta(run_dir, {
         "name": spec.name, "spec": spec.to_dict(), "spec_yaml": spec_text,
         "fingerprint": spec_fingerprint(spec), "storage": str(run_dir.parent),
-        "tracking_uri": tracking_uri, "experiment": spec.tracking.experiment or spec.name,
+        "tracking_uri": tracking_uri, "experiment": spec.experiment_name,
         "git_commit": git_commit(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
 
 
@@ -501,7 +501,7 @@ def _summarise(spec: SweepSpec, run_dir: Location, results: Any, tracking_uri: s
         echo(f"no best trial: none completed or was stopped early with a {metric} "
              f"({detail}); lower the learning rates or check the data")
     echo(f"results: {run_dir} | MLflow: {tracking_uri} (experiment "
-         f"'{spec.tracking.experiment or spec.name}') | report: hpsearch report {spec.name}")
+         f"'{spec.experiment_name}') | report: hpsearch report {spec.name}")
     reason = pending_reason(run_dir)
     if reason:
         echo(f"MLflow may lack some results ({reason}): `hpsearch sync {spec.name}` "

@@ -5,7 +5,9 @@ another section live in :mod:`search.spec.rules`.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
@@ -38,11 +40,22 @@ __all__ = [
     "Search",
     "Tracking",
     "mapping",
+    "resolve_tracking_uri",
     "scheduler_shorthand",
     "search_shorthand",
 ]
 
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # relative to the folder the sweep starts in
+
+
+def resolve_tracking_uri(tracking_uri: str | None = None) -> str:
+    """The explicit URI, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<abs ./mlflow.db>``
+    (absolute, so that resume, sync and report find it from any folder)."""
+    if tracking_uri:
+        return tracking_uri
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    return f"sqlite:///{Path(DEFAULT_TRACKING_URI.removeprefix('sqlite:///')).resolve()}"
 # Refused wherever it is written (see rules.without_refused), so the reason is what shows.
 PRUNER = ("early stopping belongs to `scheduler` (ASHA), not to the search algorithm; remove "
           "it and set scheduler: {{name: asha, grace_period: 1, reduction_factor: 3}}")

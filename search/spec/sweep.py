@@ -29,7 +29,6 @@ from search.spec.rules import (
     without_refused,
 )
 from search.spec.sections import (
-    DEFAULT_TRACKING_URI,
     PRUNER,
     Budget,
     Constraints,
@@ -40,6 +39,7 @@ from search.spec.sections import (
     Search,
     Tracking,
     mapping,
+    resolve_tracking_uri,
     scheduler_shorthand,
     search_shorthand,
 )
@@ -200,8 +200,9 @@ class SweepSpec(BaseModel):
 
     @property
     def tracking_uri(self) -> str:
-        """The MLflow tracking URI."""
-        return self.tracking.uri or DEFAULT_TRACKING_URI
+        """The MLflow tracking URI, resolved as a sweep resolves it (see
+        :func:`search.spec.sections.resolve_tracking_uri`)."""
+        return resolve_tracking_uri(self.tracking.uri)
 
     @property
     def experiment_name(self) -> str:

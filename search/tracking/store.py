@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from search.spec.sections import resolve_tracking_uri  # re-exported
 from search.storage import Location, RemotePath
 from search.sweepdir import read_run_map, result_step, write_run_map
 from search.tracking.commit import git_commit
@@ -37,15 +38,6 @@ RUN_RUNNING, RUN_FINISHED, RUN_FAILED = "RUNNING", "FINISHED", "FAILED"
 BATCH_METRICS = 1000  # MLflow's log_batch limits: 1000 entities, 100 params/tags per call
 _BATCH_PARAMS_TAGS = 100
 _SPEC_ARTIFACT = "spec.yaml"
-
-
-def resolve_tracking_uri(tracking_uri: str | None = None) -> str:
-    """The explicit URI, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<abs ./mlflow.db>``."""
-    if tracking_uri:
-        return tracking_uri
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
-    return f"sqlite:///{Path('mlflow.db').resolve()}"
 
 
 def is_transient(err: BaseException) -> bool:

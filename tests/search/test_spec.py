@@ -5,6 +5,7 @@ no-torch/no-Ray import rule."""
 from __future__ import annotations
 
 import copy
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -297,7 +298,10 @@ def test_the_reference_spec_parses() -> None:
     assert spec.space["optimizer"].type == "choice"  # the plain-list shorthand
     assert spec.space["channels"].values == [[16, 32], [32, 64, 128]]
     assert spec.space["momentum"].conditions() == {"optimizer": ["sgd"]}
-    assert spec.tracking_uri == "sqlite:///mlflow.db" and spec.experiment_name == "quickstart"
+    # the default store is ./mlflow.db, absolute so that resume/sync/report find it anywhere
+    assert spec.tracking_uri == f"sqlite:///{Path('mlflow.db').resolve()}" or \
+        os.environ.get("MLFLOW_TRACKING_URI") == spec.tracking_uri
+    assert spec.experiment_name == "quickstart"
     TrialConfig(**spec.trial_defaults())
 
 
