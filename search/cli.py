@@ -55,7 +55,11 @@ def _load_spec(path: str, overrides: list[str] | None) -> tuple[Any, str]:
 def _cmd_sweep(args: argparse.Namespace) -> int:
     spec, text = _load_spec(args.spec, args.set)
     if args.check:
-        print(f"{args.spec}: OK ({spec.name})")
+        from search.runner import check_sweep
+
+        check_sweep(spec, args.address)
+        print(f"{args.spec}: OK ({spec.name}): the spec, storage, data, resources and candidate "
+              "configs pass every check a sweep makes before Ray starts")
         return 0
     from search.runner import run_sweep
 
@@ -192,7 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
                        " or sqlite:///mlflow.db)")
     sweep.add_argument("--set", action="append", metavar="KEY=VALUE",
                        help="override a spec value by dotted path, e.g. --set budget.trials=4")
-    sweep.add_argument("--check", action="store_true", help="validate the spec and exit")
+    sweep.add_argument("--check", action="store_true",
+                       help="run every check a sweep makes before Ray starts (spec, storage, "
+                       "data, resources, candidate configs), then exit")
     sweep.set_defaults(func=_cmd_sweep)
 
     resume = sub.add_parser("resume", help="continue an interrupted sweep")

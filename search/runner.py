@@ -34,7 +34,7 @@ from trainables.config import TrialConfig, parse_trial_config
 from trainables.errors import UserError
 from trainables.vocab import Status
 
-__all__ = ["META_FILE", "SweepOutcome", "find_sweep", "load_meta", "resume_sweep",
+__all__ = ["META_FILE", "SweepOutcome", "check_sweep", "find_sweep", "load_meta", "resume_sweep",
            "run_dir_for", "run_sweep", "submit_sweep"]
 
 CONNECT_TIMEOUT_ENV = "HPSEARCH_CONNECT_TIMEOUT"
@@ -275,15 +275,37 @@ def _sweep_params(spec: SweepSpec) -> dict[str, Any]:
             "objective": ",".join(spec.metrics) if spec.is_multi_objective else spec.metric}
 
 
-def _prepare(spec: SweepSpec, address: str | None) -> tuple[Any, int]:
+def _before_ray(spec: SweepSpec, address: str | None) -> Any:
+    """Every check a sweep makes before Ray starts; the decoded data."""
     from trainables.data import load_data
 
     _preflight(spec, address)
     bundle = load_data(_base_config(spec))
     _check_candidates(spec, bundle, _candidates(spec),
                       enumerated=spec.design == "ofat" or spec.search.algorithm == "grid")
+    return bundle
+
+
+def _prepare(spec: SweepSpec, address: str | None) -> tuple[Any, int]:
+    bundle = _before_ray(spec, address)
     _init_ray(address)
     return bundle, _slots(spec)
+
+
+def _check_new(spec: SweepSpec) -> Location:
+    run_dir = run_dir_for(spec.name, spec.storage)
+    if check_storage(run_dir):
+        raise UserError(f"a sweep named '{spec.name}' already exists in {run_dir}; continue it "
+                        f"with `hpsearch resume {spec.name}` or choose another `name`")
+    return run_dir
+
+
+def check_sweep(spec: SweepSpec, address: str | None = None) -> None:
+    """``hpsearch sweep --check``: every rule :func:`run_sweep` applies before Ray starts (the
+    storage usable and the name free, data found and decodable, resources there, a candidate
+    config that builds and fits the constraints), with nothing started or written."""
+    _check_new(spec)
+    _before_ray(spec, address)
 
 
 def run_sweep(spec: SweepSpec, spec_text: str, *, address: str | None = None,
@@ -299,10 +321,7 @@ def run_sweep(spec: SweepSpec, spec_text: str, *, address: str | None = None,
 
     from search.algorithms import build_scheduler, build_searcher, planned_trials
 
-    run_dir = run_dir_for(spec.name, spec.storage)
-    if check_storage(run_dir) and not again:
-        raise UserError(f"a sweep named '{spec.name}' already exists in {run_dir}; continue it "
-                        f"with `hpsearch resume {spec.name}` or choose another `name`")
+    run_dir = run_dir_for(spec.name, spec.storage) if again else _check_new(spec)
     bundle, slots = _prepare(spec, address)
     from search.tracking import resolve_tracking_uri
 

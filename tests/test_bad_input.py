@@ -179,3 +179,35 @@ def test_resume_with_an_incompatibly_changed_spec(tmp_path: Path) -> None:
                    "changed.yaml", cwd=tmp_path)
     _assert_clean_failure(out, "changed incompatibly", tmp_path)
     assert json.loads((run_dir / "hpsearch.json").read_text())["name"] == "bad"
+
+
+@pytest.mark.parametrize("case, change, phrase", [
+    ("ok", {}, None),
+    ("no-data", {"fixed.data_dir": "missing-folder"}, "missing-folder does not hold mnist"),
+    ("too-many-cpus", {"resources.cpu": 4096}, "resources.cpu: 4096 CPUs per trial"),
+    ("infeasible", {"constraints": {"max_params": 10}}, "constraints: none of"),
+    ("name-taken", {}, "a sweep named 'bad' already exists"),
+])
+def test_check_runs_every_rule_a_sweep_runs_before_ray(
+        tmp_path: Path, tiny_mnist_dir: Path, case: str, change: dict[str, Any],
+        phrase: str | None) -> None:
+    spec = _with("fixed.data_dir", str(tiny_mnist_dir))
+    for key, value in change.items():
+        *parents, leaf = key.split(".")
+        node = spec
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    spec["storage"] = str(tmp_path / "runs")
+    if case == "name-taken":
+        (tmp_path / "runs" / spec["name"]).mkdir(parents=True)
+        (tmp_path / "runs" / spec["name"] / "hpsearch.json").write_text("{}")
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec))
+    out = hpsearch("sweep", "--check", "s.yaml", cwd=tmp_path)
+    if phrase is None:
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert "OK (bad)" in out.stdout
+        assert not (tmp_path / "runs").exists() and not (tmp_path / "mlflow.db").exists()
+        return
+    assert out.returncode == 2 and phrase in out.stderr, out.stderr[-2000:]
+    assert len(out.stderr.splitlines()) == 1 and "Traceback" not in out.stderr
