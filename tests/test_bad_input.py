@@ -31,6 +31,26 @@ def hpsearch(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
                         env={**os.environ, "HPSEARCH_CONNECT_TIMEOUT": "2"})
 
 
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Any:
+    """``hpsearch ARGS`` run in this process: the same ``main()`` as the command, without an
+    interpreter and torch start per case (the cases above keep the real command)."""
+    from search.cli import main
+
+    def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+        monkeypatch.chdir(cwd)
+        monkeypatch.setenv("HPSEARCH_CONNECT_TIMEOUT", "2")
+        capsys.readouterr()
+        try:
+            code = main(list(args))
+        except SystemExit as exit_:  # argparse's own usage errors
+            code = exit_.code
+        captured = capsys.readouterr()
+        return subprocess.CompletedProcess(list(args), code, captured.out, captured.err)
+
+    return run
+
+
 def _assert_clean_failure(out: subprocess.CompletedProcess[str], phrase: str,
                           cwd: Path) -> None:
     assert out.returncode == 2, (out.returncode, out.stderr[-2000:])
@@ -82,9 +102,9 @@ def test_three_problems_give_three_lines(tmp_path: Path) -> None:
     (["sync", ".."], "sync NAME: must be a plain folder name"),
     (["ui", "../x"], "ui NAME: must be a plain folder name"),
 ])
-def test_bad_cli_calls(tmp_path: Path, args: list[str], phrase: str) -> None:
+def test_bad_cli_calls(cli: Any, tmp_path: Path, args: list[str], phrase: str) -> None:
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(GOOD))
-    _assert_clean_failure(hpsearch(*args, cwd=tmp_path), phrase, tmp_path)
+    _assert_clean_failure(cli(*args, cwd=tmp_path), phrase, tmp_path)
 
 
 _BOMB = "more than 10,000 values with aliases expanded"
@@ -109,26 +129,26 @@ def test_hostile_yaml_is_refused_at_once(tmp_path: Path, args: list[str], phrase
     assert len(out.stderr.splitlines()) == 1 and len(out.stderr) < 300, out.stderr[:1000]
 
 
-def test_huge_values_give_short_lines(tmp_path: Path) -> None:
+def test_huge_values_give_short_lines(cli: Any, tmp_path: Path) -> None:
     spec = _with("fixed.dataset", "x" * 200_000)  # under the size limit
     spec["space"]["optimizer"] = [f"adamm{i}" for i in range(30)]
     spec["fixed"]["channels"] = [-1] * 2000
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec))
-    out = hpsearch("sweep", "s.yaml", "--set", "name=" + "n" * 100_000, cwd=tmp_path)
+    out = cli("sweep", "s.yaml", "--set", "name=" + "n" * 100_000, cwd=tmp_path)
     _assert_clean_failure(out, "name: must be a plain folder name", tmp_path)
     lines = out.stderr.splitlines()
     assert len(lines) == 21 and lines[-1].endswith("more problem(s)"), lines[-1]
     assert max(len(line) for line in lines) <= 520 and len(out.stderr) < 12_000
 
 
-def test_missing_data_offline_fails_before_ray(tmp_path: Path) -> None:
+def test_missing_data_offline_fails_before_ray(cli: Any, tmp_path: Path) -> None:
     spec = _with("fixed.dataset", "cifar10")
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec))
-    out = hpsearch("sweep", "s.yaml", cwd=tmp_path)
+    out = cli("sweep", "s.yaml", cwd=tmp_path)
     _assert_clean_failure(out, "cifar10", tmp_path)
 
 
-def test_gpus_asked_for_but_absent(tmp_path: Path, tiny_mnist_dir: Path) -> None:
+def test_gpus_asked_for_but_absent(cli: Any, tmp_path: Path, tiny_mnist_dir: Path) -> None:
     import torch
 
     if torch.cuda.is_available():
@@ -136,37 +156,40 @@ def test_gpus_asked_for_but_absent(tmp_path: Path, tiny_mnist_dir: Path) -> None
     spec = _with("resources.gpu", 0.25)
     spec["fixed"]["data_dir"] = str(tiny_mnist_dir)
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec))
-    _assert_clean_failure(hpsearch("sweep", "s.yaml", cwd=tmp_path), "resources.gpu", tmp_path)
+    _assert_clean_failure(cli("sweep", "s.yaml", cwd=tmp_path), "resources.gpu", tmp_path)
 
 
-def test_infeasible_constraints_fail_before_ray(tmp_path: Path, tiny_mnist_dir: Path) -> None:
+def test_infeasible_constraints_fail_before_ray(
+        cli: Any, tmp_path: Path, tiny_mnist_dir: Path) -> None:
     spec = _with("constraints", {"max_params": 10})
     spec["fixed"]["data_dir"] = str(tiny_mnist_dir)
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec))
-    _assert_clean_failure(hpsearch("sweep", "s.yaml", cwd=tmp_path),
+    _assert_clean_failure(cli("sweep", "s.yaml", cwd=tmp_path),
                           "constraints: none of", tmp_path)
 
 
-def test_grid_config_that_cannot_run_on_this_data(tmp_path: Path, tiny_mnist_dir: Path) -> None:
+def test_grid_config_that_cannot_run_on_this_data(
+        cli: Any, tmp_path: Path, tiny_mnist_dir: Path) -> None:
     spec = _with("space", {"model": ["cnn", "alexnet"]})
     spec["search"] = {"algorithm": "grid"}
     spec["fixed"].update(data_dir=str(tiny_mnist_dir), stem="imagenet",
                          channels=[8, 8, 8, 8, 8])
     spec["fixed"].pop("model")
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec))
-    _assert_clean_failure(hpsearch("sweep", "s.yaml", cwd=tmp_path),
+    _assert_clean_failure(cli("sweep", "s.yaml", cwd=tmp_path),
                           "'alexnet'} cannot run", tmp_path)
 
 
-def test_data_setting_in_the_space_is_refused(tmp_path: Path, tiny_mnist_dir: Path) -> None:
+def test_data_setting_in_the_space_is_refused(
+        cli: Any, tmp_path: Path, tiny_mnist_dir: Path) -> None:
     spec = _with("space.val_fraction", [0.1, 0.2])
     spec["fixed"]["data_dir"] = str(tiny_mnist_dir)
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec))
-    _assert_clean_failure(hpsearch("sweep", "s.yaml", cwd=tmp_path), "space.val_fraction",
+    _assert_clean_failure(cli("sweep", "s.yaml", cwd=tmp_path), "space.val_fraction",
                           tmp_path)
 
 
-def test_resume_with_an_incompatibly_changed_spec(tmp_path: Path) -> None:
+def test_resume_with_an_incompatibly_changed_spec(cli: Any, tmp_path: Path) -> None:
     from search.runner import _write_meta
     from search.spec import parse_spec
 
@@ -175,7 +198,7 @@ def test_resume_with_an_incompatibly_changed_spec(tmp_path: Path) -> None:
     _write_meta(run_dir, parse_spec(GOOD), yaml.safe_dump(GOOD), "sqlite:///x.db")
     changed = _with("space.lr", {"type": "loguniform", "low": 1e-5, "high": 1e-1})
     (tmp_path / "changed.yaml").write_text(yaml.safe_dump(changed))
-    out = hpsearch("resume", "bad", "--storage", str(tmp_path / "elsewhere"), "--spec",
+    out = cli("resume", "bad", "--storage", str(tmp_path / "elsewhere"), "--spec",
                    "changed.yaml", cwd=tmp_path)
     _assert_clean_failure(out, "changed incompatibly", tmp_path)
     assert json.loads((run_dir / "hpsearch.json").read_text())["name"] == "bad"
@@ -188,7 +211,7 @@ def test_resume_with_an_incompatibly_changed_spec(tmp_path: Path) -> None:
     ("infeasible", {"constraints": {"max_params": 10}}, "constraints: none of"),
     ("name-taken", {}, "a sweep named 'bad' already exists"),
 ])
-def test_check_runs_every_rule_a_sweep_runs_before_ray(
+def test_check_runs_every_rule_a_sweep_runs_before_ray(cli: Any,
         tmp_path: Path, tiny_mnist_dir: Path, case: str, change: dict[str, Any],
         phrase: str | None) -> None:
     spec = _with("fixed.data_dir", str(tiny_mnist_dir))
@@ -203,7 +226,7 @@ def test_check_runs_every_rule_a_sweep_runs_before_ray(
         (tmp_path / "runs" / spec["name"]).mkdir(parents=True)
         (tmp_path / "runs" / spec["name"] / "hpsearch.json").write_text("{}")
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(spec))
-    out = hpsearch("sweep", "--check", "s.yaml", cwd=tmp_path)
+    out = cli("sweep", "--check", "s.yaml", cwd=tmp_path)
     if phrase is None:
         assert out.returncode == 0, out.stderr[-2000:]
         assert "OK (bad)" in out.stdout
