@@ -13,6 +13,7 @@ import yaml
 
 from search.runner import SweepOutcome, run_sweep
 from search.spec import parse_spec
+from search.sweepdir import RESULT_FILE
 
 
 def machine() -> str:
@@ -39,5 +40,5 @@ def sweep(spec: dict[str, Any], workdir: Path) -> tuple[SweepOutcome, float]:
 
 def trial_rows(outcome: SweepOutcome) -> dict[str, list[dict[str, Any]]]:
     """Every trial's per-epoch rows from Tune's ``result.json`` files."""
-    return {d.name: [json.loads(x) for x in (d / "result.json").read_text().splitlines()]
-            for d in sorted(outcome.run_dir.glob("trial_*")) if (d / "result.json").exists()}
+    return {d.name: [json.loads(x) for x in (d / RESULT_FILE).read_text().splitlines()]
+            for d in sorted(outcome.run_dir.glob("trial_*")) if (d / RESULT_FILE).exists()}

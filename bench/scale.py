@@ -16,6 +16,8 @@ from pathlib import Path
 
 from _common import machine, sweep
 
+from search.sweepdir import MARKER_FILE
+
 
 def rss_mb() -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -36,7 +38,7 @@ def run(trials: int) -> tuple[float, float]:
     with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp:
         outcome, wall = sweep(spec, Path(tmp))
         grown = rss_mb() - before
-        pending = (outcome.run_dir / "mlflow_pending").exists()
+        pending = (outcome.run_dir / MARKER_FILE).exists()
     assert outcome.trials == trials, outcome.counts
     print(f"{trials} trials: wall {wall:.0f} s, {wall * (os.cpu_count() or 1) / trials:.2f} "
           f"slot-s per trial, driver RSS +{grown:.0f} MB, MLflow caught up: {not pending}",

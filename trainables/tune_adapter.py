@@ -16,6 +16,7 @@ from typing import Any
 import pyarrow.fs
 import torch
 from ray.tune import Checkpoint, get_checkpoint, report
+from ray.tune.result import EXPR_RESULT_FILE
 
 from trainables.bundle import DataBundle
 from trainables.config import TrialConfig, parse_trial_config
@@ -103,7 +104,7 @@ def latest_checkpoint_state(folder: TrialFolder | Path | None,
 
 def _recorded_epochs(folder: TrialFolder | None) -> int:
     """The last epoch in the trial's ``result.json``, which the driver writes as results come."""
-    text = folder.read_text("result.json") if folder is not None else None
+    text = folder.read_text(EXPR_RESULT_FILE) if folder is not None else None
     last = 0
     for line in (text or "").splitlines():
         try:
