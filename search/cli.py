@@ -127,24 +127,24 @@ def _cmd_sync(args: argparse.Namespace) -> int:
 
 
 def _cmd_ui(args: argparse.Namespace) -> int:
-    import os
-    import subprocess
-
-    uri = args.tracking_uri
-    if uri is None and args.name:
+    uri, experiment = args.tracking_uri, None
+    if args.name:
         from search.sweepdir import find_sweep
 
-        uri = find_sweep(_sweep_ref(args.name, "ui"), args.storage)[1]["tracking_uri"]
+        meta = find_sweep(_sweep_ref(args.name, "ui"), args.storage)[1]
+        uri = uri or meta["tracking_uri"]
+        experiment = meta.get("experiment") or meta.get("name")
     from search.tracking import resolve_tracking_uri
 
     uri = resolve_tracking_uri(uri)
     if not uri.startswith(("sqlite:", "postgresql", "mysql", "file:")) and "://" in uri:
-        print(f"{uri} is a tracking server: open it in a browser")
+        from search.ui import experiment_link
+
+        print(f"{uri} is a tracking server: open {experiment_link(uri, uri, experiment)}")
         return 0
-    print(f"MLflow UI on http://127.0.0.1:{args.port} for {uri} (Ctrl-C stops it)")
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
-           "--host", "127.0.0.1", "--port", str(args.port)]
-    return subprocess.call(cmd, env=os.environ.copy())
+    from search.ui import serve
+
+    return serve(uri, host=args.host, port=args.port, experiment=experiment)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -172,12 +172,22 @@ _STORAGE_HELP = ("where sweeps are: a folder or a URI such as s3://bucket/runs "
                  "(default $HPSEARCH_STORAGE or ./runs)")
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("hpsearch")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``hpsearch`` argument parser."""
     parser = argparse.ArgumentParser(
         prog="hpsearch",
         description="Hyperparameter search for PyTorch image classifiers "
                     "(Ray Tune + Optuna + ASHA + MLflow).")
+    parser.add_argument("--version", action="version", version=f"hpsearch {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     train = sub.add_parser("train", help="run one trial standalone (no Ray), one line per epoch")
@@ -237,7 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("name", nargs="?", help="a sweep's name (default: ./mlflow.db)")
     ui.add_argument("--storage", help=_STORAGE_HELP)
     ui.add_argument("--tracking-uri", help="the store to show")
-    ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument("--host", default="127.0.0.1",
+                    help="address to serve on (default 127.0.0.1: this machine only)")
+    ui.add_argument("--port", type=int, default=5000, help="port to serve on (default 5000)")
     ui.set_defaults(func=_cmd_ui)
     return parser
 
