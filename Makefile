@@ -28,7 +28,7 @@ test-fast: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: setup
-	$(VENV)/bin/ruff check search trainables tests bench
+	$(VENV)/bin/ruff check hpsearch search trainables tests bench
 
 bench: setup data
 	$(PY) bench/throughput.py

@@ -11,9 +11,9 @@ from typing import Any
 
 import yaml
 
-from search.runner import SweepOutcome, run_sweep
-from search.spec import parse_spec
-from search.sweepdir import RESULT_FILE
+from hpsearch.search.runner import SweepOutcome, run_sweep
+from hpsearch.search.spec import parse_spec
+from hpsearch.search.sweepdir import RESULT_FILE
 
 
 def machine() -> str:

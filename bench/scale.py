@@ -16,7 +16,7 @@ from pathlib import Path
 
 from _common import machine, sweep
 
-from search.sweepdir import MARKER_FILE
+from hpsearch.search.sweepdir import MARKER_FILE
 
 
 def rss_mb() -> float:

@@ -22,10 +22,10 @@ import torch.nn.functional as F
 import torchvision.transforms as T
 from torch.utils.data import DataLoader, Subset
 
-from trainables.config import TrialConfig
-from trainables.data import load_data, resolve_root
-from trainables.fit import fit
-from trainables.models import build_model
+from hpsearch.trainables.config import TrialConfig
+from hpsearch.trainables.data import load_data, resolve_root
+from hpsearch.trainables.fit import fit
+from hpsearch.trainables.models import build_model
 
 
 def ours(config: TrialConfig, bundle) -> float:
@@ -79,7 +79,7 @@ def pil_dataloader(config: TrialConfig, bundle, workers: int) -> float:
 
 def pipeline_ours(config: TrialConfig, bundle) -> float:
     """Data pipeline alone: gather, scale, augment (hflip + crop), normalise; no model."""
-    from trainables.fit import _Batches
+    from hpsearch.trainables.fit import _Batches
 
     batches = _Batches(bundle, config, torch.device("cpu"))
     gen = torch.Generator().manual_seed(0)

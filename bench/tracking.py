@@ -28,7 +28,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from search.tracking import MlflowTracker  # noqa: E402
+from hpsearch.search.tracking import MlflowTracker  # noqa: E402
 
 EPOCH_KEYS = ("train_loss", "train_top1", "train_top3", "val_loss", "val_top1", "val_top3")
 

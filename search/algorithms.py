@@ -20,16 +20,16 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from search.space import define_by_run, encode_point, grid_configs, ofat_configs
-from search.spec import SweepSpec
-from trainables.registry import Registry
+from hpsearch.search.space import define_by_run, encode_point, grid_configs, ofat_configs
+from hpsearch.search.spec import SweepSpec
+from hpsearch.trainables.registry import Registry
 
 __all__ = ["SCHEDULERS", "SEARCHERS", "ListSearcher", "TruthfulOptunaSearch", "build_scheduler",
            "build_searcher", "planned_trials"]
 
 SEARCHERS: Registry = Registry("search algorithm", ("optuna", "grid", "random"),
-                               "search.algorithms")
-SCHEDULERS: Registry = Registry("scheduler", ("asha", "none"), "search.algorithms")
+                               "hpsearch.search.algorithms")
+SCHEDULERS: Registry = Registry("scheduler", ("asha", "none"), "hpsearch.search.algorithms")
 
 class TruthfulOptunaSearch(OptunaSearch):
     """OptunaSearch that tells Optuna how each trial really ended (see module docstring).

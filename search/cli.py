@@ -12,11 +12,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from search.messages import error_lines
-from search.names import plain_name
-from search.yamlio import load_yaml, parse_overrides, read_source
-from trainables.config import parse_trial_config
-from trainables.errors import UserError, shown
+from hpsearch.search.messages import error_lines
+from hpsearch.search.names import plain_name
+from hpsearch.search.yamlio import load_yaml, parse_overrides, read_source
+from hpsearch.trainables.config import parse_trial_config
+from hpsearch.trainables.errors import UserError, shown
 
 __all__ = ["main"]
 
@@ -28,7 +28,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     import torch  # noqa: F401  (heavy; only now that the config is valid)
 
-    from trainables.fit import console_reporter, fit, pick_device
+    from hpsearch.trainables.fit import console_reporter, fit, pick_device
 
     device = pick_device(config.device)
     print(f"hpsearch train: {config.dataset} / {config.model} / {config.optimizer} "
@@ -47,7 +47,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _load_spec(path: str, overrides: list[str] | None) -> tuple[Any, str]:
-    from search.spec import load_spec
+    from hpsearch.search.spec import load_spec
 
     return load_spec(path, parse_overrides(overrides or [])), read_source(path)
 
@@ -55,13 +55,13 @@ def _load_spec(path: str, overrides: list[str] | None) -> tuple[Any, str]:
 def _cmd_sweep(args: argparse.Namespace) -> int:
     spec, text = _load_spec(args.spec, args.set)
     if args.check:
-        from search.runner import check_sweep
+        from hpsearch.search.runner import check_sweep
 
         check_sweep(spec, args.address)
         print(f"{args.spec}: OK ({spec.name}): the spec, storage, data, resources and candidate "
               "configs pass every check a sweep makes before Ray starts")
         return 0
-    from search.runner import run_sweep
+    from hpsearch.search.runner import run_sweep
 
     outcome = run_sweep(spec, text, address=args.address, tracking_uri=args.tracking_uri)
     return 0 if outcome.counts.get("failed", 0) < outcome.trials else 1
@@ -70,7 +70,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 def _sweep_ref(value: str, command: str) -> str:
     """``value`` if it is a URI or the path of an existing folder; otherwise it is a sweep's
     name, joined under the storage root, so it must be a plain name."""
-    from search.storage import is_uri
+    from hpsearch.search.storage import is_uri
 
     path_like = "/" in value or "\\" in value
     if is_uri(value) or (path_like and Path(value).expanduser().is_dir()):
@@ -79,11 +79,11 @@ def _sweep_ref(value: str, command: str) -> str:
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:
-    from search.sweepdir import load_meta
+    from hpsearch.search.sweepdir import load_meta
 
     plain_name(args.name, "resume NAME")
     load_meta(args.name, args.storage)  # a missing sweep is a one-line error before any import
-    from search.runner import resume_sweep
+    from hpsearch.search.runner import resume_sweep
 
     spec = _load_spec(args.spec, None)[0] if args.spec else None
     outcome = resume_sweep(args.name, storage=args.storage, spec=spec, address=args.address)
@@ -95,19 +95,19 @@ def _cmd_submit(args: argparse.Namespace) -> int:
     if args.set:  # the job runs exactly what was validated here
         import yaml
 
-        from search.spec import apply_overrides
+        from hpsearch.search.spec import apply_overrides
 
         text = yaml.safe_dump(apply_overrides(load_yaml(args.spec),
                                               parse_overrides(args.set)), sort_keys=False)
-    from search.runner import submit_sweep
+    from hpsearch.search.runner import submit_sweep
 
     submit_sweep(text, spec, args.address, follow=args.follow)
     return 0
 
 
 def _cmd_sync(args: argparse.Namespace) -> int:
-    from search.sweepdir import find_sweep
-    from search.tracking import sync
+    from hpsearch.search.sweepdir import find_sweep
+    from hpsearch.search.tracking import sync
 
     run_dir, meta = find_sweep(_sweep_ref(args.name, "sync"), args.storage)
     for key in ("name", "experiment"):  # a copied or edited hpsearch.json is user input too
@@ -129,26 +129,26 @@ def _cmd_sync(args: argparse.Namespace) -> int:
 def _cmd_ui(args: argparse.Namespace) -> int:
     uri, experiment = args.tracking_uri, None
     if args.name:
-        from search.sweepdir import find_sweep
+        from hpsearch.search.sweepdir import find_sweep
 
         meta = find_sweep(_sweep_ref(args.name, "ui"), args.storage)[1]
         uri = uri or meta["tracking_uri"]
         experiment = meta.get("experiment") or meta.get("name")
-    from search.tracking import resolve_tracking_uri
+    from hpsearch.search.tracking import resolve_tracking_uri
 
     uri = resolve_tracking_uri(uri)
     if not uri.startswith(("sqlite:", "postgresql", "mysql", "file:")) and "://" in uri:
-        from search.ui import experiment_link
+        from hpsearch.search.ui import experiment_link
 
         print(f"{uri} is a tracking server: open {experiment_link(uri, uri, experiment)}")
         return 0
-    from search.ui import serve
+    from hpsearch.search.ui import serve
 
     return serve(uri, host=args.host, port=args.port, experiment=experiment)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from search.report import leaderboard_text, load_trials, parse_count, write_report
+    from hpsearch.search.report import leaderboard_text, load_trials, parse_count, write_report
 
     limits = {}
     for key in ("max_params", "max_macs"):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from trainables.errors import MAX_SHOWN, cut, shown
+from hpsearch.trainables.errors import MAX_SHOWN, cut, shown
 
 __all__ = ["MAX_LINE", "MAX_LINES", "MAX_SHOWN", "cut", "error_lines", "shown"]
 

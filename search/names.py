@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from trainables.errors import UserError, shown
+from hpsearch.trainables.errors import UserError, shown
 
 __all__ = ["check_plain", "plain_name"]
 

@@ -15,8 +15,8 @@ from typing import Any
 from ray.tune import Callback
 from ray.tune.experiment import Trial
 
-from search.console import failure_line
-from trainables.vocab import STATUS_ORDER, Status, TuneStatus
+from hpsearch.search.console import failure_line
+from hpsearch.trainables.vocab import STATUS_ORDER, Status, TuneStatus
 
 __all__ = ["ProgressPrinter", "status_word"]
 

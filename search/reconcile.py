@@ -27,8 +27,8 @@ import logging
 import shutil
 from typing import Any
 
-from search.storage import Location, RemotePath, write_atomic
-from search.sweepdir import (
+from hpsearch.search.storage import Location, RemotePath, write_atomic
+from hpsearch.search.sweepdir import (
     RESULT_FILE,
     STATE_GLOB,
     TRIAL_GLOB,
@@ -53,7 +53,7 @@ def _remove_tree(path: Location) -> None:
 
 def _checkpoint_history(trial_dir: Location) -> list[dict[str, Any]]:
     """Every epoch's metrics from the trial's newest complete checkpoint (empty if none)."""
-    from trainables.tune_adapter import TrialFolder, latest_checkpoint_state
+    from hpsearch.trainables.tune_adapter import TrialFolder, latest_checkpoint_state
 
     folder = TrialFolder(trial_dir.fs, trial_dir.fs_path) if isinstance(trial_dir, RemotePath) \
         else TrialFolder.local(trial_dir)

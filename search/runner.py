@@ -17,10 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from search.console import quiet_trial_errors
-from search.spec import SweepSpec, parse_spec, spec_fingerprint
-from search.storage import Location
-from search.sweepdir import (
+from hpsearch.search.console import quiet_trial_errors
+from hpsearch.search.spec import SweepSpec, parse_spec, spec_fingerprint
+from hpsearch.search.storage import Location
+from hpsearch.search.sweepdir import (
     META_FILE,
     check_storage,
     find_sweep,
@@ -30,9 +30,9 @@ from search.sweepdir import (
     trial_dirname,
     write_meta,
 )
-from trainables.config import TrialConfig, parse_trial_config
-from trainables.errors import UserError
-from trainables.vocab import Status
+from hpsearch.trainables.config import TrialConfig, parse_trial_config
+from hpsearch.trainables.errors import UserError
+from hpsearch.trainables.vocab import Status
 
 __all__ = ["META_FILE", "SweepOutcome", "check_sweep", "find_sweep", "load_meta", "resume_sweep",
            "run_dir_for", "run_sweep", "submit_sweep"]
@@ -88,8 +88,8 @@ def _check_candidates(spec: SweepSpec, bundle: Any, configs: list[dict[str, Any]
     """Before Ray: candidate configs must build for this data (e.g. an ImageNet stem needs big
     enough images) and, with cost limits, at least one must fit them. Grid/OFAT configs are all
     checked; for sampled spaces, an error only when no sampled config works."""
-    from trainables.cost import constraint_violation
-    from trainables.models import trial_cost
+    from hpsearch.trainables.cost import constraint_violation
+    from hpsearch.trainables.models import trial_cost
 
     limits = {"max_params": spec.max_params, "max_macs": spec.max_macs}
     smallest: dict[str, int] | None = None
@@ -116,7 +116,7 @@ def _check_candidates(spec: SweepSpec, bundle: Any, configs: list[dict[str, Any]
 
 
 def _candidates(spec: SweepSpec, n: int = 32) -> list[dict[str, Any]]:
-    from search.space import define_by_run, grid_configs, ofat_configs
+    from hpsearch.search.space import define_by_run, grid_configs, ofat_configs
 
     if spec.design == "ofat":
         return ofat_configs(spec)
@@ -235,7 +235,7 @@ def _quiet_tune(slots: int) -> None:
 def _trainable(spec: SweepSpec, bundle: Any) -> Any:
     from ray import tune
 
-    from trainables.tune_adapter import train_trial
+    from hpsearch.trainables.tune_adapter import train_trial
 
     objective = dict(zip(spec.metrics, spec.modes, strict=True)) if spec.is_multi_objective \
         else {spec.metric: spec.mode}
@@ -247,8 +247,8 @@ def _trainable(spec: SweepSpec, bundle: Any) -> Any:
 
 def _callbacks(spec: SweepSpec, run_dir: Location, tracking_uri: str, total: int,
                echo: Callable[[str], None]) -> list[Any]:
-    from search.progress import ProgressPrinter
-    from search.tracking import MlflowTracker
+    from hpsearch.search.progress import ProgressPrinter
+    from hpsearch.search.tracking import MlflowTracker
 
     metric = spec.metrics[0] if spec.is_multi_objective else spec.metric
     mode = spec.modes[0] if spec.is_multi_objective else spec.mode
@@ -277,7 +277,7 @@ def _sweep_params(spec: SweepSpec) -> dict[str, Any]:
 
 def _before_ray(spec: SweepSpec, address: str | None) -> Any:
     """Every check a sweep makes before Ray starts; the decoded data."""
-    from trainables.data import load_data
+    from hpsearch.trainables.data import load_data
 
     _preflight(spec, address)
     bundle = load_data(_base_config(spec))
@@ -319,18 +319,18 @@ def run_sweep(spec: SweepSpec, spec_text: str, *, address: str | None = None,
     from ray import tune
     from ray.tune import CheckpointConfig, FailureConfig, RunConfig
 
-    from search.algorithms import build_scheduler, build_searcher, planned_trials
+    from hpsearch.search.algorithms import build_scheduler, build_searcher, planned_trials
 
     run_dir = run_dir_for(spec.name, spec.storage) if again else _check_new(spec)
     bundle, slots = _prepare(spec, address)
-    from search.tracking import resolve_tracking_uri
+    from hpsearch.search.tracking import resolve_tracking_uri
 
     tracking_uri = resolve_tracking_uri(tracking_uri or spec.tracking.uri)
     total = planned_trials(spec)
     _quiet_tune(slots)
     run_dir.mkdir(parents=True, exist_ok=True)
     if again:
-        from search.reconcile import TuneRecord, rollback
+        from hpsearch.search.reconcile import TuneRecord, rollback
 
         rollback(run_dir, TuneRecord("", {}))  # no trial was recorded: none is kept
         _reconcile_mlflow(spec, run_dir, load_meta(spec.name, str(run_dir.parent)))
@@ -382,7 +382,7 @@ def resume_sweep(name: str, *, storage: str | None = None, spec: SweepSpec | Non
     """
     from ray import tune
 
-    from search.reconcile import read_record, rollback
+    from hpsearch.search.reconcile import read_record, rollback
 
     meta = load_meta(name, storage)
     saved = parse_spec(meta["spec"], source=f"{name}/{META_FILE}")
@@ -402,7 +402,7 @@ def resume_sweep(name: str, *, storage: str | None = None, spec: SweepSpec | Non
     _quiet_tune(slots)
     rollback(run_dir, record)
     _reconcile_mlflow(spec, run_dir, meta)
-    from search.algorithms import planned_trials
+    from hpsearch.search.algorithms import planned_trials
 
     tuner = tune.Tuner.restore(str(run_dir), _trainable(spec, bundle), resume_unfinished=True,
                                resume_errored=True, param_space=dict(spec.trial_defaults()))
@@ -418,7 +418,7 @@ def resume_sweep(name: str, *, storage: str | None = None, spec: SweepSpec | Non
 def _reconcile_mlflow(spec: SweepSpec, run_dir: Location, meta: dict[str, Any]) -> None:
     """MLflow made equal to Ray's record before the sweep goes on; when MLflow is down, the
     sweep goes on anyway and the ``mlflow_pending`` marker stays for a later ``sync``."""
-    from search.tracking import sync
+    from hpsearch.search.tracking import sync
 
     metric = spec.metrics[0] if spec.is_multi_objective else spec.metric
     mode = spec.modes[0] if spec.is_multi_objective else spec.mode
@@ -480,7 +480,7 @@ def submit_sweep(spec_text: str, spec: SweepSpec, address: str, *, follow: bool 
 
 
 def _write_meta(run_dir: Location, spec: SweepSpec, spec_text: str, tracking_uri: str) -> None:
-    from search.tracking import git_commit
+    from hpsearch.search.tracking import git_commit
 
     write_meta(run_dir, {
         "name": spec.name, "spec": spec.to_dict(), "spec_yaml": spec_text,
@@ -493,7 +493,7 @@ def _summarise(spec: SweepSpec, run_dir: Location, results: Any, tracking_uri: s
                wall_s: float, echo: Callable[[str], None]) -> SweepOutcome:
     metric = spec.metrics[0] if spec.is_multi_objective else spec.metric
     mode = spec.modes[0] if spec.is_multi_objective else spec.mode
-    from search.progress import status_word
+    from hpsearch.search.progress import status_word
 
     counts: dict[str, int] = {}  # by the word the summary prints
     best: dict[str, Any] | None = None

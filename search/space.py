@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from search.spec import (
+from hpsearch.search.spec import (
     Choice,
     Grid,
     IntRange,
@@ -21,7 +21,7 @@ from search.spec import (
     Uniform,
     space_order,
 )
-from trainables.config import TrialConfig
+from hpsearch.trainables.config import TrialConfig
 
 if TYPE_CHECKING:
     import optuna

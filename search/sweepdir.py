@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from search.names import plain_name
-from search.storage import Location, is_uri, location, storage_error, write_atomic
-from trainables.errors import UserError
-from trainables.vocab import TuneStatus
+from hpsearch.search.names import plain_name
+from hpsearch.search.storage import Location, is_uri, location, storage_error, write_atomic
+from hpsearch.trainables.errors import UserError
+from hpsearch.trainables.vocab import TuneStatus
 
 __all__ = ["ERROR_FILE", "MARKER_FILE", "META_FILE", "PARAMS_FILE", "RESULT_FILE", "RUNS_FILE",
            "SPEC_FILE", "STATE_GLOB", "TRIAL_GLOB", "TUNE_OVER", "RecordedTrial", "TrialFiles",

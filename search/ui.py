@@ -20,7 +20,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 
-from trainables.errors import UserError
+from hpsearch.trainables.errors import UserError
 
 __all__ = ["START_TIMEOUT_S", "experiment_link", "serve"]
 

@@ -12,7 +12,7 @@ import math
 import re
 from typing import Any
 
-from trainables.errors import shown
+from hpsearch.trainables.errors import shown
 
 __all__ = [
     "COUNT_SUFFIXES",

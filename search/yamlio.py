@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from yaml.reader import Reader
 
-from trainables.errors import UserError, shown
+from hpsearch.trainables.errors import UserError, shown
 
 __all__ = ["MAX_BYTES", "MAX_DEPTH", "MAX_VALUES", "load_yaml", "parse_overrides",
            "parse_yaml", "read_source"]

@@ -19,7 +19,7 @@ __all__ = ["hpsearch", "sigkill_sweep_when"]
 def hpsearch(*args: str, cwd: Path | None = None, env: Mapping[str, str] | None = None,
              timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """``hpsearch ARGS`` (``python -m search.cli``) to the end, output captured."""
-    return subprocess.run([sys.executable, "-m", "search.cli", *args], cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "hpsearch", *args], cwd=cwd,
                           env=dict(env) if env is not None else None, capture_output=True,
                           text=True, timeout=timeout)
 
@@ -30,7 +30,7 @@ def sigkill_sweep_when(spec_file: Path, ready: Callable[[], bool], *, cwd: Path,
     """Run ``hpsearch sweep spec_file`` and SIGKILL it ``delay`` seconds after ``ready()``
     holds while it still runs; the test fails if that never happens within ``timeout`` seconds
     or the sweep ends before the kill."""
-    driver = subprocess.Popen([sys.executable, "-m", "search.cli", "sweep", str(spec_file)],
+    driver = subprocess.Popen([sys.executable, "-m", "hpsearch", "sweep", str(spec_file)],
                               cwd=cwd, env=dict(env) if env is not None else None,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + timeout

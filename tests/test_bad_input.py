@@ -35,7 +35,7 @@ def hpsearch(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Any:
     """``hpsearch ARGS`` run in this process: the same ``main()`` as the command, without an
     interpreter and torch start per case (the cases above keep the real command)."""
-    from search.cli import main
+    from hpsearch.search.cli import main
 
     def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         monkeypatch.chdir(cwd)
@@ -190,8 +190,8 @@ def test_data_setting_in_the_space_is_refused(
 
 
 def test_resume_with_an_incompatibly_changed_spec(cli: Any, tmp_path: Path) -> None:
-    from search.runner import _write_meta
-    from search.spec import parse_spec
+    from hpsearch.search.runner import _write_meta
+    from hpsearch.search.spec import parse_spec
 
     run_dir = tmp_path / "elsewhere" / "bad"
     run_dir.mkdir(parents=True)

@@ -159,7 +159,7 @@ def test_references_between_the_files_resolve() -> None:
 
 
 def test_the_rayjob_sweep_spec_is_a_valid_hpsearch_spec() -> None:
-    from search.spec import parse_spec
+    from hpsearch.search.spec import parse_spec
 
     job = next(d for _, d in DOCS if d["kind"] == "RayJob")
     spec_path = job["spec"]["entrypoint"].split()[2]  # hpsearch sweep <path> --address auto

@@ -64,7 +64,7 @@ class _Exploit:
 
 
 def test_a_malicious_checkpoint_cannot_run_code(tmp_path: Path) -> None:
-    from trainables.tune_adapter import CHECKPOINT_FILE, latest_checkpoint_state
+    from hpsearch.trainables.tune_adapter import CHECKPOINT_FILE, latest_checkpoint_state
 
     ckpt = tmp_path / "checkpoint_000000"
     ckpt.mkdir()

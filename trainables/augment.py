@@ -19,7 +19,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from trainables.config import AUGMENTATIONS, TrialConfig
+from hpsearch.trainables.config import AUGMENTATIONS, TrialConfig
 
 __all__ = ["AugmentFn", "Augmenter", "build_augmenter"]
 

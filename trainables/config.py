@@ -11,8 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from trainables.errors import MAX_SHOWN, UserError, closest, cut, shown
-from trainables.registry import Registry
+from hpsearch.trainables.errors import MAX_SHOWN, UserError, closest, cut, shown
+from hpsearch.trainables.registry import Registry
 
 __all__ = [
     "AUGMENTATIONS",
@@ -28,22 +28,22 @@ __all__ = [
 
 # Every registry's names are declared here, cheaply; implementations register against them.
 DATASETS: Registry = Registry("dataset", ("mnist", "fashion_mnist", "cifar10", "image_folder"),
-                              "trainables.data")
+                              "hpsearch.trainables.data")
 MODELS: Registry = Registry("model", ("mlp", "cnn", "resnet18", "squeezenet1_1", "alexnet"),
-                            "trainables.models")
+                            "hpsearch.trainables.models")
 ACTIVATIONS: Registry = Registry(
     "activation",
     ("relu", "gelu", "sigmoid", "tanh", "elu", "leaky_relu", "silu", "softmax"),
-    "trainables.models",
+    "hpsearch.trainables.models",
 )
 AUGMENTATIONS: Registry = Registry(
     "augmentation", ("hflip", "rotate", "affine", "color_jitter", "crop", "elastic"),
-    "trainables.augment",
+    "hpsearch.trainables.augment",
 )
 OPTIMIZERS: Registry = Registry("optimizer", ("sgd", "adam", "adamw", "rmsprop"),
-                                "trainables.optim")
+                                "hpsearch.trainables.optim")
 SCHEDULES: Registry = Registry("schedule", ("none", "step", "exponential", "cosine", "onecycle"),
-                               "trainables.optim")
+                               "hpsearch.trainables.optim")
 
 
 class TrialConfig(BaseModel):

@@ -20,11 +20,11 @@ import numpy as np
 import torch
 import torchvision
 
-from trainables.bundle import DataBundle
-from trainables.config import DATASETS, TrialConfig
-from trainables.datadir import atomic_write, cache_dir, resolve_root
-from trainables.errors import UserError
-from trainables.images import IMAGE_EXTENSIONS, common_format, decode_images
+from hpsearch.trainables.bundle import DataBundle
+from hpsearch.trainables.config import DATASETS, TrialConfig
+from hpsearch.trainables.datadir import atomic_write, cache_dir, resolve_root
+from hpsearch.trainables.errors import UserError
+from hpsearch.trainables.images import IMAGE_EXTENSIONS, common_format, decode_images
 
 __all__ = ["DataBundle", "cache_dir", "load_data", "resolve_root"]
 

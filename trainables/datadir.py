@@ -24,8 +24,8 @@ from urllib.parse import urlparse
 
 import torchvision
 
-from trainables.config import DATASETS
-from trainables.errors import UserError
+from hpsearch.trainables.config import DATASETS
+from hpsearch.trainables.errors import UserError
 
 __all__ = ["SYSTEM_DATASETS_DIR", "atomic_write", "cache_dir", "image_folder_root",
            "resolve_root"]

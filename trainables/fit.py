@@ -19,15 +19,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainables.augment import build_augmenter
-from trainables.bundle import DataBundle
-from trainables.config import TrialConfig
-from trainables.cost import model_cost
-from trainables.data import load_data
-from trainables.errors import UserError
-from trainables.metrics import Meter, confusion_matrix, macro_prf
-from trainables.models import build_model
-from trainables.optim import build_optimizer, build_schedule
+from hpsearch.trainables.augment import build_augmenter
+from hpsearch.trainables.bundle import DataBundle
+from hpsearch.trainables.config import TrialConfig
+from hpsearch.trainables.cost import model_cost
+from hpsearch.trainables.data import load_data
+from hpsearch.trainables.errors import UserError
+from hpsearch.trainables.metrics import Meter, confusion_matrix, macro_prf
+from hpsearch.trainables.models import build_model
+from hpsearch.trainables.optim import build_optimizer, build_schedule
 
 __all__ = ["FitResult", "Reporter", "console_reporter", "fit", "pick_device"]
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from trainables.errors import UserError
+from hpsearch.trainables.errors import UserError
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage

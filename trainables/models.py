@@ -20,12 +20,12 @@ import torch
 import torchvision
 from torch import nn
 
-from trainables.config import ACTIVATIONS, MODELS, TrialConfig
-from trainables.cost import dry_forward, model_cost
-from trainables.errors import UserError
+from hpsearch.trainables.config import ACTIVATIONS, MODELS, TrialConfig
+from hpsearch.trainables.cost import dry_forward, model_cost
+from hpsearch.trainables.errors import UserError
 
 if TYPE_CHECKING:
-    from trainables.bundle import DataBundle
+    from hpsearch.trainables.bundle import DataBundle
 
 __all__ = ["Classifier", "ModelSpec", "build_model", "fc_widths", "make_activation",
            "min_image_size", "trial_cost"]

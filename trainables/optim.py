@@ -13,8 +13,8 @@ import torch
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
-from trainables.config import OPTIMIZERS, SCHEDULES, TrialConfig
-from trainables.errors import UserError
+from hpsearch.trainables.config import OPTIMIZERS, SCHEDULES, TrialConfig
+from hpsearch.trainables.errors import UserError
 
 __all__ = ["OptimizerSpec", "ScheduleSpec", "build_optimizer", "build_schedule"]
 

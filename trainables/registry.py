@@ -11,7 +11,7 @@ import importlib
 from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
 
-from trainables.errors import MAX_SHOWN, UserError, closest, shown
+from hpsearch.trainables.errors import MAX_SHOWN, UserError, closest, shown
 
 __all__ = ["Registry"]
 

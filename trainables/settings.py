@@ -7,11 +7,11 @@ every trial reads. A report reads configs back through this module, not the trai
 
 from __future__ import annotations
 
-from trainables.config import MODELS, OPTIMIZERS, SCHEDULES, TrialConfig
+from hpsearch.trainables.config import MODELS, OPTIMIZERS, SCHEDULES, TrialConfig
 
 # Imported for their registrations, so that without torch this import fails (not a later call).
-from trainables.models import ModelSpec
-from trainables.optim import OptimizerSpec, ScheduleSpec
+from hpsearch.trainables.models import ModelSpec
+from hpsearch.trainables.optim import OptimizerSpec, ScheduleSpec
 
 __all__ = ["ALWAYS", "used_keys"]
 

@@ -18,11 +18,11 @@ import torch
 from ray.tune import Checkpoint, get_checkpoint, report
 from ray.tune.result import EXPR_RESULT_FILE
 
-from trainables.bundle import DataBundle
-from trainables.config import TrialConfig, parse_trial_config
-from trainables.cost import constraint_violation
-from trainables.fit import fit
-from trainables.models import trial_cost
+from hpsearch.trainables.bundle import DataBundle
+from hpsearch.trainables.config import TrialConfig, parse_trial_config
+from hpsearch.trainables.cost import constraint_violation
+from hpsearch.trainables.fit import fit
+from hpsearch.trainables.models import trial_cost
 
 __all__ = ["CHECKPOINT_FILE", "COMPLETE_FILE", "TrialFolder", "checkpoint_state",
            "latest_checkpoint_state", "load_state", "train_trial"]

@@ -20,13 +20,15 @@ names and statuses are :mod:`trainables.vocab`'s.
 
 from __future__ import annotations
 
-from search.report.data import SweepData
-from search.report.formats import format_macs, format_params, parse_count
-from search.report.load import _spec_from_yaml as _spec_from_yaml  # the tests read kept specs
-from search.report.load import from_mlflow, from_ray_dir, load_trials
-from search.report.render import latex_table, write_report
-from search.report.study import param_importances
-from search.report.tables import (
+from hpsearch.search.report.data import SweepData
+from hpsearch.search.report.formats import format_macs, format_params, parse_count
+from hpsearch.search.report.load import (
+    _spec_from_yaml as _spec_from_yaml,  # the tests read kept specs
+)
+from hpsearch.search.report.load import from_mlflow, from_ray_dir, load_trials
+from hpsearch.search.report.render import latex_table, write_report
+from hpsearch.search.report.study import param_importances
+from hpsearch.search.report.tables import (
     compute_summary,
     cost_table,
     factor_tables,
@@ -35,7 +37,7 @@ from search.report.tables import (
     ofat_table,
     pareto_front,
 )
-from trainables.vocab import FINAL_METRICS, HISTORY_METRICS
+from hpsearch.trainables.vocab import FINAL_METRICS, HISTORY_METRICS
 
 __all__ = [
     "FINAL_METRICS",

@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from search.report.formats import missing
-from trainables.vocab import DEFAULT_OBJECTIVE, FINAL_METRICS, HISTORY_METRICS
+from hpsearch.search.report.formats import missing
+from hpsearch.trainables.vocab import DEFAULT_OBJECTIVE, FINAL_METRICS, HISTORY_METRICS
 
 if TYPE_CHECKING:
-    from search.spec import SweepSpec
+    from hpsearch.search.spec import SweepSpec
 
 __all__ = ["INT_FINALS", "SweepData", "best_columns", "fixed_columns", "hashable", "ranked",
            "score_column", "varies"]

@@ -8,8 +8,8 @@ from typing import Any
 
 import pandas as pd
 
-from search.units import parse_count  # re-exported: the one count parser
-from trainables.vocab import Status
+from hpsearch.search.units import parse_count  # re-exported: the one count parser
+from hpsearch.trainables.vocab import Status
 
 __all__ = ["DASH", "budget_text", "duration", "fmt_metric", "fmt_value", "format_macs",
            "format_params", "is_accuracy", "metric_name", "metric_title", "missing",

@@ -22,14 +22,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 
-from search.figures import CONFUSION_CSV, read_confusion
-from search.report.data import INT_FINALS, SweepData, best_columns
-from search.spec import SweepSpec, parse_spec
-from search.sweepdir import META_FILE, RESULT_FILE, STATE_GLOB, run_dir_for, sweep_names
-from search.yamlio import parse_yaml
-from trainables.config import TrialConfig
-from trainables.errors import UserError
-from trainables.vocab import (
+from hpsearch.search.figures import CONFUSION_CSV, read_confusion
+from hpsearch.search.report.data import INT_FINALS, SweepData, best_columns
+from hpsearch.search.spec import SweepSpec, parse_spec
+from hpsearch.search.sweepdir import META_FILE, RESULT_FILE, STATE_GLOB, run_dir_for, sweep_names
+from hpsearch.search.yamlio import parse_yaml
+from hpsearch.trainables.config import TrialConfig
+from hpsearch.trainables.errors import UserError
+from hpsearch.trainables.vocab import (
     DEFAULT_OBJECTIVE,
     FINAL_METRICS,
     HISTORY_METRICS,
@@ -39,8 +39,8 @@ from trainables.vocab import (
 )
 
 if TYPE_CHECKING:
-    from search.storage import RemotePath
-    from search.tracking import TrialFiles
+    from hpsearch.search.storage import RemotePath
+    from hpsearch.search.tracking import TrialFiles
 
 __all__ = ["from_mlflow", "from_ray_dir", "load_trials"]
 
@@ -70,8 +70,8 @@ def load_trials(source: str, *, storage: str | None = None,
     Raises:
         UserError: None of these holds such a sweep.
     """
-    from search.names import check_plain
-    from search.storage import is_uri, location, storage_error
+    from hpsearch.search.names import check_plain
+    from hpsearch.search.storage import is_uri, location, storage_error
 
     if is_uri(source):  # a sweep folder on remote storage, e.g. s3://bucket/runs/<name>
         return from_ray_dir(source)
@@ -105,7 +105,7 @@ def _is_results_dir(path: Path) -> bool:
 
 
 def _tracking_uri(tracking_uri: str | None) -> str:
-    from search.tracking import resolve_tracking_uri
+    from hpsearch.search.tracking import resolve_tracking_uri
 
     return resolve_tracking_uri(tracking_uri)
 
@@ -127,7 +127,7 @@ def from_ray_dir(run_dir: str | os.PathLike[str] | RemotePath) -> SweepData:
     Raises:
         UserError: ``run_dir`` holds no trials, or remote storage cannot be read.
     """
-    from search.storage import local_copy, location, storage_error
+    from hpsearch.search.storage import local_copy, location, storage_error
 
     where = location(run_dir)
     if isinstance(where, Path):
@@ -146,7 +146,7 @@ def from_ray_dir(run_dir: str | os.PathLike[str] | RemotePath) -> SweepData:
 
 
 def _from_local_dir(run_dir: Path, shown: str, name: str) -> SweepData:
-    from search.tracking import read_trial_dirs, tune_states
+    from hpsearch.search.tracking import read_trial_dirs, tune_states
 
     meta_path = run_dir / META_FILE
     saved = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
@@ -163,7 +163,7 @@ def _ray_trial(files: TrialFiles, states: Mapping[str, tuple[str | None, str | N
                ) -> tuple[_Trial, list[list[float]] | None]:
     """One trial folder (``result.json``, ``params.json``, ``error.txt``) and its test
     confusion matrix, if it has one."""
-    from search.tracking import by_step, result_metrics, result_step
+    from hpsearch.search.tracking import by_step, result_metrics, result_step
 
     rows = by_step(files.rows)  # a resumed trial may repeat an epoch
     trial_id = files.trial_id or files.dir.name.removeprefix("trial_")

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from search.figures import draw_confusion, draw_series
-from search.report.data import SweepData, varies
-from search.report.formats import (
+from hpsearch.search.figures import draw_confusion, draw_series
+from hpsearch.search.report.data import SweepData, varies
+from hpsearch.search.report.formats import (
     fmt_metric,
     format_macs,
     format_params,
@@ -29,8 +29,8 @@ from search.report.formats import (
     missing,
     status_label,
 )
-from search.report.study import IMPORTANCE_SEED, importance_study, scored_study
-from search.report.tables import pareto_front
+from hpsearch.search.report.study import IMPORTANCE_SEED, importance_study, scored_study
+from hpsearch.search.report.tables import pareto_front
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

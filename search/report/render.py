@@ -19,8 +19,8 @@ from typing import Any
 
 import pandas as pd
 
-from search.report.data import SweepData
-from search.report.formats import (
+from hpsearch.search.report.data import SweepData
+from hpsearch.search.report.formats import (
     DASH,
     budget_text,
     fmt_metric,
@@ -32,7 +32,7 @@ from search.report.formats import (
     metric_title,
     missing,
 )
-from search.report.plots import (
+from hpsearch.search.report.plots import (
     CURVES,
     plot_confusion,
     plot_cost,
@@ -40,8 +40,8 @@ from search.report.plots import (
     plot_importances,
     plot_parallel,
 )
-from search.report.study import param_importances
-from search.report.tables import (
+from hpsearch.search.report.study import param_importances
+from hpsearch.search.report.tables import (
     compute_summary,
     compute_table,
     cost_table,

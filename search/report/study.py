@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from search.report.data import SweepData, varies
-from search.report.formats import missing
-from search.space import encode_value, optuna_distribution
+from hpsearch.search.report.data import SweepData, varies
+from hpsearch.search.report.formats import missing
+from hpsearch.search.space import encode_value, optuna_distribution
 
 if TYPE_CHECKING:
     import optuna

@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from search.report.data import SweepData, hashable, varies
-from search.report.formats import (
+from hpsearch.search.report.data import SweepData, hashable, varies
+from hpsearch.search.report.formats import (
     DASH,
     budget_text,
     duration,
@@ -24,10 +24,10 @@ from search.report.formats import (
     missing,
     status_label,
 )
-from search.spec import Choice, Grid, IntRange, LogUniform, Uniform
-from trainables.config import TrialConfig
-from trainables.errors import UserError
-from trainables.vocab import STATUS_ORDER, Status
+from hpsearch.search.spec import Choice, Grid, IntRange, LogUniform, Uniform
+from hpsearch.trainables.config import TrialConfig
+from hpsearch.trainables.errors import UserError
+from hpsearch.trainables.vocab import STATUS_ORDER, Status
 
 __all__ = ["compute_summary", "compute_table", "cost_table", "factor_tables", "leaderboard",
            "leaderboard_text", "ofat_table", "pareto_front"]
@@ -54,8 +54,8 @@ def _under_budget(trials: pd.DataFrame, max_params: int | None,
 def _unused_settings(trials: pd.DataFrame, keys: Sequence[str]) -> list[set[str]]:
     """Per trial, the settings among ``keys`` its config does not use (momentum under Adam)."""
     try:
-        from trainables.config import parse_trial_config
-        from trainables.settings import used_keys
+        from hpsearch.trainables.config import parse_trial_config
+        from hpsearch.trainables.settings import used_keys
     except ImportError:  # torch missing: show every value
         return [set() for _ in range(len(trials))]
     out = []
@@ -214,7 +214,7 @@ def ofat_table(data: SweepData) -> pd.DataFrame | None:
     spec = data.spec
     if spec is None or spec.design != "ofat":
         return None
-    from search.space import ofat_configs, ofat_labels
+    from hpsearch.search.space import ofat_configs, ofat_labels
 
     defaults = {**TrialConfig().to_dict(), **spec.trial_defaults()}
     keys = list(spec.space)

@@ -24,7 +24,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from search.spec.distributions import (
+from hpsearch.search.spec.distributions import (
     Choice,
     Distribution,
     Grid,
@@ -33,9 +33,9 @@ from search.spec.distributions import (
     Uniform,
     space_order,
 )
-from search.spec.errors import error_lines
-from search.spec.rules import SpecContext
-from search.spec.sections import (
+from hpsearch.search.spec.errors import error_lines
+from hpsearch.search.spec.rules import SpecContext
+from hpsearch.search.spec.sections import (
     DEFAULT_TRACKING_URI,
     METRICS,
     Budget,
@@ -47,9 +47,9 @@ from search.spec.sections import (
     Search,
     Tracking,
 )
-from search.spec.sweep import SweepSpec, spec_fingerprint
-from search.yamlio import load_yaml
-from trainables.errors import UserError, shown
+from hpsearch.search.spec.sweep import SweepSpec, spec_fingerprint
+from hpsearch.search.yamlio import load_yaml
+from hpsearch.trainables.errors import UserError, shown
 
 __all__ = [
     "DEFAULT_TRACKING_URI",

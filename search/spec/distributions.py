@@ -15,8 +15,8 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from pydantic_core import InitErrorDetails
 
-from search.spec.errors import listed, problem, raise_problems
-from trainables.errors import shown
+from hpsearch.search.spec.errors import listed, problem, raise_problems
+from hpsearch.trainables.errors import shown
 
 __all__ = [
     "Choice",

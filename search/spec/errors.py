@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
 
-from trainables.errors import MAX_SHOWN, closest, cut, shown
+from hpsearch.trainables.errors import MAX_SHOWN, closest, cut, shown
 
 __all__ = [
     "Loc",

@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import ValidationError, ValidationInfo
 from pydantic_core import InitErrorDetails
 
-from search.spec.distributions import (
+from hpsearch.search.spec.distributions import (
     Choice,
     Entry,
     Grid,
@@ -29,15 +29,15 @@ from search.spec.distributions import (
     describe_conditions,
     point_problem,
 )
-from search.spec.errors import (
+from hpsearch.search.spec.errors import (
     did_you_mean,
     listed,
     problem,
     raise_problems,
     reraised,
 )
-from search.spec.sections import Budget, Objective, Scheduler, Search
-from search.spec.settings import (
+from hpsearch.search.spec.sections import Budget, Objective, Scheduler, Search
+from hpsearch.search.spec.settings import (
     EPOCHS,
     SETTINGS,
     normalized,
@@ -45,7 +45,7 @@ from search.spec.settings import (
     takes_list,
     trial_problems,
 )
-from trainables.errors import shown
+from hpsearch.trainables.errors import shown
 
 __all__ = [
     "SpecContext",

@@ -19,12 +19,12 @@ from pydantic import (
     model_validator,
 )
 
-from search.names import check_plain
-from search.spec.distributions import FROZEN
-from search.spec.errors import problem, raise_problems, unknown
-from search.units import parse_count, parse_duration
-from trainables.errors import shown
-from trainables.vocab import METRICS  # re-exported: search.spec.METRICS
+from hpsearch.search.names import check_plain
+from hpsearch.search.spec.distributions import FROZEN
+from hpsearch.search.spec.errors import problem, raise_problems, unknown
+from hpsearch.search.units import parse_count, parse_duration
+from hpsearch.trainables.errors import shown
+from hpsearch.trainables.vocab import METRICS  # re-exported: search.spec.METRICS
 
 __all__ = [
     "Budget",

@@ -13,9 +13,9 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import InitErrorDetails
 
-from search.spec.errors import Loc, loc_of, problem
-from trainables.config import TrialConfig, format_validation_error
-from trainables.errors import shown
+from hpsearch.search.spec.errors import Loc, loc_of, problem
+from hpsearch.trainables.config import TrialConfig, format_validation_error
+from hpsearch.trainables.errors import shown
 
 __all__ = [
     "EPOCHS",

@@ -18,9 +18,9 @@ from pydantic import (
     model_validator,
 )
 
-from search.spec.distributions import Distribution
-from search.spec.errors import raise_problems, reraised
-from search.spec.rules import (
+from hpsearch.search.spec.distributions import Distribution
+from hpsearch.search.spec.errors import raise_problems, reraised
+from hpsearch.search.spec.rules import (
     SpecContext,
     across_sections,
     check_baseline,
@@ -28,7 +28,7 @@ from search.spec.rules import (
     check_space,
     without_refused,
 )
-from search.spec.sections import (
+from hpsearch.search.spec.sections import (
     PRUNER,
     Budget,
     Constraints,
@@ -43,7 +43,7 @@ from search.spec.sections import (
     scheduler_shorthand,
     search_shorthand,
 )
-from search.spec.settings import EPOCHS, settings_mapping
+from hpsearch.search.spec.settings import EPOCHS, settings_mapping
 
 __all__ = ["SweepSpec", "spec_fingerprint"]
 

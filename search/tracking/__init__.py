@@ -21,8 +21,8 @@ from here are re-exported.
 
 from __future__ import annotations
 
-from search.figures import draw_confusion
-from search.sweepdir import (
+from hpsearch.search.figures import draw_confusion
+from hpsearch.search.sweepdir import (
     MARKER_FILE,
     RUNS_FILE,
     TrialFiles,
@@ -33,12 +33,12 @@ from search.sweepdir import (
     result_step,
     tune_states,
 )
-from search.tracking.callback import MlflowTracker
-from search.tracking.commit import git_commit
-from search.tracking.plots import plot_curves, write_confusion
-from search.tracking.replay import SyncStats, sync
-from search.tracking.store import resolve_tracking_uri
-from search.tracking.values import flatten_params, result_metrics, trial_status
+from hpsearch.search.tracking.callback import MlflowTracker
+from hpsearch.search.tracking.commit import git_commit
+from hpsearch.search.tracking.plots import plot_curves, write_confusion
+from hpsearch.search.tracking.replay import SyncStats, sync
+from hpsearch.search.tracking.store import resolve_tracking_uri
+from hpsearch.search.tracking.values import flatten_params, result_metrics, trial_status
 
 __all__ = ["MARKER_FILE", "RUNS_FILE", "MlflowTracker", "SyncStats", "TrialFiles", "by_step",
            "draw_confusion", "flatten_params", "git_commit", "last_line", "plot_curves",

@@ -10,10 +10,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from search.storage import Location, RemotePath
-from search.sweepdir import result_step
-from search.tracking.store import _Store
-from search.tracking.values import result_metrics
+from hpsearch.search.storage import Location, RemotePath
+from hpsearch.search.sweepdir import result_step
+from hpsearch.search.tracking.store import _Store
+from hpsearch.search.tracking.values import result_metrics
 
 __all__ = ["log_best"]
 
@@ -55,7 +55,7 @@ def _best_checkpoint(store: _Store, trial_path: str, name: str | None,
                      tmp: Path) -> tuple[Path, str] | None:
     """A local folder of the trial's checkpoint ``name``, else of its newest one, and where
     that checkpoint is; from remote storage only this one checkpoint is downloaded."""
-    from trainables.tune_adapter import CHECKPOINT_FILE, COMPLETE_FILE
+    from hpsearch.trainables.tune_adapter import CHECKPOINT_FILE, COMPLETE_FILE
 
     wanted = (WEIGHTS_FILE, CHECKPOINT_FILE, COMPLETE_FILE)  # all fetched from S3
     trial = store.trial_folder(trial_path)
@@ -97,7 +97,7 @@ def _weights_in(ckpt: Path, tmp: Path) -> Path | None:
     ``tmp``."""
     import torch
 
-    from trainables.tune_adapter import CHECKPOINT_FILE, load_state
+    from hpsearch.trainables.tune_adapter import CHECKPOINT_FILE, load_state
 
     if (ckpt / WEIGHTS_FILE).is_file():
         return ckpt / WEIGHTS_FILE
@@ -116,6 +116,6 @@ def _weights_in(ckpt: Path, tmp: Path) -> Path | None:
 
 
 def _has_weights(ckpt: Location) -> bool:
-    from trainables.tune_adapter import CHECKPOINT_FILE
+    from hpsearch.trainables.tune_adapter import CHECKPOINT_FILE
 
     return (ckpt / WEIGHTS_FILE).exists() or (ckpt / CHECKPOINT_FILE).exists()

@@ -16,14 +16,14 @@ from typing import Any
 
 from ray.tune import Callback
 
-from search.storage import location
-from search.sweepdir import MARKER_FILE, has_marker, last_line, touch_marker
-from search.tracking.best import log_best
-from search.tracking.finish import finish_trial, trial_history
-from search.tracking.store import BATCH_METRICS, _Store, resolve_tracking_uri
-from search.tracking.values import trial_status
-from search.tracking.writer import Writer
-from trainables.vocab import DEFAULT_OBJECTIVE, Status, TuneStatus
+from hpsearch.search.storage import location
+from hpsearch.search.sweepdir import MARKER_FILE, has_marker, last_line, touch_marker
+from hpsearch.search.tracking.best import log_best
+from hpsearch.search.tracking.finish import finish_trial, trial_history
+from hpsearch.search.tracking.store import BATCH_METRICS, _Store, resolve_tracking_uri
+from hpsearch.search.tracking.values import trial_status
+from hpsearch.search.tracking.writer import Writer
+from hpsearch.trainables.vocab import DEFAULT_OBJECTIVE, Status, TuneStatus
 
 __all__ = ["MlflowTracker"]
 

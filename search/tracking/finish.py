@@ -7,12 +7,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from search.figures import CONFUSION_CSV, CONFUSION_PNG, CURVES_PNG
-from search.sweepdir import RESULT_FILE, by_step, read_results, result_step
-from search.tracking.plots import plot_curves, write_confusion
-from search.tracking.store import RUN_FAILED, RUN_FINISHED, _Run, _Store, end_run
-from search.tracking.values import result_metrics, stamp_ms
-from trainables.vocab import Status
+from hpsearch.search.figures import CONFUSION_CSV, CONFUSION_PNG, CURVES_PNG
+from hpsearch.search.sweepdir import RESULT_FILE, by_step, read_results, result_step
+from hpsearch.search.tracking.plots import plot_curves, write_confusion
+from hpsearch.search.tracking.store import RUN_FAILED, RUN_FINISHED, _Run, _Store, end_run
+from hpsearch.search.tracking.values import result_metrics, stamp_ms
+from hpsearch.trainables.vocab import Status
 
 __all__ = ["finish_trial", "is_complete", "trial_history"]
 

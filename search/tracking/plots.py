@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from search.figures import confusion_csv, draw_confusion, draw_series
-from search.sweepdir import result_step
+from hpsearch.search.figures import confusion_csv, draw_confusion, draw_series
+from hpsearch.search.sweepdir import result_step
 
 __all__ = ["draw_confusion", "plot_curves", "write_confusion"]
 

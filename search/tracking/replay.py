@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from search.storage import Location, RemotePath, local_copy, location
-from search.sweepdir import (
+from hpsearch.search.storage import Location, RemotePath, local_copy, location
+from hpsearch.search.sweepdir import (
     SPEC_FILE,
     TUNE_OVER,
     by_step,
@@ -19,11 +19,17 @@ from search.sweepdir import (
     result_step,
     tune_states,
 )
-from search.tracking.best import log_best
-from search.tracking.finish import finish_trial, is_complete
-from search.tracking.store import RUN_FINISHED, RUN_RUNNING, _Best, _Store, resolve_tracking_uri
-from search.tracking.values import trial_status
-from trainables.vocab import DEFAULT_OBJECTIVE
+from hpsearch.search.tracking.best import log_best
+from hpsearch.search.tracking.finish import finish_trial, is_complete
+from hpsearch.search.tracking.store import (
+    RUN_FINISHED,
+    RUN_RUNNING,
+    _Best,
+    _Store,
+    resolve_tracking_uri,
+)
+from hpsearch.search.tracking.values import trial_status
+from hpsearch.trainables.vocab import DEFAULT_OBJECTIVE
 
 __all__ = ["SyncStats", "sync"]
 

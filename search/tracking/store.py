@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from search.spec.sections import resolve_tracking_uri  # re-exported
-from search.storage import Location, RemotePath
-from search.sweepdir import read_run_map, result_step, write_run_map
-from search.tracking.commit import git_commit
-from search.tracking.values import (
+from hpsearch.search.spec.sections import resolve_tracking_uri  # re-exported
+from hpsearch.search.storage import Location, RemotePath
+from hpsearch.search.sweepdir import read_run_map, result_step, write_run_map
+from hpsearch.search.tracking.commit import git_commit
+from hpsearch.search.tracking.values import (
     TAG_MAX,
     flatten_params,
     now_ms,
@@ -29,7 +29,7 @@ from search.tracking.values import (
     result_metrics,
     stamp_ms,
 )
-from trainables.vocab import Status
+from hpsearch.trainables.vocab import Status
 
 __all__ = ["resolve_tracking_uri"]
 

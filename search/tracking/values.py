@@ -9,8 +9,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from trainables import vocab
-from trainables.vocab import Status
+from hpsearch.trainables import vocab
+from hpsearch.trainables.vocab import Status
 
 __all__ = ["flatten_params", "result_metrics", "trial_status"]
 

@@ -16,9 +16,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from search.storage import Location
-from search.sweepdir import MARKER_FILE, remove_marker, touch_marker
-from search.tracking.store import RUN_FINISHED, _Store, is_transient
+from hpsearch.search.storage import Location
+from hpsearch.search.sweepdir import MARKER_FILE, remove_marker, touch_marker
+from hpsearch.search.tracking.store import RUN_FINISHED, _Store, is_transient
 
 __all__ = ["Writer"]
 

@@ -240,7 +240,7 @@ def test_submitted_sweep_runs_on_every_worker_and_reaches_mlflow(cluster: Cluste
     spec_file = tmp_path / f"{name}.yaml"
     spec_file.write_text(yaml.safe_dump(spec))
     hpsearch = Path(sys.executable).parent / "hpsearch"
-    cmd = [str(hpsearch)] if hpsearch.exists() else [sys.executable, "-m", "search.cli"]
+    cmd = [str(hpsearch)] if hpsearch.exists() else [sys.executable, "-m", "hpsearch"]
     start = time.monotonic()
     out = subprocess.run(
         [*cmd, "submit", str(spec_file), "--address", cluster.dashboard, "--follow"],

@@ -10,6 +10,7 @@ import pytest
 from tests.driver import hpsearch
 
 
+@pytest.mark.integration  # a real subprocess / real MLflow store: seconds
 def test_train_prints_one_line_per_epoch_and_phase(tiny_mnist_dir: Path, tmp_path: Path) -> None:
     cfg = tmp_path / "trial.yaml"
     cfg.write_text(f"dataset: mnist\ndata_dir: {tiny_mnist_dir}\nchannels: [8, 16]\n"
@@ -57,6 +58,7 @@ def test_bad_yaml_names_its_line(tmp_path: Path) -> None:
     assert out.returncode == 2 and f"{cfg}:3:" in out.stderr and "Traceback" not in out.stderr
 
 
+@pytest.mark.integration  # a real subprocess / real MLflow store: seconds
 def test_missing_data_offline_says_how_to_get_it(tmp_path: Path) -> None:
     out = hpsearch("train", "--set", "dataset=cifar10", cwd=tmp_path)
     assert out.returncode == 2 and "Traceback" not in out.stderr

@@ -73,7 +73,7 @@ def test_submitted_sweep_runs_on_both_nodes(two_node_cluster: tuple[str, dict[st
             "budget": {"max_epochs": 3}, "resources": {"cpu": 1}}
     spec_file = tmp_path / "submitted.yaml"
     spec_file.write_text(yaml.safe_dump(spec))
-    out = subprocess.run([sys.executable, "-m", "search.cli", "submit", str(spec_file),
+    out = subprocess.run([sys.executable, "-m", "hpsearch", "submit", str(spec_file),
                           "--address", address, "--follow"],
                          env=env, capture_output=True, text=True, timeout=400)
     assert out.returncode == 0 and "SUCCEEDED" in out.stdout, out.stdout[-4000:]
@@ -99,7 +99,7 @@ def test_submit_without_the_token_is_refused(two_node_cluster: tuple[str, dict[s
                                              tmp_path: Path) -> None:
     address, env = two_node_cluster
     env = {**env, "RAY_AUTH_TOKEN": "wrong" + secrets.token_hex(8)}
-    out = subprocess.run([sys.executable, "-m", "search.cli", "submit",
+    out = subprocess.run([sys.executable, "-m", "hpsearch", "submit",
                           "studies/quickstart.yaml", "--address", address],
                          env=env, capture_output=True, text=True, timeout=120,
                          cwd=Path(__file__).resolve().parents[2])

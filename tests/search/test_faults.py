@@ -15,8 +15,8 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from search.runner import SweepOutcome, run_sweep
-from search.spec import parse_spec
+from hpsearch.search.runner import SweepOutcome, run_sweep
+from hpsearch.search.spec import parse_spec
 from tests.fakedata import write_mnist
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_local")]

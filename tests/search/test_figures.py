@@ -6,7 +6,7 @@ import math
 
 from matplotlib.figure import Figure
 
-from search.figures import confusion_csv, draw_series, read_confusion
+from hpsearch.search.figures import confusion_csv, draw_series, read_confusion
 
 
 def test_confusion_csv_reads_back_as_written() -> None:

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 from ray.tune.experiment import Trial
 
-from search.console import quiet_trial_errors
-from search.progress import ProgressPrinter
+from hpsearch.search.console import quiet_trial_errors
+from hpsearch.search.progress import ProgressPrinter
 
 
 def _trial(trial_id: str, results: list[dict[str, Any]], status: str) -> Trial:

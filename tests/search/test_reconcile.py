@@ -8,7 +8,7 @@ import pickle
 from pathlib import Path
 from types import SimpleNamespace
 
-from search.reconcile import read_record, rollback
+from hpsearch.search.reconcile import read_record, rollback
 
 
 class _Touch:

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from search.report import (
+from hpsearch.search.report import (
     SweepData,
     _spec_from_yaml,
     compute_summary,
@@ -31,9 +31,9 @@ from search.report import (
     parse_count,
     write_report,
 )
-from search.spec import parse_spec
-from search.yamlio import MAX_BYTES, MAX_VALUES, parse_yaml
-from trainables.errors import UserError
+from hpsearch.search.spec import parse_spec
+from hpsearch.search.yamlio import MAX_BYTES, MAX_VALUES, parse_yaml
+from hpsearch.trainables.errors import UserError
 
 # --------------------------------------------------------------------------- pure functions
 
@@ -233,7 +233,7 @@ def test_write_report_from_hand_built_trials(tmp_path: Path) -> None:
 def test_the_importance_study_spans_the_spec_distributions() -> None:
     from optuna.distributions import CategoricalDistribution, FloatDistribution
 
-    from search.report.study import importance_study
+    from hpsearch.search.report.study import importance_study
 
     found = importance_study(_hand_data())
     assert not isinstance(found, str)
@@ -249,7 +249,7 @@ def test_optuna_plots_leave_no_figure_or_style_behind() -> None:
     import matplotlib
     from matplotlib import pyplot as plt
 
-    from search.report.plots import plot_importances, plot_parallel
+    from hpsearch.search.report.plots import plot_importances, plot_parallel
 
     before = dict(matplotlib.rcParams)
     data = _hand_data()
@@ -302,7 +302,7 @@ def _fixed(data_dir: Path, **kw: Any) -> dict[str, Any]:
 
 
 def _run(root: Path, spec: dict[str, Any]) -> Path:
-    from search.runner import run_sweep
+    from hpsearch.search.runner import run_sweep
 
     spec["storage"] = str(root / "runs")
     # sort_keys=False: MLflow's spec.yaml keeps the space order that hpsearch.json has

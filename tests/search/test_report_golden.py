@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from search.cli import main
-from search.report import from_ray_dir, param_importances
+from hpsearch.search.cli import main
+from hpsearch.search.report import from_ray_dir, param_importances
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 UPDATE = os.environ.get("HPSEARCH_UPDATE_GOLDEN") == "1"

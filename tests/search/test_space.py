@@ -11,7 +11,7 @@ from typing import Any
 import optuna
 import pytest
 
-from search.space import (
+from hpsearch.search.space import (
     define_by_run,
     encode_point,
     grid_configs,
@@ -20,8 +20,8 @@ from search.space import (
     optuna_distribution,
     space_size,
 )
-from search.spec import Choice, Grid, IntRange, LogUniform, SweepSpec, Uniform, parse_spec
-from trainables.config import TrialConfig
+from hpsearch.search.spec import Choice, Grid, IntRange, LogUniform, SweepSpec, Uniform, parse_spec
+from hpsearch.trainables.config import TrialConfig
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 N_SAMPLES = 150

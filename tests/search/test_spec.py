@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from search.messages import MAX_SHOWN
-from search.spec import (
+from hpsearch.search.messages import MAX_SHOWN
+from hpsearch.search.spec import (
     METRICS,
     SweepSpec,
     apply_overrides,
@@ -23,10 +23,10 @@ from search.spec import (
     parse_spec,
     spec_fingerprint,
 )
-from search.yamlio import MAX_BYTES, MAX_DEPTH, MAX_VALUES, load_yaml, parse_overrides
+from hpsearch.search.yamlio import MAX_BYTES, MAX_DEPTH, MAX_VALUES, load_yaml, parse_overrides
+from hpsearch.trainables.config import TrialConfig
+from hpsearch.trainables.errors import UserError
 from tests.badspecs import BAD_SPECS, LAUGHS, write_spec
-from trainables.config import TrialConfig
-from trainables.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[2]
 DELETE = object()

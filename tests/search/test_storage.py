@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from search.runner import find_sweep, load_meta, run_dir_for
-from search.storage import RemotePath, local_copy, location, write_atomic
-from search.tracking import MARKER_FILE, sync
+from hpsearch.search.runner import find_sweep, load_meta, run_dir_for
+from hpsearch.search.storage import RemotePath, local_copy, location, write_atomic
+from hpsearch.search.tracking import MARKER_FILE, sync
+from hpsearch.trainables.errors import UserError
 from tests.search.test_tracking import assert_matches_results, sweep_runs, write_tune_dir
-from trainables.errors import UserError
 
 
 def test_uri_paths_join_and_keep_their_query() -> None:
@@ -83,6 +83,7 @@ def test_find_sweep_and_load_meta_by_uri(tmp_path: Path) -> None:
         load_meta("a", "nosuch://x")
 
 
+@pytest.mark.integration  # a real subprocess / real MLflow store: seconds
 def test_sync_from_a_uri_matches_a_local_sync_and_tags_the_uri(tmp_path: Path) -> None:
     run_dir = tmp_path / "runs" / "remote"
     write_tune_dir(run_dir, {"bbbb_00000": (0.01, 3, None), "bbbb_00001": (0.1, 3, None),

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from search.space import grid_configs, ofat_configs
-from search.spec import load_spec
+from hpsearch.search.space import grid_configs, ofat_configs
+from hpsearch.search.spec import load_spec
 
 STUDIES = sorted((Path(__file__).resolve().parents[2] / "studies").glob("*.yaml"))
 

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from search.runner import SweepOutcome, run_sweep
-from search.spec import parse_spec
+from hpsearch.search.runner import SweepOutcome, run_sweep
+from hpsearch.search.spec import parse_spec
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_local")]
 

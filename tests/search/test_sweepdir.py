@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from search.sweepdir import (
+from hpsearch.search.sweepdir import (
     MARKER_FILE,
     RUNS_FILE,
     TRIAL_GLOB,
@@ -24,7 +24,7 @@ from search.sweepdir import (
     write_meta,
     write_run_map,
 )
-from trainables.errors import UserError
+from hpsearch.trainables.errors import UserError
 
 
 def test_meta_round_trip_and_a_missing_sweep_names_the_others(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ import pytest
 from mlflow import MlflowClient
 from ray.tune import Callback
 
-from search.tracking import (
+from hpsearch.search.tracking import (
     MARKER_FILE,
     RUNS_FILE,
     MlflowTracker,
@@ -214,6 +214,7 @@ def test_tracker_pickles_without_its_thread(tmp_path: Path) -> None:
     assert json.loads((tmp_path / RUNS_FILE).read_text())[tracker.tracking_uri]["parent_run_id"]
 
 
+@pytest.mark.integration  # a real subprocess / real MLflow store: seconds
 def test_sync_into_local_sqlite_without_server_is_idempotent(tmp_path: Path) -> None:
     run_dir = tmp_path / "runs" / "local"
     write_tune_dir(run_dir, {"aaaa_00000": (0.01, 3, None), "aaaa_00001": (0.1, 3, None),

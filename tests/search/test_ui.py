@@ -54,7 +54,7 @@ def test_the_link_answers_when_printed_and_sigterm_stops_the_server(tmp_path: Pa
     (runs / "hpsearch.json").write_text(
         f'{{"name": "lab", "tracking_uri": "{uri}", "experiment": "lab", "spec": {{}}}}')
     port = free_port()
-    ui = subprocess.Popen([sys.executable, "-m", "search.cli", "ui", "lab", "--storage",
+    ui = subprocess.Popen([sys.executable, "-m", "hpsearch", "ui", "lab", "--storage",
                            str(tmp_path / "runs"), "--port", str(port)], cwd=tmp_path,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

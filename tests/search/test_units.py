@@ -1,4 +1,4 @@
-"""search.units: every form of count and duration a spec or a CLI flag may use, the errors
+"""hpsearch.search.units: every form of count and duration a spec or a CLI flag may use, the errors
 for what is not one, and formatters that the parsers read back."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from search.units import (
+from hpsearch.search.units import (
     format_clock,
     format_count,
     format_duration,
@@ -104,7 +104,7 @@ def test_format_clock(seconds: float, text: str) -> None:
 
 def test_count_forms_the_report_accepts_are_accepted() -> None:
     # search.report.parse_count is to become units.parse_count: anything it reads must read.
-    from search.report import parse_count as report_parse_count
+    from hpsearch.search.report import parse_count as report_parse_count
 
     for raw in ("1M", "1.2M", "50K", "2G", "1e6", "1_000", "1,000", "50 K", 1200000, 2.5):
         assert parse_count(raw) == report_parse_count(raw), raw

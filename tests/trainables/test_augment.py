@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 import torch
 
-from trainables.augment import Augmenter, build_augmenter
-from trainables.config import AUGMENTATIONS, TrialConfig
+from hpsearch.trainables.augment import Augmenter, build_augmenter
+from hpsearch.trainables.config import AUGMENTATIONS, TrialConfig
 
 NAMES = AUGMENTATIONS.names()
 CHANNELS = (1, 3)
@@ -189,7 +189,7 @@ def test_rotate_by_zero_degrees_is_identity() -> None:
 
 
 def test_rotation_maps_pixels_like_rot90() -> None:
-    from trainables.augment import _rotation_inverse, _warp_affine
+    from hpsearch.trainables.augment import _rotation_inverse, _warp_affine
 
     x = torch.rand(4, 2, 16, 16, generator=_gen(0))
     quarter = _warp_affine(x, _rotation_inverse(torch.full((4,), math.pi / 2)))
@@ -268,7 +268,7 @@ def test_elastic_with_zero_alpha_is_identity() -> None:
 
 def test_elastic_blur_matches_scipy_gaussian_filter() -> None:
     ndimage = pytest.importorskip("scipy.ndimage")
-    from trainables.augment import _blur_matrix
+    from hpsearch.trainables.augment import _blur_matrix
 
     noise = torch.rand(H, W, generator=_gen(0))
     for sigma in (1.5, 4.0, 30.0):  # 30: kernel much wider than the image

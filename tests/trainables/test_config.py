@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from trainables.config import MODELS, parse_trial_config
-from trainables.errors import MAX_SHOWN, UserError, shown
+from hpsearch.trainables.config import MODELS, parse_trial_config
+from hpsearch.trainables.errors import MAX_SHOWN, UserError, shown
 
 HUGE = 10_000_000
 

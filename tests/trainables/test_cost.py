@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from trainables.bundle import DataBundle
-from trainables.config import TrialConfig
-from trainables.cost import constraint_violation, count_macs, count_params, dry_forward
-from trainables.models import build_model, trial_cost
+from hpsearch.trainables.bundle import DataBundle
+from hpsearch.trainables.config import TrialConfig
+from hpsearch.trainables.cost import constraint_violation, count_macs, count_params, dry_forward
+from hpsearch.trainables.models import build_model, trial_cost
 
 
 def test_conv5x5() -> None:

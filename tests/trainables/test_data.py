@@ -13,11 +13,11 @@ import torch
 import torchvision
 from PIL import Image
 
+from hpsearch.trainables import datadir
+from hpsearch.trainables.config import DATASETS, TrialConfig
+from hpsearch.trainables.data import DataBundle, load_data, resolve_root
+from hpsearch.trainables.errors import UserError
 from tests.fakedata import CIFAR10_CLASSES, write_image_folder, write_mnist
-from trainables import datadir
-from trainables.config import DATASETS, TrialConfig
-from trainables.data import DataBundle, load_data, resolve_root
-from trainables.errors import UserError
 
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 

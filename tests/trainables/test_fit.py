@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 import torch
 
-from trainables.config import AUGMENTATIONS, DATASETS, OPTIMIZERS, SCHEDULES, TrialConfig
-from trainables.cost import count_macs, count_params
-from trainables.data import load_data
-from trainables.errors import UserError
-from trainables.fit import console_reporter, fit
-from trainables.models import build_model
-from trainables.optim import build_optimizer, build_schedule
+from hpsearch.trainables.config import AUGMENTATIONS, DATASETS, OPTIMIZERS, SCHEDULES, TrialConfig
+from hpsearch.trainables.cost import count_macs, count_params
+from hpsearch.trainables.data import load_data
+from hpsearch.trainables.errors import UserError
+from hpsearch.trainables.fit import console_reporter, fit
+from hpsearch.trainables.models import build_model
+from hpsearch.trainables.optim import build_optimizer, build_schedule
 
 TINY = {"model": "cnn", "channels": (8, 16), "fc_width": 32, "epochs": 2, "batch_size": 32,
         "eval_batch_size": 256, "device": "cpu"}

@@ -5,13 +5,13 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import trainables
+import hpsearch.trainables
 
-PACKAGE = Path(trainables.__file__).parent
+PACKAGE = Path(hpsearch.trainables.__file__).parent
 
 
 def _imports(path: Path) -> set[str]:
-    """The ``trainables.*`` modules a file imports anywhere (inside functions too)."""
+    """The ``hpsearch.trainables.*`` modules a file imports anywhere (inside functions too)."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -20,12 +20,12 @@ def _imports(path: Path) -> set[str]:
             names = [alias.name for alias in node.names]
         else:
             continue
-        found |= {n for n in names if n.startswith("trainables.")}
+        found |= {n for n in names if n.startswith("hpsearch.trainables.")}
     return found
 
 
 def test_no_module_imports_itself_through_others() -> None:
-    graph = {f"trainables.{p.stem}": _imports(p) for p in PACKAGE.glob("*.py")}
+    graph = {f"hpsearch.trainables.{p.stem}": _imports(p) for p in PACKAGE.glob("*.py")}
     done: set[str] = set()
 
     def visit(module: str, path: tuple[str, ...]) -> None:
@@ -38,4 +38,4 @@ def test_no_module_imports_itself_through_others() -> None:
 
     for module in sorted(graph):
         visit(module, ())
-    assert not graph["trainables.cost"]  # measuring a model needs no model by name
+    assert not graph["hpsearch.trainables.cost"]  # measuring a model needs no model by name

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from trainables.metrics import Meter, confusion_matrix, macro_prf
+from hpsearch.trainables.metrics import Meter, confusion_matrix, macro_prf
 
 # 8 test images of 3 classes. Rows: true class; columns: predicted class.
 #            pred 0  1  2

@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from trainables.config import ACTIVATIONS, MODELS, TrialConfig, parse_trial_config
-from trainables.cost import count_params, dry_forward
-from trainables.errors import UserError
-from trainables.models import BasicBlock, ModelSpec, build_model, make_activation
+from hpsearch.trainables.config import ACTIVATIONS, MODELS, TrialConfig, parse_trial_config
+from hpsearch.trainables.cost import count_params, dry_forward
+from hpsearch.trainables.errors import UserError
+from hpsearch.trainables.models import BasicBlock, ModelSpec, build_model, make_activation
 
 # Small widths per model, so every contract test stays fast on CPU.
 SMALL: dict[str, dict[str, Any]] = {

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from trainables.config import MODELS, TrialConfig
-from trainables.models import ModelSpec, build_model
-from trainables.settings import ALWAYS, used_keys
+from hpsearch.trainables.config import MODELS, TrialConfig
+from hpsearch.trainables.models import ModelSpec, build_model
+from hpsearch.trainables.settings import ALWAYS, used_keys
 
 # The settings that shape a model, each with a non-default value valid for every model.
 MODEL_SETTINGS: dict[str, Any] = {
@@ -89,10 +89,11 @@ def test_a_setting_no_config_reads_leaves_the_model_unchanged(name: str, key: st
     assert repr(build_model(other, 3, (32, 32), 10)) == repr(build_model(base, 3, (32, 32), 10))
 
 
+@pytest.mark.integration  # a real subprocess / real MLflow store: seconds
 def test_reading_settings_does_not_import_the_training_loop() -> None:
-    code = ("import sys; from trainables.settings import used_keys; "
-            "from trainables.config import TrialConfig; used_keys(TrialConfig()); "
-            "print('trainables.fit' in sys.modules)")
+    code = ("import sys; from hpsearch.trainables.settings import used_keys; "
+            "from hpsearch.trainables.config import TrialConfig; used_keys(TrialConfig()); "
+            "print('hpsearch.trainables.fit' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "False"

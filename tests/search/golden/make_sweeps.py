@@ -73,8 +73,8 @@ def _copy_trimmed(run_dir: Path, dest: Path, tmp: str) -> None:
 def main() -> None:
     import ray
 
-    from search.runner import run_sweep
-    from search.spec import parse_spec
+    from hpsearch.search.runner import run_sweep
+    from hpsearch.search.spec import parse_spec
     from tests.fakedata import write_mnist
 
     tmp = tempfile.mkdtemp(prefix="golden-")
