@@ -40,6 +40,19 @@ def test_the_wheel_claims_no_generic_top_level_name(tmp_path: Path) -> None:
     assert {f"hpsearch/{s}" for s in sources} <= set(names)
     entry = zipfile.ZipFile(wheel).read(f"{wheel.name.split('-py')[0]}.dist-info/entry_points.txt")
     assert b"hpsearch = hpsearch.search.cli:main" in entry
+    # installed into a fresh venv (no dependencies needed for these two imports)
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"),
+                    "install", "-q", "--no-deps", str(wheel)], check=True, capture_output=True)
+
+    def imports(module: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(venv / "bin" / "python"), "-c", f"import {module}"],
+                              cwd=tmp_path, capture_output=True, text=True)
+
+    assert imports("hpsearch").returncode == 0
+    for generic in ("search", "trainables"):
+        assert "No module named" in imports(generic).stderr
 
 
 def test_a_users_own_search_module_is_not_shadowed(tmp_path: Path) -> None:
