@@ -1,9 +1,11 @@
 """What to try next (searchers) and when to stop (schedulers): registries over Ray Tune's own.
 
-* ``optuna``: Ray's ``OptunaSearch`` (TPE, seedable, start points, multi-objective), told the
-  truth about early stopping: a trial ASHA stopped is ``PRUNED`` in Optuna (with its per-epoch
-  intermediate values), not ``COMPLETE`` with a low-epoch score; a crashed one is ``FAIL``; one
-  rejected by a cost constraint is infeasible (Optuna's ``Trial.set_constraint``).
+* ``optuna``: Ray's ``OptunaSearch`` with the sampler ``search.sampler`` names (TPE by
+  default; GP, CMA-ES, NSGA-II, random, QMC): seedable, start points, warm starts from earlier
+  sweeps (:mod:`search.warmstart`), multi-objective, and told the truth about early stopping:
+  a trial ASHA stopped is ``PRUNED`` in Optuna (with its per-epoch intermediate values), not
+  ``COMPLETE`` with a low-epoch score; a crashed one is ``FAIL``; one rejected by a cost
+  constraint is infeasible (Optuna's ``Trial.set_constraint``).
 * ``random``: the same, with Optuna's ``RandomSampler`` (conditional spaces work alike).
 * ``grid`` (and ``design: ofat``): a fixed list of configs handed out in order.
 * ``asha`` / ``none``: Tune's ``ASHAScheduler`` on the ``epoch`` metric / FIFO.
@@ -12,6 +14,7 @@
 from __future__ import annotations
 
 import pickle
+import warnings
 from typing import Any
 
 import optuna
@@ -22,10 +25,11 @@ from ray.tune.search.optuna import OptunaSearch
 
 from hpsearch.search.space import define_by_run, encode_point, grid_configs, ofat_configs
 from hpsearch.search.spec import SweepSpec
+from hpsearch.search.warmstart import warm_start
 from hpsearch.trainables.registry import Registry
 
-__all__ = ["SCHEDULERS", "SEARCHERS", "ListSearcher", "TruthfulOptunaSearch", "build_scheduler",
-           "build_searcher", "planned_trials"]
+__all__ = ["SCHEDULERS", "SEARCHERS", "ListSearcher", "TruthfulOptunaSearch", "build_sampler",
+           "build_scheduler", "build_searcher", "planned_trials"]
 
 SEARCHERS: Registry = Registry("search algorithm", ("optuna", "grid", "random"),
                                "hpsearch.search.algorithms")
@@ -40,9 +44,17 @@ class TruthfulOptunaSearch(OptunaSearch):
         **kwargs: Passed to ``OptunaSearch``.
     """
 
-    def __init__(self, *, constrained: bool = False, **kwargs: Any) -> None:
+    def __init__(self, *, constrained: bool = False, warm: list[Any] | None = None,
+                 **kwargs: Any) -> None:
+        self._warm = list(warm or [])  # before super(): it sets the study up
         super().__init__(**kwargs)
         self.constrained = constrained
+
+    def _setup_study(self, mode: str | list[str]) -> None:
+        super()._setup_study(mode)
+        if self._warm:  # earlier sweeps' trials (search.warmstart), once, before any suggest
+            self._ot_study.add_trials(self._warm)
+            self._warm = []
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
                           error: bool = False) -> None:
@@ -122,15 +134,40 @@ def _objective(spec: SweepSpec) -> tuple[str | list[str], str | list[str]]:
 def _optuna_searcher(spec: SweepSpec, sampler: optuna.samplers.BaseSampler) -> Searcher:
     metric, mode = _objective(spec)
     points = [encode_point(spec, p) for p in (spec.search.start_points or [])]
+    warm = warm_start(spec).trials if spec.search.warm_start else None
     return TruthfulOptunaSearch(space=define_by_run(spec), metric=metric, mode=mode,
                                 sampler=sampler, points_to_evaluate=points or None,
-                                constrained=bool(spec.max_params or spec.max_macs))
+                                constrained=bool(spec.max_params or spec.max_macs), warm=warm)
 
 
-SEARCHERS.register("optuna")(lambda spec: _optuna_searcher(
-    spec, optuna.samplers.TPESampler(seed=spec.search.seed)))
-SEARCHERS.register("random")(lambda spec: _optuna_searcher(
-    spec, optuna.samplers.RandomSampler(seed=spec.search.seed)))
+def build_sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler ``search.sampler`` names (TPE by default), seeded by ``search.seed``.
+
+    Cost limits reach every sampler that reads Optuna's trial constraints (TPE, GP, NSGA-II)
+    through ``Trial.set_constraint`` (see :class:`TruthfulOptunaSearch`); CMA-ES, QMC and
+    random sampling ignore them, so rejected configs are only ranked last there.
+    """
+    seed, samplers = spec.search.seed, optuna.samplers
+    name = spec.search.sampler_name
+    if name == "tpe":
+        return samplers.TPESampler(seed=seed)
+    if name == "gp":  # Gaussian-process BO: for small budgets; conditional keys go random
+        return samplers.GPSampler(seed=seed, warn_independent_sampling=False)
+    if name == "cmaes":  # continuous keys by CMA-ES, the rest (choices, conditions) random
+        return samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    if name == "nsgaii":  # population = a fifth of the budget, 4..50
+        size = min(50, max(4, (spec.budget.trials or 20) // 5))
+        return samplers.NSGAIISampler(seed=seed, population_size=size)
+    if name == "qmc":  # scrambled Sobol points: an even cover of the space
+        with warnings.catch_warnings():  # "experimental" since Optuna 3.0
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return samplers.QMCSampler(seed=seed, scramble=True,
+                                       warn_independent_sampling=False)
+    return samplers.RandomSampler(seed=seed)
+
+
+SEARCHERS.register("optuna")(lambda spec: _optuna_searcher(spec, build_sampler(spec)))
+SEARCHERS.register("random")(lambda spec: _optuna_searcher(spec, build_sampler(spec)))
 SEARCHERS.register("grid")(lambda spec: ListSearcher(
     ofat_configs(spec) if spec.design == "ofat" else grid_configs(spec)))
 

@@ -82,10 +82,13 @@ def _cmd_resume(args: argparse.Namespace) -> int:
     from hpsearch.search.sweepdir import load_meta
 
     plain_name(args.name, "resume NAME")
-    load_meta(args.name, args.storage)  # a missing sweep is a one-line error before any import
+    meta = load_meta(args.name, args.storage)  # a missing sweep: one line, before any import
     from hpsearch.search.runner import resume_sweep
+    from hpsearch.search.spec import apply_overrides, parse_spec
 
-    spec = _load_spec(args.spec, None)[0] if args.spec else None
+    spec = _load_spec(args.spec, args.set)[0] if args.spec else parse_spec(
+        apply_overrides(meta["spec"], parse_overrides(args.set)),
+        source=f"resume {args.name} --set") if args.set else None
     outcome = resume_sweep(args.name, storage=args.storage, spec=spec, address=args.address)
     return 0 if outcome.counts.get("failed", 0) < outcome.trials else 1
 
@@ -215,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("name", help="the sweep's name")
     resume.add_argument("--storage", help=_STORAGE_HELP)
     resume.add_argument("--spec", help="the spec again, checked for incompatible changes")
+    resume.add_argument("--set", action="append", metavar="KEY=VALUE",
+                        help="change the saved spec where a running study allows it, e.g. "
+                             "--set budget.trials=64 (a larger budget continues the same study)")
     resume.add_argument("--address", help="an existing Ray cluster")
     resume.set_defaults(func=_cmd_resume)
 

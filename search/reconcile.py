@@ -30,6 +30,7 @@ from typing import Any
 from hpsearch.search.storage import Location, RemotePath, write_atomic
 from hpsearch.search.sweepdir import (
     RESULT_FILE,
+    SEARCH_STATE_GLOB,
     STATE_GLOB,
     TRIAL_GLOB,
     RecordedTrial,
@@ -39,7 +40,8 @@ from hpsearch.search.sweepdir import (
     result_step,
 )
 
-__all__ = ["STATE_GLOB", "RecordedTrial", "TuneRecord", "read_record", "rollback"]
+__all__ = ["STATE_GLOB", "RecordedTrial", "TuneRecord", "read_record", "rollback",
+           "set_trial_budget"]
 
 logger = logging.getLogger(__name__)
 
@@ -107,3 +109,35 @@ def rollback(run_dir: Location, record: TuneRecord) -> dict[str, int]:
         logger.info("resume: %d trial folder(s) Tune never recorded removed, %d result file(s) "
                     "aligned with its last snapshot", orphans, rows)
     return {"orphans": orphans, "rows": rows}
+
+
+def set_trial_budget(run_dir: Location, total: int) -> int:
+    """Tune's restored search generator told that the sweep now runs ``total`` trials (``resume
+    --set budget.trials=N``); returns how many trials it had already started.
+
+    Tune keeps the trial budget in its searcher snapshot, not in the spec it is restored with;
+    the newest snapshot (the one Tune restores) is rewritten. Unpickled: trusted, our own file.
+    """
+    import ray.cloudpickle as cloudpickle
+
+    from hpsearch.trainables.errors import UserError
+
+    snapshots = sorted(run_dir.glob(SEARCH_STATE_GLOB), key=lambda p: p.name)
+    if not snapshots:
+        raise UserError(f"{run_dir}: Tune's searcher snapshot ({SEARCH_STATE_GLOB}) is missing; "
+                        "the trial budget cannot be changed")
+    newest = snapshots[-1]  # Tune restores max(paths)
+    state = cloudpickle.loads(newest.read_bytes())
+    started = int(state["counter"])
+    if total < started:
+        raise UserError(f"budget.trials: {started} trials have already started, so the budget "
+                        f"cannot be {total}; give at least {started}")
+    state["total_samples"], state["finished"] = total, False
+    data = cloudpickle.dumps(state)
+    if isinstance(newest, RemotePath):
+        newest.write_bytes(data)
+    else:
+        tmp = newest.with_name(f".{newest.name}.tmp")
+        tmp.write_bytes(data)
+        tmp.replace(newest)
+    return started

@@ -280,6 +280,10 @@ def _before_ray(spec: SweepSpec, address: str | None) -> Any:
     from hpsearch.trainables.data import load_data
 
     _preflight(spec, address)
+    if spec.search.warm_start:  # the earlier sweeps exist and are compatible
+        from hpsearch.search.warmstart import warm_start
+
+        warm_start(spec)
     bundle = load_data(_base_config(spec))
     _check_candidates(spec, bundle, _candidates(spec),
                       enumerated=spec.design == "ofat" or spec.search.algorithm == "grid")
@@ -339,8 +343,14 @@ def run_sweep(spec: SweepSpec, spec_text: str, *, address: str | None = None,
 
     echo(f"hpsearch sweep '{spec.name}': {total} trials, {slots} at once "
          f"({spec.resources.cpu:g} CPU, {spec.resources.gpu:g} GPU each), "
-         f"search {spec.search.algorithm if spec.design != 'ofat' else 'ofat'}, "
-         f"scheduler {spec.scheduler.name}; results in {run_dir}")
+         f"search {_search_words(spec)}, scheduler {spec.scheduler.name}; results in {run_dir}")
+    if spec.search.warm_start:
+        from hpsearch.search.warmstart import warm_start
+
+        echo(warm_start(spec).summary(spec.search.warm_start))
+    from hpsearch.search.stopping import study_stopping
+
+    stopper, stop_callbacks = study_stopping(spec)
     # metric/mode live on the searcher and scheduler (Tune rejects them in both places).
     tuner = tune.Tuner(
         _trainable(spec, bundle),
@@ -361,12 +371,28 @@ def run_sweep(spec: SweepSpec, spec_text: str, *, address: str | None = None,
             storage_path=str(run_dir.parent),
             checkpoint_config=CheckpointConfig(num_to_keep=None),
             failure_config=FailureConfig(max_failures=spec.resources.max_failures),
-            callbacks=_callbacks(spec, run_dir, tracking_uri, total, echo),
+            callbacks=_callbacks(spec, run_dir, tracking_uri, total, echo) + stop_callbacks,
+            stop=stopper,
             verbose=0,
         ),
     )
+    return _fit(tuner, spec, run_dir, tracking_uri, stopper, echo)
+
+
+def _search_words(spec: SweepSpec) -> str:
+    if spec.design == "ofat":
+        return "ofat"
+    if spec.search.algorithm == "optuna":
+        return f"optuna ({spec.search.sampler_name})"
+    return spec.search.algorithm
+
+
+def _fit(tuner: Any, spec: SweepSpec, run_dir: Location, tracking_uri: str, stopper: Any,
+         echo: Callable[[str], None]) -> SweepOutcome:
     start = time.monotonic()
     results = tuner.fit()
+    if stopper is not None and stopper.reason:
+        echo(f"sweep ended early: {stopper.reason}")
     return _summarise(spec, run_dir, results, tracking_uri, time.monotonic() - start, echo)
 
 
@@ -401,18 +427,29 @@ def resume_sweep(name: str, *, storage: str | None = None, spec: SweepSpec | Non
     bundle, slots = _prepare(spec, address)
     _quiet_tune(slots)
     rollback(run_dir, record)
-    _reconcile_mlflow(spec, run_dir, meta)
     from hpsearch.search.algorithms import planned_trials
+
+    if planned_trials(spec) != planned_trials(saved):  # resume --set budget.trials=N
+        from hpsearch.search.reconcile import set_trial_budget
+
+        started = set_trial_budget(run_dir, planned_trials(spec))
+        write_meta(run_dir, {**meta, "spec": spec.to_dict()})
+        echo(f"hpsearch resume '{name}': the budget is now {planned_trials(spec)} trials "
+             f"(was {planned_trials(saved)}; {started} started)")
+    _reconcile_mlflow(spec, run_dir, meta)
 
     tuner = tune.Tuner.restore(str(run_dir), _trainable(spec, bundle), resume_unfinished=True,
                                resume_errored=True, param_space=dict(spec.trial_defaults()))
-    # Fresh callbacks: the pickled ones would carry the dead driver's state.
-    tuner._local_tuner.get_run_config().callbacks = _callbacks(
-        spec, run_dir, tracking_uri, planned_trials(spec), echo)
+    # Fresh callbacks and stopper: the pickled ones would carry the dead driver's state.
+    from hpsearch.search.stopping import study_stopping
+
+    stopper, stop_callbacks = study_stopping(spec)
+    run_config = tuner._local_tuner.get_run_config()
+    run_config.callbacks = _callbacks(
+        spec, run_dir, tracking_uri, planned_trials(spec), echo) + stop_callbacks
+    run_config.stop = stopper
     echo(f"hpsearch resume '{name}': continuing from {run_dir}")
-    start = time.monotonic()
-    results = tuner.fit()
-    return _summarise(spec, run_dir, results, tracking_uri, time.monotonic() - start, echo)
+    return _fit(tuner, spec, run_dir, tracking_uri, stopper, echo)
 
 
 def _reconcile_mlflow(spec: SweepSpec, run_dir: Location, meta: dict[str, Any]) -> None:

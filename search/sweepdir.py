@@ -34,7 +34,8 @@ from hpsearch.trainables.errors import UserError
 from hpsearch.trainables.vocab import TuneStatus
 
 __all__ = ["ERROR_FILE", "MARKER_FILE", "META_FILE", "PARAMS_FILE", "RESULT_FILE", "RUNS_FILE",
-           "SPEC_FILE", "STATE_GLOB", "TRIAL_GLOB", "TUNE_OVER", "RecordedTrial", "TrialFiles",
+           "SEARCH_STATE_GLOB", "SPEC_FILE", "STATE_GLOB", "TRIAL_GLOB", "TUNE_OVER",
+           "RecordedTrial", "TrialFiles",
            "TuneRecord", "by_step", "check_storage", "find_sweep", "has_marker", "last_line",
            "load_meta", "pending_reason", "read_meta", "read_record", "read_results",
            "read_run_map", "read_trial_dirs", "remove_marker", "result_lines", "result_step",
@@ -50,6 +51,7 @@ MARKER_FILE = "mlflow_pending"
 SPEC_FILE = "spec.yaml"  # a spec kept in the folder by hand or by older versions
 # Tune's files
 STATE_GLOB = "experiment_state-*.json"
+SEARCH_STATE_GLOB = "search_gen_state-*.json"  # Tune's search generator: its trial budget
 _SESSION_FILES = ("experiment_state-{}.json", "search_gen_state-{}.json",
                   "searcher-state-{}.pkl", "callback-states-{}.pkl")
 TRIAL_GLOB = "trial_*"

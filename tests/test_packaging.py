@@ -34,11 +34,12 @@ def test_the_wheel_claims_no_generic_top_level_name(tmp_path: Path) -> None:
                     "-q", "-w", str(tmp_path), str(ROOT)], check=True, capture_output=True)
     (wheel,) = tmp_path.glob("hpsearch-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert {n.split("/")[0] for n in names} == {"hpsearch", wheel.name.split("-py")[0] + ".dist-info"}
+    dist_info = wheel.name.split("-py")[0] + ".dist-info"
+    assert {n.split("/")[0] for n in names} == {"hpsearch", dist_info}
     sources = {p.relative_to(ROOT).as_posix() for top in ("search", "trainables")
                for p in (ROOT / top).rglob("*.py")}
     assert {f"hpsearch/{s}" for s in sources} <= set(names)
-    entry = zipfile.ZipFile(wheel).read(f"{wheel.name.split('-py')[0]}.dist-info/entry_points.txt")
+    entry = zipfile.ZipFile(wheel).read(f"{dist_info}/entry_points.txt")
     assert b"hpsearch = hpsearch.search.cli:main" in entry
     # installed into a fresh venv (no dependencies needed for these two imports)
     venv = tmp_path / "venv"

@@ -38,6 +38,7 @@ from hpsearch.search.spec.rules import SpecContext
 from hpsearch.search.spec.sections import (
     DEFAULT_TRACKING_URI,
     METRICS,
+    SAMPLERS,
     Budget,
     Constraints,
     MetricGoal,
@@ -64,6 +65,7 @@ __all__ = [
     "MetricGoal",
     "Objective",
     "Resources",
+    "SAMPLERS",
     "Scheduler",
     "Search",
     "SweepSpec",

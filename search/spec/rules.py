@@ -278,8 +278,17 @@ def across_sections(ctx: SpecContext) -> tuple[Problems, dict[str, Any]]:
     if search is not None:
         search = _checked_search(search, space, ctx, out)
     scheduler, budget = ctx.valid.get("scheduler"), ctx.valid.get("budget")
+    objective = ctx.valid.get("objective")
     if scheduler is not None:
-        out += _scheduler_problems(scheduler, ctx.valid.get("objective"), budget)
+        out += _scheduler_problems(scheduler, objective, budget)
+    if search is not None and objective is not None and objective.metrics is not None \
+            and search.sampler == "cmaes":
+        out.append(problem(("search", "sampler"), f"CMA-ES optimises one objective, but the "
+                           f"objective has {len(objective.metrics)}; use nsgaii, tpe or gp"))
+    if budget is not None and budget.plateau is not None and objective is not None \
+            and objective.metrics is not None:
+        out.append(problem(("budget", "plateau"), "a plateau is watched on one objective; "
+                           "the objective has several (use budget.target)"))
     if budget is not None and search is not None and budget.trials is None \
             and search.algorithm != "grid":
         out.append(problem(("budget", "trials"), f"required with search.algorithm "

@@ -36,6 +36,7 @@ __all__ = [
     "PRUNER",
     "PlainName",
     "Resources",
+    "SAMPLERS",
     "Scheduler",
     "Search",
     "Tracking",
@@ -128,15 +129,38 @@ def search_shorthand(raw: Any) -> Any:
     return {"algorithm": raw} if isinstance(raw, str) else mapping(raw)
 
 
+# Optuna's samplers by the name `search.sampler` takes (search.algorithms builds them).
+SAMPLERS = ("tpe", "gp", "cmaes", "nsgaii", "random", "qmc")
+
+
 class Search(BaseModel):
-    """What to try next: Optuna TPE, the full grid, or random sampling."""
+    """What to try next: Optuna (sampler TPE by default), the full grid, or random sampling;
+    optionally warm-started from the finished trials of earlier sweeps."""
 
     model_config = FROZEN
     refused_keys: ClassVar[dict[str, str]] = {"pruner": PRUNER}
 
     algorithm: Literal["optuna", "grid", "random"] = "optuna"
+    sampler: Literal[SAMPLERS] | None = None  # type: ignore[valid-type]
     seed: int | None = None
     start_points: list[dict[str, Any]] = Field(default_factory=list)
+    warm_start: list[PlainName] | None = None
+
+    @model_validator(mode="after")
+    def _sampler_is_optunas(self) -> Search:
+        if self.sampler is not None and self.algorithm != "optuna":
+            raise_problems([problem(("sampler",), f"chooses Optuna's sampler, so it needs "
+                                    f"algorithm: optuna (got algorithm: {self.algorithm})")])
+        if self.warm_start and self.algorithm == "grid":
+            raise_problems([problem(("warm_start",), "grid search runs a fixed list; warm "
+                                    "starts are for optuna and random search")])
+        return self
+
+    @property
+    def sampler_name(self) -> str:
+        """The Optuna sampler that runs: ``sampler``, else random for ``algorithm: random``,
+        else TPE."""
+        return self.sampler or ("random" if self.algorithm == "random" else "tpe")
 
 
 def scheduler_shorthand(raw: Any) -> Any:
@@ -177,6 +201,19 @@ class Budget(BaseModel):
     trials: int | None = Field(None, ge=1)
     max_epochs: int = Field(ge=1)
     time_limit: Annotated[float | None, _optional(parse_duration)] = None
+    # Study-level stopping: the sweep ends when one trial reaches every target (each in its
+    # metric's direction), or when the best has not improved in `plateau` finished trials.
+    target: dict[str, float] | None = None
+    plateau: int | None = Field(None, ge=1)
+
+    @field_validator("target")
+    @classmethod
+    def _known_targets(cls, target: dict[str, float] | None) -> dict[str, float] | None:
+        if target is not None and not target:
+            raise ValueError("needs at least one metric: value (got {})")
+        raise_problems([problem((name,), unknown(name, list(METRICS), "metric"))
+                        for name in target or {} if name not in METRICS])
+        return target
 
 
 class Resources(BaseModel):
