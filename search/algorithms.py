@@ -8,7 +8,10 @@
   constraint is infeasible (Optuna's ``Trial.set_constraint``).
 * ``random``: the same, with Optuna's ``RandomSampler`` (conditional spaces work alike).
 * ``grid`` (and ``design: ofat``): a fixed list of configs handed out in order.
-* ``asha`` / ``none``: Tune's ``ASHAScheduler`` on the ``epoch`` metric / FIFO.
+* ``asha`` / ``hyperband`` / ``none``: Tune's ``ASHAScheduler`` or ``HyperBandScheduler`` on
+  the ``epoch`` attribute / FIFO. With the Optuna searcher, ``hyperband`` is the BOHB-style
+  model-based multi-fidelity search (TPE learns from every rung: pruned trials carry their
+  per-epoch values).
 """
 
 from __future__ import annotations
@@ -19,7 +22,12 @@ from typing import Any
 
 import optuna
 from optuna.trial import TrialState
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+from ray.tune.schedulers import (
+    ASHAScheduler,
+    FIFOScheduler,
+    HyperBandScheduler,
+    TrialScheduler,
+)
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
@@ -33,7 +41,8 @@ __all__ = ["SCHEDULERS", "SEARCHERS", "ListSearcher", "TruthfulOptunaSearch", "b
 
 SEARCHERS: Registry = Registry("search algorithm", ("optuna", "grid", "random"),
                                "hpsearch.search.algorithms")
-SCHEDULERS: Registry = Registry("scheduler", ("asha", "none"), "hpsearch.search.algorithms")
+SCHEDULERS: Registry = Registry("scheduler", ("asha", "hyperband", "none"),
+                                "hpsearch.search.algorithms")
 
 class TruthfulOptunaSearch(OptunaSearch):
     """OptunaSearch that tells Optuna how each trial really ended (see module docstring).
@@ -174,6 +183,9 @@ SEARCHERS.register("grid")(lambda spec: ListSearcher(
 SCHEDULERS.register("asha")(lambda spec: ASHAScheduler(
     time_attr="epoch", metric=spec.metric, mode=spec.mode, max_t=spec.budget.max_epochs,
     grace_period=spec.scheduler.grace_period, reduction_factor=spec.scheduler.reduction_factor))
+SCHEDULERS.register("hyperband")(lambda spec: HyperBandScheduler(
+    time_attr="epoch", metric=spec.metric, mode=spec.mode, max_t=spec.budget.max_epochs,
+    reduction_factor=spec.scheduler.reduction_factor))
 SCHEDULERS.register("none")(lambda spec: FIFOScheduler())
 
 

@@ -359,7 +359,9 @@ def run_sweep(spec: SweepSpec, spec_text: str, *, address: str | None = None,
             search_alg=build_searcher(spec),
             scheduler=build_scheduler(spec),
             num_samples=total,
-            max_concurrent_trials=slots,
+            # HyperBand pauses a rung's trials until the whole bracket reaches it: paused
+            # trials hold no slot, so the cap counts them apart (pending stays at `slots`)
+            max_concurrent_trials=total if spec.scheduler.name == "hyperband" else slots,
             time_budget_s=spec.time_limit_seconds,
             trial_dirname_creator=lambda t: trial_dirname(t.trial_id),
             # One warm worker process per slot, reused trial after trial: no Python + torch

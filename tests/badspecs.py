@@ -81,7 +81,7 @@ BAD_SPECS: list[tuple[str, Any, str]] = [
      "unknown augmentation 'flip'"),
     ("unknown-activation", spec_with("fixed.activation", "swish"),
      "unknown activation 'swish'"),
-    ("unknown-scheduler", spec_with("scheduler.name", "hyperband"), "scheduler.name"),
+    ("unknown-scheduler", spec_with("scheduler.name", "hyperbnd"), "scheduler.name"),
     ("unknown-algorithm", spec_with("search.algorithm", "bayes"), "search.algorithm"),
     ("pruner-key", spec_with("search.pruner", "median"), "scheduler"),
     ("grid-continuous", spec_with("search.algorithm", "grid"),

@@ -359,18 +359,19 @@ def _start_point(i: int, point: dict[str, Any], space: dict[str, Entry], ctx: Sp
 
 def _scheduler_problems(sched: Scheduler, objective: Objective | None,
                         budget: Budget | None) -> Problems:
-    if sched.name != "asha":
+    if not sched.stops_early:
         return []
     out: Problems = []
+    who = {"asha": "ASHA", "hyperband": "HyperBand"}[sched.name]
     if objective is not None and objective.metrics is not None:
         names = ", ".join(m.name for m in objective.metrics)
-        out.append(problem(("scheduler", "name"), f"ASHA compares trials on one metric, but the "
-                           f"objective has {len(objective.metrics)} ({names}); use scheduler: "
-                           f"{{name: none}}"))
+        out.append(problem(("scheduler", "name"), f"{who} compares trials on one metric, but "
+                           f"the objective has {len(objective.metrics)} ({names}); use "
+                           f"scheduler: {{name: none}}"))
     elif objective is not None and str(objective.metric).startswith("test_"):
         out.append(problem(("scheduler", "name"), f"{objective.metric} is reported after the "
-                           f"last epoch only, so ASHA cannot compare trials on it; optimise a "
-                           f"val_ metric or use scheduler: {{name: none}}"))
+                           f"last epoch only, so {who} cannot compare trials on it; optimise "
+                           f"a val_ metric or use scheduler: {{name: none}}"))
     if budget is not None and sched.grace_period is not None \
             and sched.grace_period > budget.max_epochs:
         out.append(problem(("scheduler", "grace_period"), f"`grace_period <= budget.max_epochs` "

@@ -169,26 +169,41 @@ def scheduler_shorthand(raw: Any) -> Any:
 
 
 class Scheduler(BaseModel):
-    """When to stop a trial: ASHA (early stopping per epoch) or none (every trial runs out)."""
+    """When to stop a trial: ASHA (early stopping per epoch), HyperBand (synchronous brackets,
+    pausing trials at each rung) or none (every trial runs out)."""
 
     model_config = FROZEN
+    # which settings each scheduler reads
+    USES: ClassVar[dict[str, tuple[str, ...]]] = {
+        "asha": ("grace_period", "reduction_factor"), "hyperband": ("reduction_factor",),
+        "none": ()}
 
-    name: Literal["asha", "none"] = "asha"
+    name: Literal["asha", "hyperband", "none"] = "asha"
     grace_period: int | None = Field(None, ge=1)
     reduction_factor: float | None = Field(None, gt=1)
 
     @model_validator(mode="after")
     def _asha_settings(self) -> Scheduler:
-        if self.name != "asha":
-            raise_problems([problem((key,), "only used by ASHA, but scheduler.name is none")
-                            for key in ("grace_period", "reduction_factor")
-                            if getattr(self, key) is not None])
+        def users(key: str) -> str:
+            return " and ".join(n for n, keys in self.USES.items() if key in keys)
+
+        raise_problems([problem((key,), f"not used by scheduler {self.name}; only by "
+                                        f"{users(key)}")
+                        for key in ("grace_period", "reduction_factor")
+                        if getattr(self, key) is not None and key not in self.USES[self.name]])
         return self
 
+    @property
+    def stops_early(self) -> bool:
+        """Whether trials may end before their last epoch (on one metric, per epoch)."""
+        return self.name != "none"
+
     def resolved(self) -> Scheduler:
-        """ASHA's settings filled in: grace period 1, reduction factor 3."""
-        if self.name != "asha":
+        """ASHA's and HyperBand's settings filled in: grace period 1, reduction factor 3."""
+        if self.name == "none":
             return self
+        if self.name == "hyperband":
+            return self.model_copy(update={"reduction_factor": self.reduction_factor or 3.0})
         return self.model_copy(update={"grace_period": self.grace_period or 1,
                                        "reduction_factor": self.reduction_factor or 3.0})
 

@@ -14,7 +14,8 @@ def ray_local() -> Iterator[None]:
     """A private local Ray instance (2 CPUs) for one test module; sweeps in it reuse it."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # address="local": a new instance even when another cluster runs on this machine
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 

@@ -109,3 +109,26 @@ def test_a_larger_budget_cannot_be_smaller_than_what_started(
                                         r"budget cannot be 2; give at least 3"):
         resume_sweep("small", storage=str(tmp_path / "runs"), echo=lambda _: None,
                      spec=parse_spec(apply_overrides(saved, {"budget.trials": 2})))
+
+
+def test_hyperband_pauses_and_resumes_trials_without_repeating_an_epoch(
+        tmp_path: Path, tiny_mnist_dir: Path) -> None:
+    spec = _spec(tmp_path, tiny_mnist_dir, "hb",
+                 space={"lr": {"type": "loguniform", "low": 1e-5, "high": 3e-2}},
+                 scheduler={"name": "hyperband", "reduction_factor": 3},
+                 budget={"trials": 6, "max_epochs": 3})
+    outcome, lines = _run(spec)
+    rows = _trial_rows(outcome.run_dir)
+    assert outcome.trials == len(rows) == 6
+    for trial_rows in rows.values():  # paused at a rung, resumed from its checkpoint
+        assert [r["epoch"] for r in trial_rows] == list(range(1, len(trial_rows) + 1))
+    ran = sorted(len(r) for r in rows.values())
+    assert ran[-1] == 3 and ran[0] < 3, ran  # some trials went the distance, some did not
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    exp = client.get_experiment_by_name("hb")
+    for run in client.search_runs([exp.experiment_id], "tags.`hpsearch.role` = 'trial'"):
+        history = client.get_metric_history(run.info.run_id, "val_top1")
+        trial = f"trial_{run.data.tags['hpsearch.trial_id']}"
+        assert sorted(m.step for m in history) == [r["epoch"] for r in rows[trial]]
