@@ -58,6 +58,14 @@ def _base_config(spec: SweepSpec) -> TrialConfig:
     return parse_trial_config(spec.trial_defaults(), prefix="fixed.")
 
 
+def _ray_running() -> bool:
+    """Ray already started in this process (a script or test that called ``ray.init``): its
+    resources, not this machine's, are what trials get (checked in :func:`_slots`)."""
+    import sys
+
+    return "ray" in sys.modules and sys.modules["ray"].is_initialized()
+
+
 def _preflight(spec: SweepSpec, address: str | None) -> None:
     """Checks that need torch but no Ray: data settings fixed, GPUs present, data resolvable."""
     varied = [k for k in _DATA_KEYS if k in spec.space]
@@ -74,7 +82,7 @@ def _preflight(spec: SweepSpec, address: str | None) -> None:
             raise UserError(f"resources.cpu: {spec.resources.cpu:g} CPUs per trial asked for, "
                             f"but this machine has {cpus}; set resources.cpu: {cpus} or less, "
                             "or run on a cluster with --address")
-    if spec.resources.gpu > 0 and address is None:
+    if spec.resources.gpu > 0 and address is None and not _ray_running():
         import torch
 
         if torch.cuda.device_count() == 0:
@@ -206,21 +214,53 @@ def _connect_stuck(address: str, waited: float) -> None:
 
 
 def _slots(spec: SweepSpec) -> int:
+    """How many trials run at once, as Ray places them: per node, the trials its CPUs hold and
+    (for GPU trials) its GPUs hold, a fraction ``g`` packing ``floor(1/g)`` trials per device;
+    summed over the alive nodes and capped by ``resources.max_concurrent``."""
     import ray
 
-    res = ray.cluster_resources()
-    if spec.resources.gpu > 0 and res.get("GPU", 0) < spec.resources.gpu:
-        raise UserError(f"resources.gpu: {spec.resources.gpu} GPU per trial asked for, but the "
-                        f"Ray cluster has {res.get('GPU', 0):g} GPUs; set resources.gpu: 0")
-    if res.get("CPU", 0) < spec.resources.cpu:
-        raise UserError(f"resources.cpu: {spec.resources.cpu} CPUs per trial asked for, but the "
-                        f"Ray cluster has {res.get('CPU', 0):g}")
-    slots = math.floor(res.get("CPU", 1) / spec.resources.cpu + 1e-9)
-    if spec.resources.gpu > 0:
-        slots = min(slots, math.floor(res["GPU"] / spec.resources.gpu + 1e-9))
-    if spec.resources.max_concurrent:
-        slots = min(slots, spec.resources.max_concurrent)
+    per = spec.resources
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")] or [ray.cluster_resources()]
+    gpus = [n.get("GPU", 0) for n in nodes]
+    if per.gpu > 0 and max(gpus) < per.gpu:
+        where, fix = ("the Ray cluster has none", "0") if not any(gpus) else (
+            f"no node has more than {max(gpus):g}", f"at most {max(gpus):g}")
+        raise UserError(f"resources.gpu: {per.gpu:g} GPU per trial asked for, but {where}; "
+                        f"set resources.gpu: {fix}")
+    cpus = [n.get("CPU", 0) for n in nodes]
+    if max(cpus) < per.cpu:
+        raise UserError(f"resources.cpu: {per.cpu:g} CPUs per trial asked for, but no node of the "
+                        f"Ray cluster has more than {max(cpus):g}")
+
+    def fits(res: dict[str, float]) -> int:
+        count = math.floor(res.get("CPU", 0) / per.cpu + 1e-9)
+        if per.gpu >= 1:
+            count = min(count, math.floor(res.get("GPU", 0) / per.gpu + 1e-9))
+        elif per.gpu > 0:
+            count = min(count, math.floor(res.get("GPU", 0) + 1e-9) * packed(per.gpu))
+        return count
+
+    slots = sum(fits(res) for res in nodes)
+    if per.max_concurrent:
+        slots = min(slots, per.max_concurrent)
     return max(1, slots)
+
+
+def packed(gpu: float) -> int:
+    """Trials one device holds at ``gpu`` per trial (below 1): Ray packs whole fractions."""
+    return math.floor(1 / gpu + 1e-9)
+
+
+def packing_note(spec: SweepSpec) -> str | None:
+    """A warning when a GPU fraction leaves part of each device unused (0.3: 3 trials, not
+    3.33)."""
+    gpu = spec.resources.gpu
+    if not 0 < gpu < 1 or abs(1 / gpu - packed(gpu)) < 1e-6:
+        return None
+    n = packed(gpu)
+    return (f"warning: resources.gpu: {gpu:g} packs {n} trials per GPU, not {1 / gpu:.2f} "
+            f"({1 - n * gpu:.0%} of each device stays unclaimed); 1/{n} = {1 / n:.3g} "
+            f"claims it all")
 
 
 def _quiet_tune(slots: int) -> None:
@@ -344,6 +384,8 @@ def run_sweep(spec: SweepSpec, spec_text: str, *, address: str | None = None,
     echo(f"hpsearch sweep '{spec.name}': {total} trials, {slots} at once "
          f"({spec.resources.cpu:g} CPU, {spec.resources.gpu:g} GPU each), "
          f"search {_search_words(spec)}, scheduler {spec.scheduler.name}; results in {run_dir}")
+    if packing_note(spec):
+        echo(packing_note(spec))
     if spec.search.warm_start:
         from hpsearch.search.warmstart import warm_start
 

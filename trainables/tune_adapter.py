@@ -142,6 +142,21 @@ def _node_id() -> str:
     return ray.get_runtime_context().get_node_id()
 
 
+def _claim_gpus() -> str:
+    """The GPUs Ray gave this trial, as ``CUDA_VISIBLE_DEVICES`` lists them ("" for none).
+
+    Ray sets ``CUDA_VISIBLE_DEVICES`` only for a task that asked for GPUs; a trial with
+    ``resources.gpu: 0`` would otherwise see (and with ``device: auto`` use) every GPU of its
+    node without holding one. It is hidden from them here, before torch first touches CUDA.
+    """
+    import ray
+
+    ids = [str(i) for i in ray.get_gpu_ids()]
+    if not ids:
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    return ",".join(ids)
+
+
 def train_trial(config: dict[str, Any], data: dict[str, Any],
                 limits: dict[str, int | None] | None = None,
                 objective: dict[str, str] | None = None) -> None:
@@ -154,6 +169,7 @@ def train_trial(config: dict[str, Any], data: dict[str, Any],
             is reported once as ``status: rejected`` and never trained.
         objective: ``{metric: "min" | "max"}``, so a rejected trial reports its worst values.
     """
+    gpus = _claim_gpus()
     trial_config: TrialConfig = parse_trial_config(config)
     bundle = DataBundle.from_arrays(data)
     if "OMP_NUM_THREADS" in os.environ:  # Ray sets it to the trial's CPU count
@@ -175,7 +191,7 @@ def train_trial(config: dict[str, Any], data: dict[str, Any],
     node = _node_id()
 
     def on_epoch(metrics: dict[str, Any], make_state: Any) -> None:
-        metrics = {**metrics, "node_id": node}
+        metrics = {**metrics, "node_id": node, "gpu_ids": gpus}
         state = make_state()
         with tempfile.TemporaryDirectory() as tmp:
             torch.save(state, Path(tmp) / CHECKPOINT_FILE)

@@ -1,0 +1,116 @@
+"""GPU scheduling and packing, proven on CPUs: a Ray node that advertises 4 logical GPUs.
+
+The trials' tensors stay on the CPU (``device: cpu``); what is checked is what Ray and hpsearch
+decide: how many trials run at once for ``gpu`` 1, 0.5 and 0.25, which GPU each one was given
+(``CUDA_VISIBLE_DEVICES``, recorded per epoch), and that a trial without a GPU sees none.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from hpsearch.search.runner import packing_note, run_sweep
+from hpsearch.search.spec import parse_spec
+from hpsearch.trainables.errors import UserError
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def four_gpus() -> Iterator[None]:
+    import ray
+
+    ray.init(address="local", num_cpus=16, num_gpus=4, include_dashboard=False,
+             log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def _spec(tmp_path: Path, data_dir: Path, name: str, gpu: float, trials: int,
+          device: str = "cpu") -> dict[str, Any]:
+    return {
+        "name": name,
+        "fixed": {"dataset": "mnist", "data_dir": str(data_dir), "channels": [4, 8],
+                  "fc_width": 16, "batch_size": 32, "device": device},
+        "space": {"lr": {"type": "loguniform", "low": 1e-3, "high": 1e-2}},
+        "search": {"algorithm": "random", "seed": 0},
+        "scheduler": {"name": "none"},
+        "budget": {"trials": trials, "max_epochs": 2},
+        "resources": {"cpu": 0.5, "gpu": gpu},
+        "storage": str(tmp_path / "runs"),
+        "tracking": {"uri": f"sqlite:///{tmp_path}/mlflow.db"},
+    }
+
+
+def _run(spec: dict[str, Any]) -> tuple[Any, list[str]]:
+    lines: list[str] = []
+    return run_sweep(parse_spec(spec), yaml.safe_dump(spec), echo=lines.append), lines
+
+
+def _spans(run_dir: Path) -> list[dict[str, Any]]:
+    out = []
+    for d in sorted(run_dir.glob("trial_*")):
+        rows = [json.loads(x) for x in (d / "result.json").read_text().splitlines()]
+        out.append({"start": rows[0]["timestamp"] - rows[0]["time_this_iter_s"],
+                    "end": rows[-1]["timestamp"], "gpus": rows[-1]["gpu_ids"]})
+    return out
+
+
+def _most_at_once(spans: list[dict[str, Any]]) -> tuple[int, list[list[dict[str, Any]]]]:
+    """The largest number of trials training at one moment, and every such moment's trials."""
+    moments = [s["start"] for s in spans]
+    groups = [[s for s in spans if s["start"] <= t < s["end"]] for t in moments]
+    return max(len(g) for g in groups), groups
+
+
+@pytest.mark.usefixtures("four_gpus")
+@pytest.mark.parametrize(("gpu", "at_once"), [(1, 4), (0.5, 8), (0.25, 16)])
+def test_gpu_fractions_pack_trials_as_ray_places_them(
+        tmp_path: Path, tiny_mnist_dir: Path, gpu: float, at_once: int) -> None:
+    outcome, lines = _run(_spec(tmp_path, tiny_mnist_dir, f"g{at_once}", gpu, at_once + 2))
+    assert lines[0].startswith(f"hpsearch sweep 'g{at_once}': {at_once + 2} trials, "
+                               f"{at_once} at once (0.5 CPU, {gpu:g} GPU each")
+    spans = _spans(outcome.run_dir)
+    assert len(spans) == at_once + 2
+    most, groups = _most_at_once(spans)
+    assert most <= at_once  # never more than the devices hold
+    assert most >= at_once - 1, most  # and the slots were filled (one may be between trials)
+    for group in groups:  # at any moment no device holds more than 1/gpu trials
+        per_device = Counter(s["gpus"] for s in group)
+        assert max(per_device.values()) <= round(1 / gpu)
+    assert {s["gpus"] for s in spans} == {"0", "1", "2", "3"}  # every device used, one each
+
+
+@pytest.mark.usefixtures("four_gpus")
+def test_a_trial_without_a_gpu_sees_none(tmp_path: Path, tiny_mnist_dir: Path) -> None:
+    outcome, _ = _run(_spec(tmp_path, tiny_mnist_dir, "nogpu", 0, 2, device="auto"))
+    for d in outcome.run_dir.glob("trial_*"):
+        rows = [json.loads(x) for x in (d / "result.json").read_text().splitlines()]
+        assert rows[-1]["gpu_ids"] == "" and rows[-1]["device"] == "cpu"
+
+
+@pytest.mark.usefixtures("four_gpus")
+def test_more_gpus_per_trial_than_a_node_has_is_one_line(
+        tmp_path: Path, tiny_mnist_dir: Path) -> None:
+    with pytest.raises(UserError) as err:
+        _run(_spec(tmp_path, tiny_mnist_dir, "big", 8, 1))
+    assert str(err.value) == ("resources.gpu: 8 GPU per trial asked for, but no node has more "
+                              "than 4; set resources.gpu: at most 4")
+    assert not (tmp_path / "runs" / "big" / "trial_").exists()
+
+
+def test_a_fraction_that_wastes_part_of_a_device_warns() -> None:
+    base = {"name": "w", "fixed": {"dataset": "mnist"}, "space": {"lr": [0.1, 0.01]},
+            "search": {"algorithm": "grid"}, "budget": {"max_epochs": 1}}
+    note = packing_note(parse_spec({**base, "resources": {"gpu": 0.3}}))
+    assert note == ("warning: resources.gpu: 0.3 packs 3 trials per GPU, not 3.33 (10% of each "
+                    "device stays unclaimed); 1/3 = 0.333 claims it all")
+    for exact in (0.25, 0.5, 1, 0):
+        assert packing_note(parse_spec({**base, "resources": {"gpu": exact}})) is None
