@@ -9,7 +9,6 @@ import importlib.util
 import json
 import os
 import platform
-import re
 import shutil
 import socket
 import subprocess
@@ -20,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 
+from hpsearch.search.report import notes
 from hpsearch.search.report.data import SweepData
 from hpsearch.search.report.formats import (
     DASH,
@@ -47,14 +47,13 @@ from hpsearch.search.report.tables import (
     compute_summary,
     compute_table,
     cost_table,
-    eval_limit,
     factor_tables,
     fixed_settings,
     heading_test_acc,
     leaderboard,
     ofat_table,
 )
-from hpsearch.trainables.vocab import SCORE_DEFINITIONS, Status
+from hpsearch.trainables.vocab import Status
 
 __all__ = ["latex_table", "write_report"]
 
@@ -215,21 +214,6 @@ def _factor_display(data: SweepData, key: str, table: pd.DataFrame) -> pd.DataFr
     return out
 
 
-def _factor_caption(data: SweepData) -> str:
-    """How the factor tables compare trials: at one fidelity per column group."""
-    epochs = data.meta.get("max_epochs")
-    full = f"all {epochs:g} epochs" if epochs else "every epoch"
-    text = (f"Trials: how many had this value. Completed: how many of them ran {full}; best "
-            f"and mean are over these only, so every score comes from the same number of "
-            f"epochs")
-    rung = data.rung_epoch
-    if rung is not None and len(data.at_epoch(rung)):
-        text += (f". Reached epoch {rung}: trials that trained that far, however they ended, "
-                 f"and their mean {metric_name(data.objective[0]).lower()} at epoch {rung} "
-                 f"(the first epoch at which the scheduler stopped a trial)")
-    return text + "."
-
-
 def _ofat_display(data: SweepData, table: pd.DataFrame) -> pd.DataFrame:
     metric = data.objective[0]
     acc = is_accuracy(metric)
@@ -298,66 +282,6 @@ def write_report(data: SweepData, out_dir: Path, *, top: int | None = None,
     return files
 
 
-def _source(data: SweepData) -> str:
-    """Where the results were read from, without machine paths."""
-    if data.meta.get("source") == "mlflow":
-        return f"MLflow experiment '{data.meta.get('experiment')}'"
-    return "Ray's result files"
-
-
-def _data_line(data: SweepData) -> str | None:
-    """The dataset and how many images each split had (eval_limit: a subset of val/test)."""
-    sizes = data.meta.get("split_sizes") or {}
-    names = [f"{sizes[k]:,} {k}" for k in ("train", "val", "test") if k in sizes]
-    dataset = fixed_settings(data).get("dataset")
-    if not names and dataset is None:
-        return None
-    text = f"Data: {dataset or 'dataset not recorded'}"
-    if names:
-        text += f"; images per trial: {', '.join(names)}"
-    limit = eval_limit(data)
-    if limit is not None:
-        text += (f". Val and test are subsets (eval_limit {limit:,}: the first {limit:,} "
-                 "images of each), not the whole sets")
-    return text + "."
-
-
-def _definitions(data: SweepData) -> list[str]:
-    """What each column means; the accuracies as MLflow shows them too."""
-    test = SCORE_DEFINITIONS["test_top1"]
-    limit = eval_limit(data)
-    if limit is not None:
-        test += f" (here a subset: the first {limit:,} test images, eval_limit)"
-    return [f"Val acc: {SCORE_DEFINITIONS['best_val_top1']}.",
-            f"{heading_test_acc(data).removesuffix(' (%)')}: {test}.",
-            f"Last-epoch val acc: {SCORE_DEFINITIONS['val_top1']}; not a column here.",
-            "Params: trainable weights. MACs: multiply-accumulates for one image (K = "
-            "thousand, M = million, G = billion).",
-            "Completed: ran every epoch. Stopped at epoch N: the scheduler (ASHA) ended it "
-            "after epoch N, so its scores come from fewer epochs and are not compared with "
-            "completed trials'. Rejected: over a cost limit, never trained."]
-
-
-_PATH_LINE = re.compile(r"^(\s*(?:data_dir|storage|tracking_uri):\s*)(['\"]?(?:/|~|\.|"
-                        r"[A-Za-z]:\\|sqlite:|file:).*)$", re.M)
-
-
-def _without_paths(spec_yaml: str) -> str:
-    """The spec with its local paths (data, storage, a SQLite store) as ``<local path>``: they
-    name the sweep's machine, and another machine has its own."""
-    return _PATH_LINE.sub(r"\1<local path>", spec_yaml)
-
-
-def _server(uri: str | None) -> str:
-    """`` at http://host:5000`` for a tracking server; nothing for a local file (a path)."""
-    return f" at {uri}" if uri and uri.startswith(("http://", "https://")) else ""
-
-
-def _fidelity(data: SweepData) -> str:
-    epochs = data.meta.get("max_epochs")
-    return f"{epochs:g} epochs" if epochs else "full length"
-
-
 def _build(data: SweepData, *, top: int | None, max_params: int | None,
            max_macs: int | None) -> _Doc:
     spec = data.spec
@@ -366,7 +290,7 @@ def _build(data: SweepData, *, top: int | None, max_params: int | None,
     if spec is not None and spec.description:
         doc.text(spec.description)
     metric, mode = data.objective
-    doc.text(f"Objective: {mode}imise {metric}. Read from {_source(data)}.")
+    doc.text(f"Objective: {mode}imise {metric}. Read from {notes.source(data)}.")
     if s["best"] is not None:
         b = s["best"]
         settings = ", ".join(f"{setting_title(k).lower()} {fmt_value(k, v)}"
@@ -384,11 +308,11 @@ def _build(data: SweepData, *, top: int | None, max_params: int | None,
     if fixed:
         doc.text("Fixed settings (the same in every trial): " + ", ".join(
             f"{setting_title(k).lower()} {fmt_value(k, v)}" for k, v in fixed.items()) + ".")
-    line = _data_line(data)
+    line = notes.data_line(data)
     if line:
         doc.text(line)
     doc.heading("Definitions")
-    doc.bullets(_definitions(data))
+    doc.bullets(notes.definitions(data))
 
     doc.heading("Leaderboard")
     board = leaderboard(data, top=top)
@@ -416,11 +340,11 @@ def _build(data: SweepData, *, top: int | None, max_params: int | None,
     factors = factor_tables(data)
     if factors:
         doc.heading("Factors")
-        doc.text(_factor_caption(data))
+        doc.text(notes.factor_caption(data))
         for key, table in factors.items():
             doc.table(f"factor_{key}", _factor_display(data, key, table),
                       f"{setting_title(key)}: completed trials compared at "
-                      f"{_fidelity(data)}" + (f"; all trials at epoch {data.rung_epoch}"
+                      f"{notes.fidelity(data)}" + (f"; all trials at epoch {data.rung_epoch}"
                                               if "rung_mean" in table.columns else ""))
 
     doc.heading("Cost")
@@ -472,7 +396,7 @@ def _build(data: SweepData, *, top: int | None, max_params: int | None,
         f"report machine: {machine['host']}, {machine['platform']}, Python "
         f"{machine['python']}, {machine['cpus']} CPUs, GPUs: "
         f"{', '.join(machine['gpus']) or 'none'}",
-        f"MLflow: experiment {meta.get('experiment')}{_server(meta.get('tracking_uri'))}",
+        f"MLflow: experiment {meta.get('experiment')}{notes.server(meta.get('tracking_uri'))}",
         f"report written: {datetime.now(UTC).strftime('%Y-%m-%dT%H:%M:%S%z')}",
     ]
     doc.code("\n".join(lines))
@@ -483,5 +407,5 @@ def _build(data: SweepData, *, top: int | None, max_params: int | None,
         spec_yaml = yaml.safe_dump(spec.to_dict(), sort_keys=False)
     if spec_yaml:
         doc.text("The sweep spec (local paths left out):")
-        doc.code(_without_paths(spec_yaml))
+        doc.code(notes.without_paths(spec_yaml))
     return doc
