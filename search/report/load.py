@@ -8,6 +8,8 @@ either source gives the same frames.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import os
@@ -323,7 +325,8 @@ def _mlflow_trial(client: Any, run: Any) -> _Trial:
 
 def _csv_classes(text: str, n: int) -> list[str] | None:
     """The class names in ``confusion.csv``'s header, when it names them (not 0..n-1)."""
-    header = text.splitlines()[0].split(",")[1:] if text.strip() else []
+    rows = [r for r in csv.reader(io.StringIO(text)) if r]
+    header = rows[0][1:] if rows else []
     if len(header) != n or header == [str(i) for i in range(n)]:
         return None
     return header
