@@ -336,7 +336,9 @@ def _build(data: SweepData, *, top: int | None, max_params: int | None,
     if ofat is not None:
         doc.heading("One factor at a time")
         doc.table("ofat", _ofat_display(data, ofat),
-                  "the baseline, then each change on its own; Δ: score minus the baseline's")
+                  "the baseline, then each change on its own; Δ: score minus the baseline's. "
+                  "A change stopped early is scored at fewer epochs (its status says when), "
+                  "so its Δ compares unequal training")
     factors = factor_tables(data)
     if factors:
         doc.heading("Factors")
