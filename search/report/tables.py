@@ -367,7 +367,7 @@ def _none(value: Any) -> Any:
 def compute_table(summary: Mapping[str, Any]) -> pd.DataFrame:
     c = summary["counts"]
     rows = [("Trials", str(summary["trials"]))]
-    rows += [(f"  {k.replace('_', ' ')}", str(n)) for k, n in c.items() if n]
+    rows += [(f"Trials {k.replace('_', ' ')}", str(n)) for k, n in c.items() if n]
     rows.append(("Trial-epochs run", str(summary["trial_epochs"])))
     if summary["full_budget_epochs"]:
         rows.append((f"Full budget ({summary['trained_trials']} trials x "
