@@ -318,8 +318,8 @@ def _build(data: SweepData, *, top: int | None, max_params: int | None,
     board = leaderboard(data, top=top)
     shown = f"top {len(board)} of {len(data.trials)}" if top is not None else \
         f"all {len(board)}"
-    order = ("completed trials first, best first; then trials stopped early, by their score "
-             "at fewer epochs; then trials without a score")
+    order = ("completed trials first, best first; then the other scored ones (stopped early "
+             "or unfinished: scores from fewer epochs); then trials without a score")
     doc.table("leaderboard", board, f"{shown} trials: {order}. Only settings that varied "
                                     "are shown.")
     budget = budget_text(max_params, max_macs)

@@ -89,7 +89,7 @@ def test_the_report_states_its_comparison_method_and_definitions(tmp_path: Path)
     assert "| sgd | 3 | 1 | 70.00 | 70.00 | 3 | 20.00 |" in factors
     cost = md.split("## Cost")[1].split("## Compute")[0]
     assert "trials stopped early are left out (their scores are from fewer epochs)" in cost
-    assert "completed trials first, best first; then trials stopped early" in md
+    assert "completed trials first, best first; then the other scored ones (stopped early" in md
     definitions = md.split("## Definitions")[1].split("## Leaderboard")[0]
     assert f"- Val acc: {SCORE_DEFINITIONS['best_val_top1']}." in definitions
     assert SCORE_DEFINITIONS["test_top1"] in definitions
