@@ -18,6 +18,7 @@ __all__ = [
     "COUNT_SUFFIXES",
     "DURATION_UNITS",
     "format_clock",
+    "format_compact",
     "format_count",
     "format_duration",
     "parse_count",
@@ -68,6 +69,20 @@ def format_count(n: float, suffix: str | None = None, digits: int = 3) -> str:
         text = f"{n / COUNT_SUFFIXES[suffix.lower()]:.{digits}f}"
         return (text.rstrip("0").rstrip(".") if "." in text else text) + suffix
     return f"{n / COUNT_SUFFIXES[suffix.lower()]:.{digits}f}{suffix}"
+
+
+def format_compact(n: float, significant: int = 3) -> str:
+    """``n`` to ``significant`` digits with a K/M/G suffix, for a reader: ``13286`` ->
+    ``"13.3K"``, ``207098`` -> ``"207K"``, ``1218000`` -> ``"1.22M"``, ``512`` -> ``"512"``;
+    ``parse_count`` reads it back (rounded)."""
+    if not math.isfinite(n) or n == 0:
+        return f"{n:g}"
+    rounded = float(f"{n:.{significant}g}")  # 999_950 -> 1e6: the suffix follows the rounding
+    suffix = next((s for s in "GMK" if abs(rounded) >= COUNT_SUFFIXES[s.lower()]), "")
+    scaled = rounded / COUNT_SUFFIXES[suffix.lower()]
+    decimals = max(0, significant - 1 - math.floor(math.log10(abs(scaled))))
+    text = f"{scaled:.{decimals}f}"
+    return (text.rstrip("0").rstrip(".") if "." in text else text) + suffix
 
 
 def parse_duration(value: str | int | float) -> float:

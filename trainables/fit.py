@@ -220,7 +220,7 @@ def _test_metrics(model: nn.Module, data: DataBundle, batches: _Batches,
     prf = macro_prf(cm)
     return {**meter.result("test"), "test_precision": prf["precision"],
             "test_recall": prf["recall"], "test_f1": prf["f1"],
-            "test_confusion": cm.tolist()}
+            "test_confusion": cm.tolist(), "test_classes": list(data.classes)}
 
 
 def console_reporter(total_epochs: int, echo: Callable[[str], None] = print) -> Reporter:

@@ -81,6 +81,17 @@ def trial_status(last_reported: str | None, tune_status: str | None,
     return Status.UNKNOWN
 
 
+# What each accuracy the report and MLflow show means: one definition for both.
+SCORE_DEFINITIONS: dict[str, str] = {
+    "best_val_top1": "val top-1 accuracy at the trial's best epoch (the highest over the epochs "
+                     "it ran); ranks the trials; in MLflow the highest point of the run's "
+                     "val_top1 chart",
+    "val_top1": "val top-1 accuracy after the last epoch the trial ran; the val_top1 that "
+                "MLflow's runs table shows (a metric's latest value)",
+    "test_top1": "top-1 accuracy on the test set of the model after its last epoch, measured "
+                 "once and only when the trial ran every epoch; MLflow's test_top1",
+}
+
 # Every metric a trial reports that can be optimised, with its natural direction.
 METRICS: dict[str, str] = {
     "val_top1": "max", "val_top3": "max", "val_loss": "min",

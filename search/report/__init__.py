@@ -14,8 +14,13 @@ every table and plot is computed once, from it:
 
 Rooms: :mod:`.load` (Ray | MLflow -> :class:`SweepData`, defined in :mod:`.data`),
 :mod:`.tables`, :mod:`.study` (the trials as an Optuna study: importances), :mod:`.plots`,
-:mod:`.render` (md/html/tex/csv files); :mod:`.formats` writes values as table cells. Metric
-names and statuses are :mod:`trainables.vocab`'s.
+:mod:`.render` (md/html/tex/csv files); :mod:`.formats` writes values as table cells,
+:mod:`.notes` the words around them (definitions, comparison method). Metric names, statuses and
+the accuracies' definitions are :mod:`trainables.vocab`'s.
+
+Trials are compared at equal fidelity: means, bests, the Pareto front and importance use the
+completed trials only (every epoch run); where ASHA stopped trials, factor tables add each
+value's mean score at the first epoch it stopped one, over every trial that got that far.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from hpsearch.search.report.formats import missing
-from hpsearch.trainables.vocab import DEFAULT_OBJECTIVE, FINAL_METRICS, HISTORY_METRICS
+from hpsearch.trainables.vocab import DEFAULT_OBJECTIVE, FINAL_METRICS, HISTORY_METRICS, Status
 
 if TYPE_CHECKING:
     from hpsearch.search.spec import SweepSpec
@@ -41,9 +41,11 @@ class SweepData:
             first metric).
         confusion: The test confusion matrix ``[true][pred]`` of the best trial that has one.
         confusion_trial: Which trial that matrix belongs to.
+        confusion_classes: Its rows' class names, where the trial recorded them.
         meta: Where the data came from and how to reproduce it: ``source``, ``git_commit``,
             ``created``, ``spec_yaml``, ``run_dir``, ``tracking_uri``, ``experiment``,
-            ``cpu_per_trial``, ``gpu_per_trial``, ``max_epochs``.
+            ``cpu_per_trial``, ``gpu_per_trial``, ``max_epochs``, ``split_sizes`` (images per split
+            of the trial whose confusion matrix is shown: ``train``, ``val``, ``test``).
     """
 
     name: str
@@ -53,6 +55,7 @@ class SweepData:
     objective: tuple[str, str] = DEFAULT_OBJECTIVE
     confusion: list[list[float]] | None = None
     confusion_trial: str | None = None
+    confusion_classes: list[str] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -99,6 +102,25 @@ class SweepData:
         return [c for c in self.trials.columns if c not in fixed]
 
     @property
+    def completed(self) -> pd.DataFrame:
+        """The trials that ran every epoch: the ones compared at full fidelity."""
+        return self.trials[self.trials["status"] == Status.COMPLETED]
+
+    @property
+    def rung_epoch(self) -> int | None:
+        """The first epoch at which the scheduler stopped a trial (ASHA's first rung with a stop),
+        when the objective is scored every epoch; None if no trial was stopped early."""
+        stopped = self.trials.loc[self.trials["status"] == Status.STOPPED_EARLY, "stopped_epoch"]
+        if stopped.dropna().empty or self.objective[0] not in HISTORY_METRICS:
+            return None
+        return int(stopped.dropna().min())
+
+    def at_epoch(self, epoch: int) -> pd.Series:
+        """Each trial's objective at ``epoch`` (trial id -> value), for those that reached it."""
+        h = self.history[self.history["epoch"] == epoch]
+        return h.set_index("trial_id")[self.objective[0]].dropna()
+
+    @property
     def searched(self) -> list[str]:
         """The settings the sweep searched: the spec's space, else those that vary."""
         keys = self.config_keys
@@ -138,9 +160,13 @@ def varies(column: pd.Series) -> bool:
 
 
 def ranked(frame: pd.DataFrame, metric: str, mode: str) -> pd.DataFrame:
-    """Best first by the objective; ties by val loss (val accuracy when that is the objective),
-    then trial id; unscored trials last."""
+    """Completed trials first (scores at full fidelity), then the other scored ones, then the
+    unscored; each group best first by the objective, ties by val loss (val accuracy when that
+    is the objective), then trial id."""
     score = score_column(metric)
     tie, tie_up = ("best_val_top1", False) if score == "best_val_loss" else ("best_val_loss", True)
-    return frame.sort_values([score, tie, "trial_id"], ascending=[mode == "min", tie_up, True],
-                             na_position="last", kind="stable").reset_index(drop=True)
+    group = frame[score].isna() * 2 + (frame["status"] != Status.COMPLETED)
+    order = frame.assign(_group=group.clip(upper=2)).sort_values(
+        ["_group", score, tie, "trial_id"], ascending=[True, mode == "min", tie_up, True],
+        na_position="last", kind="stable")
+    return order.drop(columns="_group").reset_index(drop=True)

@@ -8,24 +8,37 @@ from typing import Any
 
 import pandas as pd
 
-from hpsearch.search.units import parse_count  # re-exported: the one count parser
+from hpsearch.search.units import (
+    format_compact,
+    parse_count,  # re-exported: the one count parser
+)
 from hpsearch.trainables.vocab import Status
 
 __all__ = ["DASH", "budget_text", "duration", "fmt_metric", "fmt_value", "format_macs",
            "format_params", "is_accuracy", "metric_name", "metric_title", "missing",
-           "parse_count", "status_label"]
+           "parse_count", "setting_title", "status_label"]
 
 DASH = "—"  # a cell with no value
+# A setting's column title, in the leaderboard and the factor tables alike.
+_TITLES = {"model": "Model", "optimizer": "Optimizer", "lr": "Learning rate",
+           "batch_size": "Batch size", "augment": "Data augmentation",
+           "activation": "Activation", "fc_depth": "FC depth", "fc_width": "FC width",
+           "channels": "Channels", "weight_decay": "Weight decay"}
+
+
+def setting_title(key: str) -> str:
+    """``lr`` -> ``Learning rate``; ``label_smoothing`` -> ``Label smoothing``."""
+    return _TITLES.get(key, key.replace("_", " ").capitalize())
 
 
 def format_params(n: float | None) -> str:
-    """A parameter count in millions: 390634 -> ``"0.390634M"``."""
-    return DASH if missing(n) else f"{float(n) / 1e6:.6f}M"
+    """A parameter count to three digits: 390634 -> ``"391K"``, 1218000 -> ``"1.22M"``."""
+    return DASH if missing(n) else format_compact(float(n))
 
 
 def format_macs(n: float | None) -> str:
-    """Multiply-accumulates per image in billions: 7924000 -> ``"0.007924G"``."""
-    return DASH if missing(n) else f"{float(n) / 1e9:.6f}G"
+    """Multiply-accumulates per image to three digits: 7924000 -> ``"7.92M"``."""
+    return DASH if missing(n) else format_compact(float(n))
 
 
 def missing(value: Any) -> bool:
@@ -97,7 +110,7 @@ def duration(seconds: float | None) -> str:
 
 
 def budget_text(max_params: int | None, max_macs: int | None) -> str:
-    """``params <= 1.000000M and MACs <= 0.050000G``; empty without a budget."""
+    """``params <= 1M and MACs <= 50M``; empty without a budget."""
     parts = ([f"params <= {format_params(max_params)}"] if max_params is not None else []) + \
         ([f"MACs <= {format_macs(max_macs)}"] if max_macs is not None else [])
     return " and ".join(parts)

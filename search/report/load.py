@@ -8,6 +8,8 @@ either source gives the same frames.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import os
@@ -44,6 +46,8 @@ if TYPE_CHECKING:
 
 __all__ = ["from_mlflow", "from_ray_dir", "load_trials"]
 
+_Confusion = tuple[list[list[float]], list[str] | None]  # a test confusion matrix, class names
+
 
 @dataclass
 class _Trial:
@@ -57,6 +61,7 @@ class _Trial:
     error: str | None = None
     rejected_reason: str | None = None
     node: str | None = None
+    sizes: dict[str, int] | None = None  # images per split it last ran on: train, val
 
 
 def load_trials(source: str, *, storage: str | None = None,
@@ -160,9 +165,9 @@ def _from_local_dir(run_dir: Path, shown: str, name: str) -> SweepData:
 
 
 def _ray_trial(files: TrialFiles, states: Mapping[str, tuple[str | None, str | None]],
-               ) -> tuple[_Trial, list[list[float]] | None]:
+               ) -> tuple[_Trial, _Confusion | None]:
     """One trial folder (``result.json``, ``params.json``, ``error.txt``) and its test
-    confusion matrix, if it has one."""
+    confusion matrix with the class names, if it has one."""
     from hpsearch.search.tracking import by_step, result_metrics, result_step
 
     rows = by_step(files.rows)  # a resumed trial may repeat an epoch
@@ -180,14 +185,28 @@ def _ray_trial(files: TrialFiles, states: Mapping[str, tuple[str | None, str | N
                             **{k: values[k] for k in HISTORY_METRICS if k in values}})
         finals.update({k: values[k] for k in FINAL_METRICS if k in values})
         if isinstance(r.get("test_confusion"), list) and r["test_confusion"]:
-            matrix = r["test_confusion"]
+            matrix = (r["test_confusion"], _names(r.get("test_classes")))
     last = rows[-1] if rows else {}
     trial = _Trial(trial_id=trial_id, config=files.config, rows=metric_rows, finals=finals,
                    status=status, error=error if status == Status.FAILED else None,
                    rejected_reason=last.get("rejected_reason")
                    if status == Status.REJECTED else None,
-                   node=last.get("hostname"))
+                   node=last.get("hostname"), sizes=_sizes(last))
     return trial, matrix
+
+
+def _sizes(values: Mapping[str, Any]) -> dict[str, int]:
+    """The images a trial trained and validated on, from its last result or run metrics."""
+    return {split: int(values[f"{split}_samples"]) for split in ("train", "val")
+            if isinstance(values.get(f"{split}_samples"), int | float)
+            and math.isfinite(values[f"{split}_samples"])}
+
+
+def _names(classes: Any) -> list[str] | None:
+    """Class names a trial recorded, if they are a list of strings."""
+    if isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes):
+        return classes
+    return None
 
 
 def _spec_or_none(data: Any, source: str) -> SweepSpec | None:
@@ -267,10 +286,11 @@ def from_mlflow(experiment: str, *, tracking_uri: str | None = None,
         meta.update(_spec_resources(spec))
     objective = _objective(spec, parent.data.tags.get("hpsearch.objective"))
 
-    def confusion(trial_id: str) -> list[list[float]] | None:
+    def confusion(trial_id: str) -> _Confusion | None:
         run_id = run_ids.get(trial_id)
         text = _artifact_text(client, run_id, CONFUSION_CSV) if run_id else None
-        return read_confusion(text) if text else None
+        matrix = read_confusion(text) if text else None
+        return (matrix, _csv_classes(text, len(matrix))) if text and matrix else None
 
     name = parent.data.tags.get("hpsearch.sweep") or experiment
     return _assemble(name, spec, trials, meta, objective, confusion)
@@ -300,7 +320,16 @@ def _mlflow_trial(client: Any, run: Any) -> _Trial:
         error=tags.get("hpsearch.error") if status == Status.FAILED else None,
         rejected_reason=tags.get("hpsearch.rejected_reason")
         if status == Status.REJECTED else None,
-        node=tags.get("hpsearch.node"))
+        node=tags.get("hpsearch.node"), sizes=_sizes(run.data.metrics))
+
+
+def _csv_classes(text: str, n: int) -> list[str] | None:
+    """The class names in ``confusion.csv``'s header, when it names them (not 0..n-1)."""
+    rows = [r for r in csv.reader(io.StringIO(text)) if r]
+    header = rows[0][1:] if rows else []
+    if len(header) != n or header == [str(i) for i in range(n)]:
+        return None
+    return header
 
 
 def _search_all(client: Any, experiment_id: str, filter_string: str) -> list[Any]:
@@ -377,7 +406,7 @@ def _objective(spec: SweepSpec | None, tag: str | None) -> tuple[str, str]:
 
 def _assemble(name: str, spec: SweepSpec | None, trials: list[_Trial], meta: dict[str, Any],
               objective: tuple[str, str],
-              confusion_of: Callable[[str], list[list[float]] | None]) -> SweepData:
+              confusion_of: Callable[[str], _Confusion | None]) -> SweepData:
     """The trials and history frames, in ranking order, from either source."""
     if not trials:
         where = meta.get("run_dir") or meta.get("tracking_uri")
@@ -396,9 +425,12 @@ def _assemble(name: str, spec: SweepSpec | None, trials: list[_Trial], meta: dic
     for trial_id in frame["trial_id"]:
         if frame.loc[frame["trial_id"] == trial_id, "status"].iloc[0] != Status.COMPLETED:
             continue
-        matrix = confusion_of(trial_id)
-        if matrix:
-            data.confusion, data.confusion_trial = matrix, trial_id
+        found = confusion_of(trial_id)
+        if found:
+            data.confusion, data.confusion_trial = found[0], trial_id
+            data.confusion_classes = found[1]
+            sizes = next((t.sizes for t in trials if t.trial_id == trial_id), None) or {}
+            data.meta["split_sizes"] = {**sizes, "test": round(sum(map(sum, found[0])))}
             break
     return data
 

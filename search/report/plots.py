@@ -27,9 +27,10 @@ from hpsearch.search.report.formats import (
     metric_name,
     metric_title,
     missing,
+    setting_title,
     status_label,
 )
-from hpsearch.search.report.study import IMPORTANCE_SEED, importance_study, scored_study
+from hpsearch.search.report.study import evaluator, importance_study, scored_study
 from hpsearch.search.report.tables import pareto_front
 
 if TYPE_CHECKING:
@@ -107,54 +108,89 @@ def plot_confusion(data: SweepData) -> bytes | None:
     if not matrix:
         return None
     n = len(matrix)
-    fig = _figure(1.8 + 0.45 * n, 1.4 + 0.45 * n)
+    names = data.confusion_classes if data.confusion_classes and \
+        len(data.confusion_classes) == n and n <= 20 else None
+    pad = 0.06 * max(map(len, names)) if names else 0.0  # room for the longest name
+    fig = _figure(1.8 + 0.45 * n + pad, 1.4 + 0.45 * n + pad)
     ax = fig.subplots()
     draw_confusion(ax, matrix)
+    if names:
+        ax.set_xticks(range(n), names, rotation=45, ha="right", fontsize=8)
+        ax.set_yticks(range(n), names, fontsize=8)
     ax.set_title(f"test confusion, trial {data.confusion_trial}", fontsize=9)
     return _png(fig)
 
 
 def plot_parallel(data: SweepData) -> bytes | None:
-    """Optuna's parallel coordinates: one line per scored trial through each searched setting
+    """Optuna's parallel coordinates: one line per completed trial through each searched setting
     that varies, coloured by the score (a trial without a setting passes through "None")."""
     score = data.score_column
-    trials = data.trials[data.trials[score].notna()]
-    keys = [k for k in data.searched if varies(data.trials[k])
-            and not trials[k].map(missing).all()]
+    trials = data.completed[data.completed[score].notna()]
+    keys = [k for k in data.searched if varies(trials[k]) and not trials[k].map(missing).all()]
     if len(trials) < 2 or not keys:
         return None
     from optuna.visualization.matplotlib import plot_parallel_coordinate
 
-    study = scored_study(data, keys, trials)
-    return _optuna_png(lambda: plot_parallel_coordinate(
-        study, params=keys, target_name=metric_name(data.objective[0])),
-        max(6.4, 1.6 * (len(keys) + 1)), 4.8)
+    metric = data.objective[0]
+    scale = 100.0 if is_accuracy(metric) else 1.0
+    study = scored_study(data, keys, trials, titled=True)
+
+    def draw() -> Axes:
+        ax = plot_parallel_coordinate(
+            study, params=[setting_title(k) for k in keys],
+            target=lambda t: scale * t.value, target_name=metric_title(metric))
+        ax.set_title("")
+        _tidy_axes(ax.figure)
+        for lines in ax.collections:  # no line fades into the page; the best is yellow
+            lines.set_cmap("viridis" if data.objective[1] == "max" else "viridis_r")
+        return ax
+
+    return _optuna_png(draw, max(6.4, 2.2 * (len(keys) + 1)), 4.8)
+
+
+def _tidy_axes(fig: Figure) -> None:
+    """Parallel coordinates readable: plain numbers on log axes (0.003, not 3x10^-3), small
+    tick labels, and at most 8 labels on an axis of many categories, so none overlap."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    for ax in fig.axes:
+        ax.tick_params(axis="both", which="both", labelsize=8)
+        if ax.get_yscale() == "log":
+            low, high = ax.get_ylim()
+            plain = FuncFormatter(lambda v, _: f"{v:.2g}")
+            ax.yaxis.set_major_formatter(plain)
+            # within a decade only minor ticks fall in view: label those instead
+            ax.yaxis.set_minor_formatter(plain if high / low < 10 else NullFormatter())
+        labels = ax.get_yticklabels()
+        if len(labels) > 8 and any(lab.get_text() for lab in labels):
+            step = -(-len(labels) // 8)
+            for i, lab in enumerate(labels):
+                lab.set_visible(i % step == 0)
 
 
 def plot_importances(data: SweepData) -> bytes | None:
-    """Optuna's bars of the fANOVA importances :func:`~search.report.study.param_importances`
+    """Optuna's bars of the PED-ANOVA importances :func:`~search.report.study.param_importances`
     gives; None where it gives none."""
-    found = importance_study(data)
+    found = importance_study(data, titled=True)
     if isinstance(found, str):
         return None
-    import optuna
     from optuna.visualization.matplotlib import plot_param_importances
 
     study, keys = found
-    evaluator = optuna.importance.FanovaImportanceEvaluator(seed=IMPORTANCE_SEED)
     try:
         return _optuna_png(lambda: plot_param_importances(
-            study, evaluator=evaluator, target_name=metric_name(data.objective[0])),
+            study, evaluator=evaluator(), target_name=metric_name(data.objective[0])),
             6.4, 1.6 + 0.5 * len(keys))
-    except RuntimeError:  # fANOVA finds no variance to split
+    except RuntimeError:  # no variance to split
         return None
 
 
 def plot_cost(data: SweepData, *, max_params: int | None = None,
               max_macs: int | None = None) -> bytes | None:
-    """Score against params and against MACs (log axes), Pareto front in red."""
+    """Score of the completed trials against params and against MACs (log axes), Pareto front
+    in red. Trials stopped early are left out: their scores are from fewer epochs."""
     score = data.score_column
-    trials = data.trials[data.trials[score].notna() & data.trials["params"].notna()]
+    trials = data.completed[data.completed[score].notna() & data.completed["params"].notna()]
     if trials.empty:
         return None
     fig = _figure(10, 3.8)

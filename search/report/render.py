@@ -19,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 
+from hpsearch.search.report import notes
 from hpsearch.search.report.data import SweepData
 from hpsearch.search.report.formats import (
     DASH,
@@ -31,6 +32,7 @@ from hpsearch.search.report.formats import (
     metric_name,
     metric_title,
     missing,
+    setting_title,
 )
 from hpsearch.search.report.plots import (
     CURVES,
@@ -46,9 +48,12 @@ from hpsearch.search.report.tables import (
     compute_table,
     cost_table,
     factor_tables,
+    fixed_settings,
+    heading_test_acc,
     leaderboard,
     ofat_table,
 )
+from hpsearch.trainables.vocab import Status
 
 __all__ = ["latex_table", "write_report"]
 
@@ -87,6 +92,9 @@ class _Doc:
     def code(self, text: str) -> None:
         self.blocks.append(("pre", text))
 
+    def bullets(self, items: list[str]) -> None:
+        self.blocks.append(("ul", items))
+
     def table(self, name: str, frame: pd.DataFrame, caption: str = "") -> None:
         self.tables[name] = frame
         self.blocks.append(("table", (name, caption)))
@@ -105,6 +113,8 @@ class _Doc:
                 out += [payload, ""]
             elif kind == "pre":
                 out += ["```", payload.rstrip("\n"), "```", ""]
+            elif kind == "ul":
+                out += [f"- {item}" for item in payload] + [""]
             elif kind == "table":
                 name, caption = payload
                 out += ([f"*{caption}*", ""] if caption else []) + \
@@ -125,6 +135,9 @@ class _Doc:
                 out.append(f"<p>{html.escape(payload)}</p>")
             elif kind == "pre":
                 out.append(f"<pre>{html.escape(payload)}</pre>")
+            elif kind == "ul":
+                out.append("<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in payload)
+                           + "</ul>")
             elif kind == "table":
                 name, caption = payload
                 if caption:
@@ -143,6 +156,7 @@ class _Doc:
 _CSS = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
         "table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:.9em}"
         "th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}"
+        "td:first-child,th:first-child{text-align:left}"
         "th{background:#f3f3f3}pre{background:#f6f6f6;padding:1em;overflow:auto}"
         "img{max-width:100%}.caption{font-style:italic;margin-bottom:0}")
 
@@ -185,11 +199,19 @@ def _tex_symbols(tex: str) -> str:
 
 def _factor_display(data: SweepData, key: str, table: pd.DataFrame) -> pd.DataFrame:
     metric = data.objective[0]
-    title = metric_title(metric)
-    return pd.DataFrame({
-        key: table["value"], "Trials": table["trials"], "Trained": table["scored"],
-        f"Best {title.lower()}": table["best"].map(lambda v: fmt_metric(metric, v)),
-        f"Mean {title.lower()}": table["mean"].map(lambda v: fmt_metric(metric, v))})
+    title = metric_title(metric).lower()
+    out = pd.DataFrame({
+        setting_title(key): table["value"], "Trials": table["trials"],
+        "Completed": table["completed"],
+        f"Best {title}": table["best"].map(lambda v: fmt_metric(metric, v)),
+        f"Mean {title}": table["mean"].map(lambda v: fmt_metric(metric, v))})
+    if "rung_mean" in table.columns:
+        rung = data.rung_epoch
+        out[f"Reached epoch {rung}"] = table["at_rung"]
+        unit = " (%)" if is_accuracy(metric) else ""
+        out[f"Mean {metric_name(metric).lower()} at epoch {rung}{unit}"] = \
+            table["rung_mean"].map(lambda v: fmt_metric(metric, v))
+    return out
 
 
 def _ofat_display(data: SweepData, table: pd.DataFrame) -> pd.DataFrame:
@@ -206,7 +228,7 @@ def _ofat_display(data: SweepData, table: pd.DataFrame) -> pd.DataFrame:
         "Trial": table["trial_id"].map(lambda v: DASH if missing(v) else v),
         metric_title(metric): table["best"].map(lambda v: fmt_metric(metric, v)),
         "Δ vs baseline": table["delta"].map(delta),
-        "Test acc (%)": table["test_top1"].map(lambda v: fmt_metric("test_top1", v)),
+        heading_test_acc(data): table["test_top1"].map(lambda v: fmt_metric("test_top1", v)),
         "Status": table["status"]})
 
 
@@ -216,7 +238,7 @@ def _cost_display(data: SweepData, table: pd.DataFrame, budgeted: bool) -> pd.Da
         "Trial": table["trial_id"], "Params": table["params"].map(format_params),
         "MACs": table["macs"].map(format_macs),
         metric_title(metric): table[data.score_column].map(lambda v: fmt_metric(metric, v)),
-        "Test acc (%)": table["test_top1"].map(lambda v: fmt_metric("test_top1", v))})
+        heading_test_acc(data): table["test_top1"].map(lambda v: fmt_metric("test_top1", v))})
     if budgeted:
         out["Within budget"] = table["fits"].map({True: "yes", False: "no"})
     return out
@@ -262,30 +284,44 @@ def write_report(data: SweepData, out_dir: Path, *, top: int | None = None,
 
 def _build(data: SweepData, *, top: int | None, max_params: int | None,
            max_macs: int | None) -> _Doc:
-    spec, meta = data.spec, data.meta
+    spec = data.spec
     s = compute_summary(data)
     doc = _Doc(f"Sweep report: {data.name}")
     if spec is not None and spec.description:
         doc.text(spec.description)
     metric, mode = data.objective
-    doc.text(f"Objective: {mode}imise {metric}. Source: {meta.get('source')} "
-             f"({meta.get('run_dir') or meta.get('tracking_uri')}).")
+    doc.text(f"Objective: {mode}imise {metric}. Read from {notes.source(data)}.")
     if s["best"] is not None:
         b = s["best"]
-        settings = ", ".join(f"{k}={fmt_value(k, v)}" for k, v in b["config"].items())
+        settings = ", ".join(f"{setting_title(k).lower()} {fmt_value(k, v)}"
+                             for k, v in b["config"].items())
         unit = " %" if is_accuracy(metric) else ""
-        doc.text(f"Best trial {b['trial_id']}: {metric_name(metric).lower()} "
+        first = data.trials.iloc[0]
+        stopped = "" if first["status"] == Status.COMPLETED else \
+            " (no trial completed: this one's score is from fewer epochs)"
+        doc.text(f"Best trial {b['trial_id']}{stopped}: {metric_name(metric).lower()} "
                  f"{fmt_metric(metric, b['score'])}{unit}, test acc "
                  f"{fmt_metric('test_top1', b['test_top1'])} %, "
                  f"{format_params(b['params'])} params, {format_macs(b['macs'])} MACs"
                  f"{' (' + settings + ')' if settings else ''}.")
+    fixed = fixed_settings(data)
+    if fixed:
+        doc.text("Fixed settings (the same in every trial): " + ", ".join(
+            f"{setting_title(k).lower()} {fmt_value(k, v)}" for k, v in fixed.items()) + ".")
+    line = notes.data_line(data)
+    if line:
+        doc.text(line)
+    doc.heading("Definitions")
+    doc.bullets(notes.definitions(data))
 
     doc.heading("Leaderboard")
     board = leaderboard(data, top=top)
     shown = f"top {len(board)} of {len(data.trials)}" if top is not None else \
         f"all {len(board)}"
-    doc.table("leaderboard", board, f"{shown} trials, best first; accuracies in %, params in "
-                                    "millions, MACs per image in billions")
+    order = ("completed trials first, best first; then the other scored ones (stopped early "
+             "or unfinished: scores from fewer epochs); then trials without a score")
+    doc.table("leaderboard", board, f"{shown} trials: {order}. Only settings that varied "
+                                    "are shown.")
     budget = budget_text(max_params, max_macs)
     if budget:
         within = leaderboard(data, max_params=max_params, max_macs=max_macs)
@@ -294,30 +330,37 @@ def _build(data: SweepData, *, top: int | None, max_params: int | None,
             doc.text(f"No trial fits {budget}.")
         else:
             doc.table("leaderboard_budget", within.head(top or len(within)),
-                      f"{len(within)} of {len(data.trials)} trials fit {budget}")
+                      f"{len(within)} of {len(data.trials)} trials fit {budget}; {order}.")
 
     ofat = ofat_table(data)
     if ofat is not None:
         doc.heading("One factor at a time")
         doc.table("ofat", _ofat_display(data, ofat),
-                  "the baseline, then each change on its own; Δ: score minus the baseline's")
+                  "the baseline, then each change on its own; Δ: score minus the baseline's. "
+                  "A change stopped early is scored at fewer epochs (its status says when), "
+                  "so its Δ compares unequal training")
     factors = factor_tables(data)
     if factors:
         doc.heading("Factors")
+        doc.text(notes.factor_caption(data))
         for key, table in factors.items():
             doc.table(f"factor_{key}", _factor_display(data, key, table),
-                      f"{key}: trials per value, best and mean score of the trained ones")
+                      f"{setting_title(key)}: completed trials compared at "
+                      f"{notes.fidelity(data)}" + (f"; all trials at epoch {data.rung_epoch}"
+                                              if "rung_mean" in table.columns else ""))
 
     doc.heading("Cost")
     cost = cost_table(data, max_params=max_params, max_macs=max_macs)
     if cost.empty:
-        doc.text("No scored trial with a known cost.")
+        doc.text("No completed trial with a known cost.")
     else:
         doc.table("pareto", _cost_display(data, cost, bool(budget)),
-                  "Pareto-optimal trials: no other trial scores better with fewer params and "
-                  "MACs")
+                  "Pareto-optimal completed trials: no other completed trial scores better "
+                  "with fewer params and MACs; trials stopped early are left out (their scores "
+                  "are from fewer epochs)")
         doc.image("cost", plot_cost(data, max_params=max_params, max_macs=max_macs),
-                  "score vs parameters and vs MACs per image; red: Pareto front")
+                  "score vs parameters and vs MACs per image, completed trials only; red: "
+                  "Pareto front")
 
     doc.heading("Compute")
     doc.table("compute", compute_table(s))
@@ -326,7 +369,9 @@ def _build(data: SweepData, *, top: int | None, max_params: int | None,
     doc.image("curves", plot_curves(data), f"train vs val loss of the top {CURVES} trials")
     doc.image("confusion", plot_confusion(data),
               f"test confusion matrix of the best completed trial ({data.confusion_trial})")
-    doc.image("parallel", plot_parallel(data), "parallel coordinates of the searched settings")
+    doc.image("parallel", plot_parallel(data),
+              "parallel coordinates of the varied settings, completed trials only; one line "
+              "per trial, coloured by its score (yellow: best)")
     importances, note = param_importances(data)
     if importances is not None:
         doc.image("importance", plot_importances(data), f"hyperparameter importance: {note}")
@@ -334,6 +379,7 @@ def _build(data: SweepData, *, top: int | None, max_params: int | None,
         doc.text(note[:1].upper() + note[1:] + ".")
 
     doc.heading("Reproducibility")
+    meta = data.meta
     machine = _machine()
     nodes = data.trials["node"].dropna().value_counts()
     seeds = {k: sorted({fmt_value(k, v) for v in data.trials[k].dropna()})
@@ -352,7 +398,7 @@ def _build(data: SweepData, *, top: int | None, max_params: int | None,
         f"report machine: {machine['host']}, {machine['platform']}, Python "
         f"{machine['python']}, {machine['cpus']} CPUs, GPUs: "
         f"{', '.join(machine['gpus']) or 'none'}",
-        f"MLflow: {meta.get('tracking_uri')} (experiment {meta.get('experiment')})",
+        f"MLflow: experiment {meta.get('experiment')}{notes.server(meta.get('tracking_uri'))}",
         f"report written: {datetime.now(UTC).strftime('%Y-%m-%dT%H:%M:%S%z')}",
     ]
     doc.code("\n".join(lines))
@@ -362,6 +408,6 @@ def _build(data: SweepData, *, top: int | None, max_params: int | None,
 
         spec_yaml = yaml.safe_dump(spec.to_dict(), sort_keys=False)
     if spec_yaml:
-        doc.text("The sweep spec:")
-        doc.code(spec_yaml)
+        doc.text("The sweep spec (local paths left out):")
+        doc.code(notes.without_paths(spec_yaml))
     return doc

@@ -1,6 +1,7 @@
-"""The scored trials as a finished Optuna study, so Optuna ranks the settings (fANOVA) and draws
-them (:mod:`search.report.plots`). Each setting's distribution is the spec entry's own
-(:func:`search.space.optuna_distribution`), spanned to the values the trials had."""
+"""The completed trials as a finished Optuna study, so Optuna ranks the settings (PED-ANOVA,
+its default importance evaluator) and draws them (:mod:`search.report.plots`). Each setting's
+distribution is the spec entry's own (:func:`search.space.optuna_distribution`), spanned to the
+values the trials had."""
 
 from __future__ import annotations
 
@@ -10,22 +11,36 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from hpsearch.search.report.data import SweepData, varies
-from hpsearch.search.report.formats import missing
+from hpsearch.search.report.formats import missing, setting_title
 from hpsearch.search.space import encode_value, optuna_distribution
 
 if TYPE_CHECKING:
     import optuna
     from optuna.distributions import BaseDistribution
 
-__all__ = ["IMPORTANCE_SEED", "importance_study", "param_importances", "scored_study"]
+__all__ = ["IMPORTANCE_METHOD", "MIN_IMPORTANCE_TRIALS", "evaluator", "importance_study",
+           "param_importances", "scored_study"]
 
-IMPORTANCE_SEED = 0  # fANOVA's random forest: the same importances every time
-_MIN_IMPORTANCE_TRIALS = 4
+MIN_IMPORTANCE_TRIALS = 10  # completed trials; fewer and the ranking is noise
+_SKIPPED = "hyperparameter importance (PED-ANOVA) skipped"
+_STEADY_TRIALS = 50  # Optuna advises >= 5 trials in PED-ANOVA's top 10%
+IMPORTANCE_METHOD = ("PED-ANOVA (Optuna's default importance evaluator): how far each "
+                     "setting's values in the top 10% of completed trials are from its values "
+                     "in all of them")
 
 
-def scored_study(data: SweepData, keys: Sequence[str], trials: pd.DataFrame) -> optuna.Study:
+def evaluator() -> optuna.importance.BaseImportanceEvaluator:
+    """The evaluator that ranks the settings: Optuna's default, named in the report."""
+    import optuna
+
+    return optuna.importance.PedAnovaImportanceEvaluator()
+
+
+def scored_study(data: SweepData, keys: Sequence[str], trials: pd.DataFrame, *,
+                 titled: bool = False) -> optuna.Study:
     """``trials`` (scored ones) as a finished study over the settings ``keys``; a trial that
-    lacks a setting (a conditional one) has no such param."""
+    lacks a setting (a conditional one) has no such param. ``titled``: params named as the
+    tables name them ("Learning rate", not ``lr``), for plots."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -34,52 +49,57 @@ def scored_study(data: SweepData, keys: Sequence[str], trials: pd.DataFrame) -> 
                                       [v for v in trials[k] if not missing(v)]) for k in keys}
     study = optuna.create_study(direction="maximize" if data.objective[1] == "max"
                                 else "minimize")
+    name = setting_title if titled else str
     for _, t in trials.iterrows():
         present = [k for k in keys if not missing(t[k])]
         study.add_trial(optuna.trial.create_trial(
-            params={k: _param(distributions[k], t[k]) for k in present},
-            distributions={k: distributions[k] for k in present}, value=float(t[score])))
+            params={name(k): _param(distributions[k], t[k]) for k in present},
+            distributions={name(k): distributions[k] for k in present}, value=float(t[score])))
     return study
 
 
-def importance_study(data: SweepData) -> tuple[optuna.Study, list[str]] | str:
-    """The study fANOVA ranks and the settings it ranks: those varied and present in every
-    scored trial; or, as one line, why there is none (too few trials or settings)."""
+def importance_study(data: SweepData, *, titled: bool = False,
+                     ) -> tuple[optuna.Study, list[str]] | str:
+    """The study PED-ANOVA ranks and the settings it ranks: completed trials (one fidelity),
+    settings varied and present in every one of them; or, as one line, why there is none (too
+    few trials or settings)."""
     score = data.score_column
-    trials = data.trials[data.trials[score].notna()]
+    trials = data.completed[data.completed[score].notna()]
     keys = [k for k in data.searched
             if trials[k].map(lambda v: not missing(v)).all() and varies(trials[k])]
-    if len(trials) < _MIN_IMPORTANCE_TRIALS:
-        return (f"hyperparameter importance skipped: {len(trials)} scored trial(s), "
-                f"at least {_MIN_IMPORTANCE_TRIALS} needed")
+    if len(trials) < MIN_IMPORTANCE_TRIALS:
+        return (f"{_SKIPPED}: {len(trials)} completed trial(s), at least "
+                f"{MIN_IMPORTANCE_TRIALS} needed")
     if len(keys) < 2:
-        return (f"hyperparameter importance skipped: {len(keys)} setting(s) varied across "
-                f"every scored trial, at least 2 needed")
+        return (f"{_SKIPPED}: {len(keys)} setting(s) varied across the completed trials, at "
+                "least 2 needed")
     if trials[score].nunique() < 2:
-        return "hyperparameter importance skipped: every scored trial has the same score"
-    return scored_study(data, keys, trials), keys
+        return f"{_SKIPPED}: every completed trial has the same score"
+    return scored_study(data, keys, trials, titled=titled), keys
 
 
 def param_importances(data: SweepData) -> tuple[dict[str, float] | None, str]:
-    """fANOVA importances (Optuna) of the searched settings for the objective score.
+    """PED-ANOVA importances (Optuna's default) of the searched settings for the objective.
 
     Returns:
-        ``(importances, note)``: None and the reason when there are fewer than 2 varied
-        settings or fewer than 4 scored trials.
+        ``(importances, note)``: the note names the method and how many trials it saw; None
+        and the reason when there are fewer than 2 varied settings or fewer than
+        :data:`MIN_IMPORTANCE_TRIALS` completed trials.
     """
     import optuna
 
     found = importance_study(data)
     if isinstance(found, str):
         return None, found
-    study, keys = found
-    evaluator = optuna.importance.FanovaImportanceEvaluator(seed=IMPORTANCE_SEED)
+    study, _ = found
     try:
-        ranked = optuna.importance.get_param_importances(study, evaluator=evaluator)
-    except RuntimeError as err:  # e.g. fANOVA finds no variance to split
-        return None, f"hyperparameter importance skipped: {err}"
+        ranked = optuna.importance.get_param_importances(study, evaluator=evaluator())
+    except RuntimeError as err:  # e.g. no variance to split
+        return None, f"{_SKIPPED}: {err}"
+    n = len(study.trials)
+    caution = f"; rough below {_STEADY_TRIALS} trials" if n < _STEADY_TRIALS else ""
     return {k: float(v) for k, v in ranked.items()}, (
-        f"fANOVA over {len(study.trials)} scored trials (settings present in every one of them)")
+        f"{IMPORTANCE_METHOD}; {n} completed trials{caution}")
 
 
 def _distribution(entry: Any, values: list[Any]) -> BaseDistribution:

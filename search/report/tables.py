@@ -13,6 +13,7 @@ import pandas as pd
 
 from hpsearch.search.report.data import SweepData, hashable, varies
 from hpsearch.search.report.formats import (
+    _TITLES,
     DASH,
     budget_text,
     duration,
@@ -22,6 +23,7 @@ from hpsearch.search.report.formats import (
     format_params,
     metric_title,
     missing,
+    setting_title,
     status_label,
 )
 from hpsearch.search.spec import Choice, Grid, IntRange, LogUniform, Uniform
@@ -29,14 +31,13 @@ from hpsearch.trainables.config import TrialConfig
 from hpsearch.trainables.errors import UserError
 from hpsearch.trainables.vocab import STATUS_ORDER, Status
 
-__all__ = ["compute_summary", "compute_table", "cost_table", "factor_tables", "leaderboard",
-           "leaderboard_text", "ofat_table", "pareto_front"]
+__all__ = ["compute_summary", "compute_table", "cost_table", "factor_tables",
+           "fixed_settings", "leaderboard", "leaderboard_text", "ofat_table", "pareto_front",
+           "heading_test_acc"]
 
-# Leaderboard columns for settings: always shown, or shown when they vary across trials.
-_TITLES = {"model": "Model", "optimizer": "Optimizer", "lr": "Learning rate",
-           "batch_size": "Batch size", "augment": "Data augmentation",
-           "activation": "Activation", "fc_depth": "FC depth", "channels": "Channels"}
-_ALWAYS_SHOWN = ("model", "optimizer", "lr", "batch_size")
+# Settings named in the "fixed settings" line when they do not vary (besides spec.fixed).
+_USUAL = ("model", "optimizer", "lr", "batch_size")
+_NOT_SHOWN = ("data_dir", "device")  # where it ran, not what it was
 _MAX_CATEGORIES = 6  # a numeric setting with more distinct values than this is binned
 _BINS = 4
 
@@ -78,10 +79,7 @@ def leaderboard(data: SweepData, *, top: int | None = None, max_params: int | No
     ``max_params``/``max_macs`` keep only the trials whose model fits; ``top`` the first N.
     """
     trials = _under_budget(data.trials, max_params, max_macs)
-    keys = [k for k in _ALWAYS_SHOWN if k in trials.columns]
-    keys += [k for k in _TITLES if k not in keys and k in trials.columns
-             and varies(data.trials[k])]
-    keys += [k for k in data.searched if k not in keys and varies(data.trials[k])]
+    keys = _varied(data)
     if top is not None:
         trials = trials.head(top)
     unused = _unused_settings(trials, keys)
@@ -91,22 +89,55 @@ def leaderboard(data: SweepData, *, top: int | None = None, max_params: int | No
     for (_, t), skip in zip(trials.iterrows(), unused, strict=True):
         row: dict[str, Any] = {"Trial": t["trial_id"]}
         for k in keys:
-            row[_TITLES.get(k, k.replace("_", " ").capitalize())] = \
-                DASH if k in skip else fmt_value(k, t[k])
+            row[setting_title(k)] = DASH if k in skip else fmt_value(k, t[k])
         row["Params"] = format_params(t["params"])
         row["MACs"] = format_macs(t["macs"])
         if score != "best_val_top1":
             row[f"Best {metric_title(metric).lower()}"] = fmt_metric(metric, t[score])
         row["Val acc (%)"] = fmt_metric("val_top1", t["best_val_top1"])
-        row["Test acc (%)"] = fmt_metric("test_top1", t["test_top1"])
+        row[heading_test_acc(data)] = fmt_metric("test_top1", t["test_top1"])
         row["Epochs run"] = DASH if missing(t["epochs_run"]) else str(int(t["epochs_run"]))
         row["Status"] = status_label(t["status"], t["stopped_epoch"])
         rows.append(row)
-    columns = ["Trial", *(_TITLES.get(k, k.replace("_", " ").capitalize()) for k in keys),
-               "Params", "MACs", "Val acc (%)", "Test acc (%)", "Epochs run", "Status"]
+    columns = ["Trial", *(setting_title(k) for k in keys),
+               "Params", "MACs", "Val acc (%)", heading_test_acc(data), "Epochs run", "Status"]
     if score != "best_val_top1":
         columns.insert(columns.index("Val acc (%)"), f"Best {metric_title(metric).lower()}")
     return pd.DataFrame(rows, columns=columns)
+
+
+def _varied(data: SweepData) -> list[str]:
+    """The settings that vary across the trials: the usual ones, then the searched ones."""
+    keys = [k for k in _TITLES if k in data.trials.columns and varies(data.trials[k])]
+    return keys + [k for k in data.searched if k not in keys and varies(data.trials[k])]
+
+
+def fixed_settings(data: SweepData) -> dict[str, Any]:
+    """The settings every trial shared (the spec's ``fixed``, and model, optimizer, learning
+    rate, batch size when they did not vary): key -> value; no paths, no device."""
+    keys = list(data.spec.trial_defaults()) if data.spec is not None else []
+    keys += [k for k in _USUAL if k not in keys]
+    return {k: _plain(data.trials[k].dropna().iloc[0]) for k in keys
+            if k in data.trials.columns and k not in _NOT_SHOWN
+            and not varies(data.trials[k]) and data.trials[k].notna().any()}
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar as the Python value it holds (``True``, not ``np.True_``)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def eval_limit(data: SweepData) -> int | None:
+    """The trials' ``eval_limit`` (val and test cut to the first N images), if any had one."""
+    if "eval_limit" not in data.trials.columns:
+        return None
+    limits = data.trials["eval_limit"].dropna()
+    return int(limits.max()) if len(limits) else None
+
+
+def heading_test_acc(data: SweepData) -> str:
+    """The test accuracy column: marked as a subset when ``eval_limit`` cut the test set."""
+    return "Test acc (%)" if eval_limit(data) is None else "Test acc, subset (%)"
 
 
 def leaderboard_text(data: SweepData, *, top: int | None = None,
@@ -159,12 +190,19 @@ def _bin_labels(data: SweepData, key: str, values: pd.Series) -> pd.Series:
 
 
 def factor_tables(data: SweepData) -> dict[str, pd.DataFrame]:
-    """Per searched setting: each value's ``trials``, ``scored`` (trained), ``best`` and
-    ``mean`` objective score (continuous settings binned). Trials that do not use the setting
-    (momentum under Adam) or lack it (conditional) are left out of its table."""
+    """Per searched setting that varies: each value's ``trials``, ``completed`` (ran every
+    epoch) and the ``best`` and ``mean`` objective score of the completed ones (continuous
+    settings binned). When the scheduler stopped trials early, also ``at_rung`` and
+    ``rung_mean``: how many trials reached :attr:`SweepData.rung_epoch` and their mean score
+    at that epoch. Scores at different epochs are never mixed. Trials that do not use the
+    setting (momentum under Adam) or lack it (conditional) are left out of its table."""
     metric, mode = data.objective
     score = data.score_column
-    keys = data.searched
+    done = (data.trials["status"] == Status.COMPLETED).to_numpy()
+    rung = data.rung_epoch
+    at_rung = data.at_epoch(rung) if rung is not None else None
+    at_rung = at_rung if at_rung is not None and len(at_rung) else None  # no history: none
+    keys = [k for k in data.searched if varies(data.trials[k])]
     unused = _unused_settings(data.trials, keys)
     out = {}
     for key in keys:
@@ -173,17 +211,23 @@ def factor_tables(data: SweepData) -> dict[str, pd.DataFrame]:
         trials = data.trials[mask]
         if trials.empty:
             continue
+        full = trials[score].where(done[mask])  # completed trials' scores; others NaN
         if _is_continuous(data, key):
             labels = _bin_labels(data, key, trials[key])
             order = list(dict.fromkeys(sorted(labels.unique(), key=_bin_start)))
         else:
             labels = trials[key].map(lambda v, k=key: fmt_value(k, v))
             order = _category_order(data, key, labels)
-        frame = pd.DataFrame({"value": labels.to_numpy(), "score": trials[score].to_numpy()})
+        frame = pd.DataFrame({"value": labels.to_numpy(), "score": full.to_numpy()})
         grouped = frame.groupby("value", sort=False)["score"]
-        table = pd.DataFrame({"trials": grouped.size(), "scored": grouped.count(),
+        table = pd.DataFrame({"trials": grouped.size(), "completed": grouped.count(),
                               "best": grouped.max() if mode == "max" else grouped.min(),
-                              "mean": grouped.mean()}).reindex(order)
+                              "mean": grouped.mean()})
+        if at_rung is not None:
+            frame["rung"] = trials["trial_id"].map(at_rung).to_numpy()
+            table["at_rung"] = frame.groupby("value", sort=False)["rung"].count()
+            table["rung_mean"] = frame.groupby("value", sort=False)["rung"].mean()
+        table = table.reindex(order)
         out[key] = table.rename_axis("value").reset_index()
     return out
 
@@ -269,9 +313,10 @@ def pareto_front(points: pd.DataFrame, objectives: list[tuple[str, str]]) -> pd.
 
 def cost_table(data: SweepData, *, max_params: int | None = None,
                max_macs: int | None = None) -> pd.DataFrame:
-    """The Pareto-optimal trials (score vs params and MACs), best score first, with a column
-    ``fits`` saying whether each model is within the budget."""
-    scored = data.trials[data.trials[data.score_column].notna()]
+    """The Pareto-optimal completed trials (score vs params and MACs), best score first, with a
+    column ``fits`` saying whether each model is within the budget. Trials stopped early are
+    left out: their scores are from fewer epochs."""
+    scored = data.completed[data.completed[data.score_column].notna()]
     score = (data.score_column, data.objective[1])
     front = pareto_front(scored, [score, ("params", "min"), ("macs", "min")])
     table = scored.loc[front, ["trial_id", data.score_column, "test_top1", "params", "macs"]]
@@ -322,7 +367,7 @@ def _none(value: Any) -> Any:
 def compute_table(summary: Mapping[str, Any]) -> pd.DataFrame:
     c = summary["counts"]
     rows = [("Trials", str(summary["trials"]))]
-    rows += [(f"  {k.replace('_', ' ')}", str(n)) for k, n in c.items() if n]
+    rows += [(f"Trials {k.replace('_', ' ')}", str(n)) for k, n in c.items() if n]
     rows.append(("Trial-epochs run", str(summary["trial_epochs"])))
     if summary["full_budget_epochs"]:
         rows.append((f"Full budget ({summary['trained_trials']} trials x "

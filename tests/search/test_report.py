@@ -77,8 +77,8 @@ def test_parse_count_rejects_what_is_not_a_count(text: Any) -> None:
 
 
 def test_units_read_like_a_lab_report() -> None:
-    assert format_params(390634) == "0.390634M"
-    assert format_macs(7924000) == "0.007924G"
+    assert format_params(390634) == "391K" and format_params(1_218_000) == "1.22M"
+    assert format_macs(7924000) == "7.92M" and format_macs(2_500_000_000) == "2.5G"
     assert format_params(None) == format_macs(math.nan) == "—"
 
 
@@ -114,16 +114,25 @@ def _hand_data(spec: dict[str, Any] | None = _SPEC) -> SweepData:
                                meta={"max_epochs": 3, "cpu_per_trial": 2.0, "gpu_per_trial": 0})
 
 
+def _many_data(n: int = 12) -> SweepData:
+    """``n`` completed trials and one stopped early: enough for the importance plot."""
+    rows = [_trial(f"t{i:02d}", "adam" if i % 2 else "sgd", 10 ** (-3 + 2 * i / n),
+                   0.5 + 0.4 * i / n - 0.1 * (i % 2)) for i in range(n)]
+    rows.append(_trial("s", "sgd", 0.3, 0.2, status="stopped_early", epochs=1))
+    return SweepData.from_rows("many", rows, spec=parse_spec(_SPEC), meta={"max_epochs": 3})
+
+
 def test_factor_table_aggregates_each_value() -> None:
     tables = factor_tables(_hand_data())
     assert list(tables) == ["optimizer", "lr"]
     opt = tables["optimizer"].set_index("value")
     assert list(opt.index) == ["adam", "sgd"]  # the spec's order
     assert opt.loc["adam", "trials"] == 3 and opt.loc["sgd", "trials"] == 3
-    assert opt.loc["sgd", "scored"] == 2  # the rejected trial has no score
+    assert opt.loc["sgd", "completed"] == 1  # c stopped early, e rejected
     assert opt.loc["adam", "best"] == pytest.approx(0.90)
     assert opt.loc["adam", "mean"] == pytest.approx((0.90 + 0.80 + 0.85) / 3)
-    assert opt.loc["sgd", "mean"] == pytest.approx((0.60 + 0.70) / 2)
+    assert opt.loc["sgd", "mean"] == pytest.approx(0.70)  # c's epoch-1 score is not in it
+    assert "rung_mean" not in opt.columns  # no per-epoch history: no rung to compare at
 
 
 def test_factor_table_bins_a_log_uniform_setting_in_log_space() -> None:
@@ -145,11 +154,10 @@ def test_leaderboard_ranks_best_first_and_shows_what_varies() -> None:
     board = leaderboard(data)
     assert list(board["Trial"]) == ["a", "f", "b", "d", "c", "e"]  # unscored last
     assert list(board.columns) == [
-        "Trial", "Model", "Optimizer", "Learning rate", "Batch size", "Params", "MACs",
-        "Val acc (%)", "Test acc (%)", "Epochs run", "Status"]  # activation etc. never vary
+        "Trial", "Optimizer", "Learning rate", "Params", "MACs", "Val acc (%)",
+        "Test acc (%)", "Epochs run", "Status"]  # model, batch size, activation: never vary
     first = board.iloc[0]
-    assert (first["Val acc (%)"], first["Params"], first["MACs"]) == \
-        ("90.00", "0.001000M", "0.000010G")
+    assert (first["Val acc (%)"], first["Params"], first["MACs"]) == ("90.00", "1K", "10K")
     status = dict(zip(board["Trial"], board["Status"], strict=True))
     assert status["c"] == "stopped at epoch 1" and status["e"] == "rejected"
     assert list(leaderboard(data, top=2)["Trial"]) == ["a", "f"]
@@ -193,14 +201,15 @@ def test_compute_summary_counts_asha_savings_and_cpu_hours() -> None:
     assert s["best"]["trial_id"] == "a"
 
 
-def test_importance_needs_enough_trials_and_settings() -> None:
-    importances, note = param_importances(_hand_data())
+def test_importance_needs_enough_completed_trials_and_names_its_method() -> None:
+    importances, note = param_importances(_many_data())
     assert importances is not None and set(importances) == {"optimizer", "lr"}
     assert sum(importances.values()) == pytest.approx(1.0)
-    few = SweepData.from_rows("few", [_trial("a", "adam", 1e-3, 0.9),
-                                      _trial("b", "sgd", 1e-2, 0.8)])
-    assert param_importances(few) == (None, "hyperparameter importance skipped: 2 scored "
-                                            "trial(s), at least 4 needed")
+    assert note.startswith("PED-ANOVA (Optuna's default importance evaluator)")
+    assert "12 completed trials; rough below 50 trials" in note  # the stopped one left out
+    assert param_importances(_hand_data()) == (
+        None, "hyperparameter importance (PED-ANOVA) skipped: 4 completed trial(s), at least "
+              "10 needed")
 
 
 def test_write_report_from_hand_built_trials(tmp_path: Path) -> None:
@@ -209,21 +218,21 @@ def test_write_report_from_hand_built_trials(tmp_path: Path) -> None:
     assert set(files) == {
         "report.md", "report.html", "trials.csv", "history.csv", "leaderboard.tex",
         "leaderboard_budget.tex", "factor_optimizer.tex", "factor_lr.tex", "pareto.tex",
-        "compute.tex", "cost.png", "parallel.png", "importance.png"}  # no history: no curves
+        "compute.tex", "cost.png", "parallel.png"}  # no history: no curves; 4 completed
     assert all(p.is_file() and p.parent == tmp_path / "out" for p in files.values())
-    for name in ("cost.png", "parallel.png", "importance.png"):
+    for name in ("cost.png", "parallel.png"):
         assert files[name].read_bytes().startswith(b"\x89PNG\r\n\x1a\n"), name
     md = files["report.md"].read_text()
     board = md.split("## Leaderboard")[1].split("##")[0]
     assert [line.split(" | ")[0] for line in board.splitlines() if line.startswith("| ")] == \
         ["| Trial", "| a", "| f", "| b"]  # top 3, best first
-    within = md.split("## Best under budget (params <= 0.001000M)")[1].split("##")[0]
-    assert "*4 of 6 trials fit params <= 0.001000M*" in within  # shown: the top 3 of them
-    assert "| d | cnn | sgd |" in within and "| f |" not in within  # f has 5000 params
+    within = md.split("## Best under budget (params <= 1K)")[1].split("##")[0]
+    assert "*4 of 6 trials fit params <= 1K; completed trials first" in within  # top 3 shown
+    assert "| d | sgd |" in within and "| f |" not in within  # f has 5000 params
     assert "Best trial a: val acc 90.00 %" in md and "| Saved by early stopping | 13.3% |" in md
-    assert "hyperparameter importance: fANOVA over 5 scored trials" in md
+    assert "Hyperparameter importance (PED-ANOVA) skipped: 4 completed trial(s)" in md
     page = files["report.html"].read_text()
-    assert page.count("src='data:image/png;base64,") == 3
+    assert page.count("src='data:image/png;base64,") == 2
     assert files["leaderboard.tex"].read_text().count(r"\\") == 1 + 3  # header and 3 rows
     csv = pd.read_csv(files["trials.csv"])
     assert list(csv["trial_id"]) == ["a", "f", "b", "d", "c", "e"]
@@ -235,14 +244,15 @@ def test_the_importance_study_spans_the_spec_distributions() -> None:
 
     from hpsearch.search.report.study import importance_study
 
-    found = importance_study(_hand_data())
+    found = importance_study(_many_data())
     assert not isinstance(found, str)
     study, keys = found
-    assert keys == ["optimizer", "lr"] and len(study.trials) == 5  # the rejected one unscored
+    assert keys == ["optimizer", "lr"] and len(study.trials) == 12  # completed trials only
     assert study.trials[0].distributions == {
-        "optimizer": CategoricalDistribution(["adam", "sgd"]),
+        "optimizer": CategoricalDistribution(["sgd", "adam"]),
         "lr": FloatDistribution(1e-4, 1.0, log=True)}  # the spec's loguniform, not the values'
-    assert study.best_trial.params == {"optimizer": "adam", "lr": 5e-4}
+    assert study.best_trial.params == {"optimizer": "sgd",
+                                       "lr": pytest.approx(10 ** (-3 + 20 / 12))}
 
 
 def test_optuna_plots_leave_no_figure_or_style_behind() -> None:
@@ -252,7 +262,7 @@ def test_optuna_plots_leave_no_figure_or_style_behind() -> None:
     from hpsearch.search.report.plots import plot_importances, plot_parallel
 
     before = dict(matplotlib.rcParams)
-    data = _hand_data()
+    data = _many_data()
     assert plot_parallel(data) is not None and plot_importances(data) is not None
     assert plt.get_fignums() == []
     assert dict(matplotlib.rcParams) == before  # Optuna's ggplot style stays in its plot
@@ -421,8 +431,8 @@ def test_grid_report_tables_and_files(grid_sweep: Path, tmp_path: Path) -> None:
 
     board = leaderboard(data)
     assert len(board) == 8 and list(board.columns) == [
-        "Trial", "Model", "Optimizer", "Learning rate", "Batch size", "Channels", "Params",
-        "MACs", "Val acc (%)", "Test acc (%)", "Epochs run", "Status"]
+        "Trial", "Optimizer", "Learning rate", "Channels", "Params", "MACs", "Val acc (%)",
+        "Test acc (%)", "Epochs run", "Status"]  # model and batch size are fixed
     assert list(board["Status"][4:]) == ["rejected"] * 4  # unscored last
     for _, row in board.iterrows():
         rows = results[row["Trial"]]
@@ -438,7 +448,7 @@ def test_grid_report_tables_and_files(grid_sweep: Path, tmp_path: Path) -> None:
     opt = tables["optimizer"].set_index("value")
     adam = [max(r["val_top1"] for r in rows) for rows in results.values()
             if rows[0]["config"]["optimizer"] == "adam" and rows[-1]["status"] == "completed"]
-    assert (opt.loc["adam", "trials"], opt.loc["adam", "scored"]) == (4, 2)
+    assert (opt.loc["adam", "trials"], opt.loc["adam", "completed"]) == (4, 2)
     assert opt.loc["adam", "best"] == max(adam)
     assert opt.loc["adam", "mean"] == pytest.approx(sum(adam) / len(adam))
     assert list(tables["channels"]["value"]) == ["[4, 8]", "[64, 128]"]
@@ -472,6 +482,10 @@ def test_mlflow_and_ray_files_give_the_same_tables(sweep: str,
     pd.testing.assert_frame_equal(leaderboard(from_ray), leaderboard(from_ml))
     assert from_ray.confusion == from_ml.confusion is not None
     assert from_ray.confusion_trial == from_ml.confusion_trial
+    assert from_ray.meta["split_sizes"] == from_ml.meta["split_sizes"]
+    assert from_ray.confusion_classes is not None and len(from_ray.confusion_classes) == 10
+    # MLflow holds the names only where confusion.csv's header carries them
+    assert from_ml.confusion_classes in (None, from_ray.confusion_classes)
     assert from_ray.spec == from_ml.spec
     assert from_ml.meta["source"] == "mlflow" and from_ray.meta["source"] == "ray"
 

@@ -9,6 +9,7 @@ import pytest
 
 from hpsearch.search.units import (
     format_clock,
+    format_compact,
     format_count,
     format_duration,
     parse_count,
@@ -74,6 +75,17 @@ def test_format_count_in_a_fixed_unit() -> None:
     assert format_count(390634, "M", 6) == "0.390634M"
     assert format_count(7_924_000, "G", 6) == "0.007924G"
     assert format_count(12, "", 0) == "12"
+
+
+@pytest.mark.parametrize(("n", "text"), [
+    (13_286, "13.3K"), (207_098, "207K"), (1_218_000, "1.22M"), (512, "512"), (0, "0"),
+    (999_950, "1M"), (97_536, "97.5K"), (2_500_000_000, "2.5G"),
+])
+def test_format_compact_reads_at_a_glance(n: int, text: str) -> None:
+    # The report's params and MACs: three significant digits, K/M/G; parsed back (rounded).
+    assert format_compact(n) == text
+    if n:
+        assert parse_count(text) == pytest.approx(n, rel=5e-3)
 
 
 @pytest.mark.parametrize("n", [1, 7, 999, 1000, 1500, 64_000, 1_200_000, 3_000_000_000])

@@ -47,6 +47,7 @@ def test_fit_learns_and_reports_every_epoch(mnist: dict[str, Any]) -> None:
     assert last["val_top1"] > 0.5  # 10 classes: chance is 0.1
     cm = torch.tensor(last["test_confusion"])
     assert cm.shape == (10, 10) and cm.sum() == len(mnist["bundle"].test_y)
+    assert last["test_classes"] == list(mnist["bundle"].classes)  # the matrix's row names
     assert abs(cm.diag().sum().item() / cm.sum().item() - last["test_top1"]) < 1e-6
     assert (last["test_precision"], last["test_recall"], last["test_f1"]) == pytest.approx(
         _macro_scores(last["test_confusion"]))

@@ -1,0 +1,90 @@
+"""What the report says about its numbers, in words: where they were read from, the data and
+its split sizes, what each column means (:data:`trainables.vocab.SCORE_DEFINITIONS`), how the
+tables compare trials, and the kept spec without local paths."""
+
+from __future__ import annotations
+
+import re
+
+from hpsearch.search.report.data import SweepData
+from hpsearch.search.report.formats import metric_name
+from hpsearch.search.report.tables import eval_limit, fixed_settings, heading_test_acc
+from hpsearch.trainables.vocab import SCORE_DEFINITIONS
+
+__all__ = ["data_line", "definitions", "factor_caption", "fidelity", "server", "source",
+           "without_paths"]
+
+
+def factor_caption(data: SweepData) -> str:
+    """How the factor tables compare trials: at one fidelity per column group."""
+    epochs = data.meta.get("max_epochs")
+    full = f"all {epochs:g} epochs" if epochs else "every epoch"
+    text = (f"Trials: how many had this value. Completed: how many of them ran {full}; best "
+            f"and mean are over these only, so every score comes from the same number of "
+            f"epochs")
+    rung = data.rung_epoch
+    if rung is not None and len(data.at_epoch(rung)):
+        text += (f". Reached epoch {rung}: trials that trained that far, however they ended, "
+                 f"and their mean {metric_name(data.objective[0]).lower()} at epoch {rung} "
+                 f"(the first epoch at which the scheduler stopped a trial)")
+    return text + "."
+
+
+def source(data: SweepData) -> str:
+    """Where the results were read from, without machine paths."""
+    if data.meta.get("source") == "mlflow":
+        return f"MLflow experiment '{data.meta.get('experiment')}'"
+    return "Ray's result files"
+
+
+def data_line(data: SweepData) -> str | None:
+    """The dataset and how many images each split had (eval_limit: a subset of val/test)."""
+    sizes = data.meta.get("split_sizes") or {}
+    names = [f"{sizes[k]:,} {k}" for k in ("train", "val", "test") if k in sizes]
+    dataset = fixed_settings(data).get("dataset")
+    if not names and dataset is None:
+        return None
+    text = f"Data: {dataset or 'dataset not recorded'}"
+    if names:
+        text += f"; images per trial: {', '.join(names)}"
+    limit = eval_limit(data)
+    if limit is not None:
+        text += (f". Val and test are subsets (eval_limit {limit:,}: the first {limit:,} "
+                 "images of each), not the whole sets")
+    return text + "."
+
+
+def definitions(data: SweepData) -> list[str]:
+    """What each column means; the accuracies as MLflow shows them too."""
+    test = SCORE_DEFINITIONS["test_top1"]
+    limit = eval_limit(data)
+    if limit is not None:
+        test += f" (here a subset: the first {limit:,} test images, eval_limit)"
+    return [f"Val acc: {SCORE_DEFINITIONS['best_val_top1']}.",
+            f"{heading_test_acc(data).removesuffix(' (%)')}: {test}.",
+            f"Last-epoch val acc: {SCORE_DEFINITIONS['val_top1']}; not a column here.",
+            "Params: trainable weights. MACs: multiply-accumulates for one image (K = "
+            "thousand, M = million, G = billion).",
+            "Completed: ran every epoch. Stopped at epoch N: the scheduler (ASHA) ended it "
+            "after epoch N, so its scores come from fewer epochs and are not compared with "
+            "completed trials'. Rejected: over a cost limit, never trained."]
+
+
+_PATH_LINE = re.compile(r"^(\s*(?:data_dir|storage|tracking_uri):\s*)(['\"]?(?:/|~|\.|"
+                        r"[A-Za-z]:\\|sqlite:|file:).*)$", re.M)
+
+
+def without_paths(spec_yaml: str) -> str:
+    """The spec with its local paths (data, storage, a SQLite store) as ``<local path>``: they
+    name the sweep's machine, and another machine has its own."""
+    return _PATH_LINE.sub(r"\1<local path>", spec_yaml)
+
+
+def server(uri: str | None) -> str:
+    """`` at http://host:5000`` for a tracking server; nothing for a local file (a path)."""
+    return f" at {uri}" if uri and uri.startswith(("http://", "https://")) else ""
+
+
+def fidelity(data: SweepData) -> str:
+    epochs = data.meta.get("max_epochs")
+    return f"{epochs:g} epochs" if epochs else "full length"

@@ -1,0 +1,121 @@
+"""The report compares like with like and says what its numbers are: trials stopped early by ASHA
+do not enter the completed trials' means, the Pareto front or the importance study; each table
+states its comparison method; the accuracies are defined as :mod:`trainables.vocab` defines
+them; the test set's size and an ``eval_limit`` subset are shown; class names label the
+confusion matrix; no machine path is printed."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from hpsearch.search.report import SweepData, cost_table, factor_tables, from_ray_dir, write_report
+from hpsearch.search.report.study import importance_study
+from hpsearch.search.spec import parse_spec
+from hpsearch.trainables.vocab import SCORE_DEFINITIONS
+
+GOLDEN = Path(__file__).resolve().parent / "golden" / "sweeps"
+_SPEC = {"name": "asha", "budget": {"trials": 6, "max_epochs": 3},
+         "fixed": {"model": "cnn", "dataset": "mnist", "data_dir": "/somewhere/on/disk"},
+         "space": {"optimizer": ["adam", "sgd"]},
+         "scheduler": {"name": "asha", "grace_period": 1, "reduction_factor": 2}}
+# trial -> (optimizer, status, val_top1 per epoch, params)
+_TRIALS = {
+    "a": ("adam", "completed", [0.50, 0.80, 0.90], 2000),
+    "b": ("adam", "completed", [0.40, 0.70, 0.80], 3000),
+    "c": ("sgd", "completed", [0.30, 0.60, 0.70], 2000),
+    "d": ("sgd", "stopped_early", [0.10], 500),  # stopped at epoch 1: cheap, low score
+    "e": ("sgd", "stopped_early", [0.20], 500),
+}
+
+
+def _asha_data(**extra: Any) -> SweepData:
+    rows, history = [], []
+    for trial_id, (optimizer, status, scores, params) in _TRIALS.items():
+        rows.append({"trial_id": trial_id, "status": status, "model": "cnn",
+                     "dataset": "mnist", "data_dir": "/somewhere/on/disk",
+                     "optimizer": optimizer, "best_val_top1": max(scores),
+                     "test_top1": scores[-1] if status == "completed" else math.nan,
+                     "params": params, "macs": 10 * params, "epochs_run": len(scores),
+                     "stopped_epoch": len(scores) if status == "stopped_early" else None,
+                     **extra})
+        history += [{"trial_id": trial_id, "epoch": e, "val_top1": v, "train_loss": 1.0,
+                     "val_loss": 1.0} for e, v in enumerate(scores, start=1)]
+    return SweepData.from_rows("asha", rows, spec=parse_spec(_SPEC),
+                               history=pd.DataFrame(history),
+                               meta={"max_epochs": 3, "source": "ray",
+                                     "run_dir": "/somewhere/on/disk/runs/asha"})
+
+
+def test_stopped_trials_low_epoch_scores_stay_out_of_the_completed_means() -> None:
+    data = _asha_data()
+    sgd = factor_tables(data)["optimizer"].set_index("value").loc["sgd"]
+    assert (sgd["trials"], sgd["completed"]) == (3, 1)
+    assert sgd["mean"] == pytest.approx(0.70) and sgd["best"] == pytest.approx(0.70)  # c only
+    # at ASHA's rung (epoch 1) every trial that got there is compared, each at epoch 1
+    assert data.rung_epoch == 1
+    assert sgd["at_rung"] == 3 and sgd["rung_mean"] == pytest.approx((0.30 + 0.10 + 0.20) / 3)
+    adam = factor_tables(data)["optimizer"].set_index("value").loc["adam"]
+    assert adam["mean"] == pytest.approx(0.85) and adam["rung_mean"] == pytest.approx(0.45)
+
+
+def test_the_cost_front_and_importance_use_completed_trials_only() -> None:
+    data = _asha_data()
+    # d and e are smaller than every completed trial: on a mixed front they would be on it
+    assert list(cost_table(data)["trial_id"]) == ["a"]
+    assert list(data.trials["trial_id"]) == ["a", "b", "c", "e", "d"]  # completed first
+    many = SweepData.from_rows("many", [
+        {"trial_id": f"t{i}", "status": "stopped_early" if i >= 10 else "completed",
+         "optimizer": "adam" if i % 2 else "sgd", "lr": 10.0 ** -i, "best_val_top1": i / 20}
+        for i in range(14)], meta={"max_epochs": 3})
+    found = importance_study(many)
+    assert not isinstance(found, str) and len(found[0].trials) == 10  # not the 4 stopped
+
+
+def test_the_report_states_its_comparison_method_and_definitions(tmp_path: Path) -> None:
+    files = write_report(_asha_data(eval_limit=200), tmp_path)
+    md = files["report.md"].read_text()
+    factors = md.split("## Factors")[1].split("## Cost")[0]
+    assert "best and mean are over these only, so every score comes from the same number of " \
+           "epochs" in factors
+    assert "*Optimizer: completed trials compared at 3 epochs; all trials at epoch 1*" in factors
+    assert "| Optimizer | Trials | Completed | Best val acc (%) | Mean val acc (%) | Reached " \
+           "epoch 1 | Mean val acc at epoch 1 (%) |" in factors
+    assert "| sgd | 3 | 1 | 70.00 | 70.00 | 3 | 20.00 |" in factors
+    cost = md.split("## Cost")[1].split("## Compute")[0]
+    assert "trials stopped early are left out (their scores are from fewer epochs)" in cost
+    assert "completed trials first, best first; then the other scored ones (stopped early" in md
+    definitions = md.split("## Definitions")[1].split("## Leaderboard")[0]
+    assert f"- Val acc: {SCORE_DEFINITIONS['best_val_top1']}." in definitions
+    assert SCORE_DEFINITIONS["test_top1"] in definitions
+    assert SCORE_DEFINITIONS["val_top1"] in definitions  # MLflow's runs-table val_top1
+    # an eval_limit test set is labelled a subset, in the columns and in words
+    assert "Test acc, subset (%)" in md and "the first 200 test images, eval_limit" in md
+    assert "Val and test are subsets (eval_limit 200" in md
+    # settings that did not vary go to one line; no machine path anywhere
+    assert "Fixed settings (the same in every trial): model cnn, dataset mnist" in md
+    assert "| Model |" not in md and "/somewhere/on/disk" not in md
+    assert "Hyperparameter importance (PED-ANOVA) skipped: 3 completed trial(s)" in md
+
+
+def test_class_names_and_split_sizes_come_from_the_trial(tmp_path: Path) -> None:
+    """A trial records its dataset's class names with the confusion matrix (``test_classes``);
+    the report labels the matrix with them and shows each split's size."""
+    sweep = tmp_path / "golden_search"
+    shutil.copytree(GOLDEN / "golden_search", sweep)
+    data = from_ray_dir(sweep)
+    best = data.trials.iloc[0]
+    assert best["status"] == "completed" and data.confusion_trial == best["trial_id"]
+    assert data.confusion_classes == ["0 - zero", "1 - one", "2 - two", "3 - three", "4 - four",
+                                      "5 - five", "6 - six", "7 - seven", "8 - eight",
+                                      "9 - nine"]  # torchvision's MNIST names
+    assert data.meta["split_sizes"] == {"train": 200, "val": 60, "test": 200}
+    assert sum(map(sum, data.confusion)) == 200
+    md = write_report(data, tmp_path / "out")["report.md"].read_text()
+    assert "Data: mnist; images per trial: 200 train, 60 val, 200 test." in md
+    assert str(sweep) not in md
