@@ -95,6 +95,8 @@ def test_three_problems_give_three_lines(tmp_path: Path) -> None:
      "--address 127.0.0.1:1: no Ray cluster answered within 2 s (Connection refused)"),
     (["sweep", "spec.yaml", "--set", "resources.cpu=4096"],
      "resources.cpu: 4096 CPUs per trial asked for, but this machine has"),
+    (["sweep", "spec.yaml", "--set", "resources.gpu=1.5"],
+     "resources.gpu: a fraction is allowed below 1 only"),
     (["resume", ".."], "resume NAME: must be a plain folder name"),
     (["resume", "../x"], "resume NAME: must be a plain folder name"),
     (["report", "../x"], "report NAME: must be a plain folder name"),

@@ -191,7 +191,8 @@ def fit(config: TrialConfig, report: Reporter | None = None, *, data: DataBundle
             metrics["val_samples"] = len(data.val_y)
             metrics.update(_evaluate(model, data.val_x, data.val_y, batches, config)
                            .result("val"))
-        metrics.update(lr=lr, images_per_second=meter.samples / max(train_seconds, 1e-9), **cost)
+        metrics.update(lr=lr, device=str(device),
+                       images_per_second=meter.samples / max(train_seconds, 1e-9), **cost)
         last = epoch == config.epochs
         if last and status != "diverged":
             metrics.update(_test_metrics(model, data, batches, config))
