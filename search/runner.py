@@ -246,16 +246,18 @@ def _trainable(spec: SweepSpec, bundle: Any) -> Any:
 
 
 def _callbacks(spec: SweepSpec, run_dir: Location, tracking_uri: str, total: int,
-               echo: Callable[[str], None]) -> list[Any]:
+               echo: Callable[[str], None], bundle: Any) -> list[Any]:
     from hpsearch.search.progress import ProgressPrinter
     from hpsearch.search.tracking import MlflowTracker
+    from hpsearch.search.tracking.dataset import dataset_info
 
     metric = spec.metrics[0] if spec.is_multi_objective else spec.metric
     mode = spec.modes[0] if spec.is_multi_objective else spec.mode
     tracker = MlflowTracker(
         sweep_name=spec.name, run_dir=run_dir, tracking_uri=tracking_uri,
         experiment=spec.experiment_name, spec_yaml=_resolved_yaml(spec),
-        sweep_params=_sweep_params(spec), objective=(metric, mode))
+        sweep_params=_sweep_params(spec), objective=(metric, mode),
+        dataset=dataset_info(bundle, _base_config(spec)))
     return [tracker, ProgressPrinter(total, metric, mode, echo=echo)]
 
 
@@ -361,7 +363,7 @@ def run_sweep(spec: SweepSpec, spec_text: str, *, address: str | None = None,
             storage_path=str(run_dir.parent),
             checkpoint_config=CheckpointConfig(num_to_keep=None),
             failure_config=FailureConfig(max_failures=spec.resources.max_failures),
-            callbacks=_callbacks(spec, run_dir, tracking_uri, total, echo),
+            callbacks=_callbacks(spec, run_dir, tracking_uri, total, echo, bundle),
             verbose=0,
         ),
     )
@@ -408,7 +410,7 @@ def resume_sweep(name: str, *, storage: str | None = None, spec: SweepSpec | Non
                                resume_errored=True, param_space=dict(spec.trial_defaults()))
     # Fresh callbacks: the pickled ones would carry the dead driver's state.
     tuner._local_tuner.get_run_config().callbacks = _callbacks(
-        spec, run_dir, tracking_uri, planned_trials(spec), echo)
+        spec, run_dir, tracking_uri, planned_trials(spec), echo, bundle)
     echo(f"hpsearch resume '{name}': continuing from {run_dir}")
     start = time.monotonic()
     results = tuner.fit()
