@@ -61,11 +61,11 @@ def draw_confusion(ax: Any, matrix: list[list[float]],
     ax.figure.colorbar(image, ax=ax)
     if len(matrix) <= 20:
         n = len(matrix[0]) if matrix else 0
-        named = classes is not None and len(classes) == n
-        ax.set_xticks(range(n), list(classes) if named else None,
-                      rotation=90 if named else None, fontsize=7 if named else None)
-        ax.set_yticks(range(len(matrix)), list(classes) if named else None,
-                      fontsize=7 if named else None)
+        ax.set_xticks(range(n))
+        ax.set_yticks(range(len(matrix)))
+        if classes is not None and len(classes) == n == len(matrix):
+            ax.set_xticklabels(list(classes), rotation=90, fontsize=7)
+            ax.set_yticklabels(list(classes), fontsize=7)
         top = max((max(row) for row in matrix if row), default=0)
         for i, row in enumerate(matrix):
             for j, v in enumerate(row):

@@ -12,11 +12,13 @@ from hpsearch.search.sweepdir import RESULT_FILE, by_step, read_results, result_
 from hpsearch.search.tracking.plots import plot_curves, write_confusion
 from hpsearch.search.tracking.store import _Run, _Store, end_run
 from hpsearch.search.tracking.values import (
+    NOTE_TAG,
     RUN_ENDED,
     now_ms,
     result_metrics,
     run_status,
     stamp_ms,
+    trial_note,
 )
 from hpsearch.trainables.vocab import Status
 
@@ -57,8 +59,12 @@ def finish_trial(store: _Store, trial_id: str, status: Status | str, *,
         tags["hpsearch.stopped_epoch"] = result_step(history[-1]) if history else 0
     if status == Status.FAILED and error:
         tags["hpsearch.error"] = error
-    if status == Status.REJECTED and history and history[-1].get("rejected_reason"):
-        tags["hpsearch.rejected_reason"] = history[-1]["rejected_reason"]
+    reason = history[-1].get("rejected_reason") if history else None
+    if status == Status.REJECTED and reason:
+        tags["hpsearch.rejected_reason"] = reason
+    if status.final:
+        tags[NOTE_TAG] = trial_note(status, result_step(history[-1]) if history else 0,
+                                    state.setting("epochs"), error or reason)
     state.set_tags(tags)
     store.flush(state)
     if not status.final:

@@ -9,13 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from hpsearch.search.tracking.store import _Store
-from hpsearch.search.tracking.values import TAG_MAX
+from hpsearch.search.tracking.values import NOTE_TAG, TAG_MAX
 
 __all__ = ["REPORT_ARTIFACT", "log_summary", "summary_markdown"]
 
 logger = logging.getLogger(__name__)
 
-NOTE_TAG = "mlflow.note.content"  # MLflow's run description
 REPORT_ARTIFACT = "report.html"
 
 

@@ -12,7 +12,8 @@ from typing import Any
 from hpsearch.trainables import vocab
 from hpsearch.trainables.vocab import Status
 
-__all__ = ["flatten_params", "resolved_config", "result_metrics", "run_status", "trial_status"]
+__all__ = ["flatten_params", "resolved_config", "result_metrics", "run_status", "trial_note",
+           "trial_status"]
 
 # Ray's own bookkeeping in a result: not metrics worth a chart (``epoch`` is the step).
 _NOT_METRICS = frozenset({
@@ -26,6 +27,7 @@ RUN_RUNNING, RUN_FINISHED, RUN_FAILED, RUN_KILLED = "RUNNING", "FINISHED", "FAIL
 _RUN_END = {Status.COMPLETED: RUN_FINISHED, Status.STOPPED_EARLY: RUN_KILLED,
             Status.REJECTED: RUN_KILLED, Status.DIVERGED: RUN_FAILED, Status.FAILED: RUN_FAILED}
 RUN_ENDED = frozenset(_RUN_END.values())
+NOTE_TAG = "mlflow.note.content"  # MLflow's run description (markdown)
 PARAM_MAX = 6000  # MLflow's size limits of a param's and a tag's value
 TAG_MAX = 8000
 
@@ -65,6 +67,19 @@ def run_status(status: Status) -> str:
     completed, KILLED when it was stopped early or rejected, FAILED when it failed or
     diverged."""
     return _RUN_END[status]
+
+
+def trial_note(status: Status, epochs_run: int, epochs: str | None, why: str | None) -> str:
+    """A trial run's description, the status first: what the runs table's Description column
+    shows whole where the run name is cut (``stopped early: by the scheduler after epoch 1 of
+    3``)."""
+    of = f" of {epochs}" if epochs else ""
+    detail = {Status.COMPLETED: f"trained all {epochs_run} epochs",
+              Status.STOPPED_EARLY: f"by the scheduler after epoch {epochs_run}{of}",
+              Status.DIVERGED: f"loss not finite at epoch {epochs_run}{of}",
+              Status.REJECTED: why or "over a cost limit, never trained",
+              Status.FAILED: why or "raised"}.get(status, "")
+    return f"{status.label}: {detail}" if detail else status.label
 
 
 def result_metrics(result: Mapping[str, Any]) -> dict[str, float]:
