@@ -61,7 +61,7 @@ def summary_markdown(data: Any, limit: int = TAG_MAX) -> str:
     for rows in range(len(board), -1, -1):
         shown = board.head(rows)
         cut = f"\n\n(best {rows} of {len(board)} trials)" if rows < len(board) else ""
-        text = f"**{head}**\n\n{_markdown(shown)}{cut}{foot}" if rows else f"**{head}**{foot}"
+        text = f"{head}\n\n{_markdown(shown)}{cut}{foot}" if rows else f"{head}{foot}"
         if len(text) <= limit:
             return text
     return head[:limit]

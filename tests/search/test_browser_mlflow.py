@@ -63,7 +63,7 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # a Ray of its own, never one another process runs on this machine
     out = hpsearch("sweep", str(root / f"{NAME}.yaml"), cwd=root, timeout=600,
                    env={**os.environ, "RAY_ADDRESS": "local"})
-    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
     return root
 
 

@@ -268,7 +268,7 @@ def test_sync_into_local_sqlite_without_server_is_idempotent(tmp_path: Path) -> 
     assert parent.data.tags["hpsearch.trials_ended"] == "4"
     # the parent's page is the report: the leaderboard as its description, the report attached
     note = parent.data.tags["mlflow.note.content"]
-    assert note.startswith("**sweep 'local': 4 trials (2 completed, 1 diverged, 1 failed)**")
+    assert note.startswith("sweep 'local': 4 trials (2 completed, 1 diverged, 1 failed)\n")
     assert "| aaaa_00001 |" in note.split("\n")[4], note  # best first, under the header
     assert "report.html" in artifacts(client, parent.info.run_id)
     assert parent.info.status == "FINISHED"
