@@ -6,13 +6,15 @@ Axes-level only (no figure, no backend), so each caller keeps its own sizes and 
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["CONFUSION_CSV", "CONFUSION_PNG", "CURVES_PNG", "confusion_csv", "draw_confusion",
-           "draw_series", "read_confusion"]
+__all__ = ["CONFUSION_CSV", "CONFUSION_PNG", "CURVES_PNG", "confusion_classes", "confusion_csv",
+           "draw_confusion", "draw_series", "read_confusion"]
 
 # A trial's artifact files in MLflow.
 CURVES_PNG = "curves.png"
@@ -50,14 +52,20 @@ def draw_series(ax: Any, epochs: Sequence[float], series: Mapping[str, Sequence[
         ax.legend(fontsize=8)
 
 
-def draw_confusion(ax: Any, matrix: list[list[float]]) -> None:
+def draw_confusion(ax: Any, matrix: list[list[float]],
+                   classes: Sequence[str] | None = None) -> None:
     """A confusion matrix ``[true][predicted]`` as a heatmap on ``ax``, counts written in
-    each cell up to 20 classes."""
+    each cell and the axes labelled with the class names (else their indices) up to 20
+    classes."""
     image = ax.imshow(matrix, cmap="Blues")
     ax.figure.colorbar(image, ax=ax)
     if len(matrix) <= 20:
-        ax.set_xticks(range(len(matrix[0]) if matrix else 0))
+        n = len(matrix[0]) if matrix else 0
+        ax.set_xticks(range(n))
         ax.set_yticks(range(len(matrix)))
+        if classes is not None and len(classes) == n == len(matrix):
+            ax.set_xticklabels(list(classes), rotation=90, fontsize=7)
+            ax.set_yticklabels(list(classes), fontsize=7)
         top = max((max(row) for row in matrix if row), default=0)
         for i, row in enumerate(matrix):
             for j, v in enumerate(row):
@@ -67,17 +75,30 @@ def draw_confusion(ax: Any, matrix: list[list[float]]) -> None:
     ax.set_ylabel("true")
 
 
-def confusion_csv(matrix: list[list[float]]) -> str:
-    """``confusion.csv``: a header row of predicted classes, then ``true,counts...``."""
-    lines = ["true\\pred," + ",".join(str(j) for j in range(len(matrix[0]) if matrix else 0))]
-    lines += [f"{i}," + ",".join(f"{v:g}" for v in row) for i, row in enumerate(matrix)]
-    return "\n".join(lines) + "\n"
+def confusion_csv(matrix: list[list[float]], classes: Sequence[str] | None = None) -> str:
+    """``confusion.csv``: a header row of predicted classes, then ``true,counts...``; classes
+    by name when ``classes`` names them all, else by index."""
+    n = len(matrix[0]) if matrix else 0
+    names = list(classes) if classes is not None and len(classes) == n else \
+        [str(j) for j in range(n)]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["true\\pred", *names])
+    writer.writerows([names[i] if i < len(names) else str(i), *(f"{v:g}" for v in row)]
+                     for i, row in enumerate(matrix))
+    return out.getvalue()
 
 
 def read_confusion(text: str) -> list[list[float]] | None:
     """:func:`confusion_csv`'s text back as a matrix; None if it is not one."""
-    lines = [ln for ln in text.splitlines() if ln.strip()][1:]
+    rows = [r for r in csv.reader(io.StringIO(text)) if r][1:]
     try:
-        return [[float(v) for v in ln.split(",")[1:]] for ln in lines] or None
+        return [[float(v) for v in r[1:]] for r in rows] or None
     except ValueError:
         return None
+
+
+def confusion_classes(text: str) -> list[str] | None:
+    """The class names in :func:`confusion_csv`'s header; None if it has none."""
+    rows = [r for r in csv.reader(io.StringIO(text)) if r]
+    return rows[0][1:] or None if rows else None

@@ -3,6 +3,10 @@
 Counts and the best value come from the trials list Tune passes to every hook, so after
 ``hpsearch resume`` the trials that ended before the interruption count as done (with how they
 ended) and the best so far includes their results.
+
+The line a trial's end triggers waits for the trial that takes its slot: printed at the very
+moment one ends, before Tune starts the next, it would show a busy 2-slot sweep with "1
+running".
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ __all__ = ["ProgressPrinter", "status_word"]
 # The ways to end other than completed, in the order the line counts them.
 _DETAIL = tuple(s for s in STATUS_ORDER if s.final and s != Status.COMPLETED)
 _STOPPED = "stopped"  # the word for stopped_early: "3 stopped" reads better on a count
+_REFILL_S = 5.0  # longest wait after a trial's end for the next to start before printing
 
 
 def status_word(status: str) -> str:
@@ -64,6 +69,8 @@ class ProgressPrinter(Callback):
         self._ends: dict[str, str] = {}  # trial id -> how it ended, seen in this process
         self._last_status: dict[str, str] = {}
         self._best_seen: dict[str, tuple[float, int]] = {}  # trial id -> (best value, its epoch)
+        self._started: set[str] = set()  # on_trial_start comes before Tune says RUNNING
+        self._due: tuple[float, int] | None = None  # an end's line: (since, running before it)
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -86,9 +93,15 @@ class ProgressPrinter(Callback):
 
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
         self._see(trials)
+        if self._due is not None and (time.monotonic() - self._due[0] >= _REFILL_S
+                                      or not self._starting()):
+            self._print_due()
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._see(trials)
+        self._started.add(trial.trial_id)
+        if self._due is not None and (self.running() >= self._due[1] or not self._starting()):
+            self._print_due()
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
                         **info: Any) -> None:
@@ -104,6 +117,7 @@ class ProgressPrinter(Callback):
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._see(trials)
+        self._started.discard(trial.trial_id)  # pending again until Tune restarts it
         self.echo(failure_line(trial, retrying=True))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -117,8 +131,28 @@ class ProgressPrinter(Callback):
         self._end(trial, Status.FAILED)
 
     def _end(self, trial: Any, how: str) -> None:
+        before = self.running()
         self._ends[trial.trial_id] = how
+        done = sum(1 for t in self._trials if self._how_ended(t))
+        if done >= self.total:
+            self._print_due()
+        elif self._due is None:
+            self._due = (time.monotonic(), before)
+
+    def _starting(self) -> bool:
+        """A trial waits to start (Tune has one PENDING): an ended one's slot is refilled."""
+        return any(t.status == TuneStatus.PENDING and t.trial_id not in self._started
+                   for t in self._trials)
+
+    def _print_due(self) -> None:
+        self._due = None
         self._maybe_print(force=True)
+
+    def running(self) -> int:
+        """Trials running now: started and not ended."""
+        return sum(1 for t in self._trials if t.trial_id not in self._ends and (
+            t.status == TuneStatus.RUNNING
+            or (t.trial_id in self._started and t.status == TuneStatus.PENDING)))
 
     def _status_of(self, trial: Trial) -> str:
         """The trial's own last reported status (completed, running, diverged, rejected)."""
@@ -163,8 +197,7 @@ class ProgressPrinter(Callback):
         """The current status line."""
         elapsed = time.monotonic() - self._start
         ends = [how for how in map(self._how_ended, self._trials) if how]
-        running = sum(1 for t in self._trials
-                      if t.status == TuneStatus.RUNNING and t.trial_id not in self._ends)
+        running = self.running()
         done = len(ends)
         detail = ", ".join(f"{ends.count(k)} {status_word(k)}" for k in _DETAIL if k in ends)
         best = self._best()

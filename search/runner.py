@@ -286,16 +286,18 @@ def _trainable(spec: SweepSpec, bundle: Any) -> Any:
 
 
 def _callbacks(spec: SweepSpec, run_dir: Location, tracking_uri: str, total: int,
-               echo: Callable[[str], None]) -> list[Any]:
+               echo: Callable[[str], None], bundle: Any) -> list[Any]:
     from hpsearch.search.progress import ProgressPrinter
     from hpsearch.search.tracking import MlflowTracker
+    from hpsearch.search.tracking.dataset import dataset_info
 
     metric = spec.metrics[0] if spec.is_multi_objective else spec.metric
     mode = spec.modes[0] if spec.is_multi_objective else spec.mode
     tracker = MlflowTracker(
         sweep_name=spec.name, run_dir=run_dir, tracking_uri=tracking_uri,
         experiment=spec.experiment_name, spec_yaml=_resolved_yaml(spec),
-        sweep_params=_sweep_params(spec), objective=(metric, mode))
+        sweep_params=_sweep_params(spec), objective=(metric, mode),
+        dataset=dataset_info(bundle, _base_config(spec)))
     return [tracker, ProgressPrinter(total, metric, mode, echo=echo)]
 
 
@@ -415,7 +417,8 @@ def run_sweep(spec: SweepSpec, spec_text: str, *, address: str | None = None,
             storage_path=str(run_dir.parent),
             checkpoint_config=CheckpointConfig(num_to_keep=None),
             failure_config=FailureConfig(max_failures=spec.resources.max_failures),
-            callbacks=_callbacks(spec, run_dir, tracking_uri, total, echo) + stop_callbacks,
+            callbacks=_callbacks(spec, run_dir, tracking_uri, total, echo, bundle)
+            + stop_callbacks,
             stop=stopper,
             verbose=0,
         ),
@@ -490,7 +493,7 @@ def resume_sweep(name: str, *, storage: str | None = None, spec: SweepSpec | Non
     stopper, stop_callbacks = study_stopping(spec)
     run_config = tuner._local_tuner.get_run_config()
     run_config.callbacks = _callbacks(
-        spec, run_dir, tracking_uri, planned_trials(spec), echo) + stop_callbacks
+        spec, run_dir, tracking_uri, planned_trials(spec), echo, bundle) + stop_callbacks
     run_config.stop = stopper
     echo(f"hpsearch resume '{name}': continuing from {run_dir}")
     return _fit(tuner, spec, run_dir, tracking_uri, stopper, echo)

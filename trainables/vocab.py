@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["DEFAULT_OBJECTIVE", "FINAL_METRICS", "HISTORY_METRICS", "METRICS", "STATUS_ORDER",
-           "Status", "TuneStatus", "trial_status"]
+__all__ = ["CONSTANT_METRICS", "DEFAULT_OBJECTIVE", "FINAL_METRICS", "HISTORY_METRICS", "METRICS",
+           "STATUS_ORDER", "Status", "TuneStatus", "trial_status"]
 
 
 class Status(StrEnum):
@@ -107,3 +107,5 @@ HISTORY_METRICS = ("train_loss", "train_top1", "train_top3", "val_loss", "val_to
 # Reported once per trial: test scores after the last epoch; the model's cost.
 FINAL_METRICS = ("test_loss", "test_top1", "test_top3", "test_precision", "test_recall",
                  "test_f1", "params", "macs")
+# Reported with every epoch but the same in each one of a trial: MLflow logs them once.
+CONSTANT_METRICS = ("params", "macs", "train_samples", "val_samples")

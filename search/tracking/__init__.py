@@ -14,7 +14,9 @@ same runs and skips every (metric, step) already logged, so nothing is duplicate
 Rooms: :mod:`.store` (the MLflow side), :mod:`.finish` (a trial's run ended), :mod:`.best`
 (the best weights), :mod:`.writer` (the background thread), :mod:`.callback` (the Tune hooks),
 :mod:`.replay` (``sync``: replay and repair), :mod:`.plots` (a trial's figures),
-:mod:`.values` (results as MLflow values), :mod:`.commit` (the git commit). The sweep's folder,
+:mod:`.values` (results as MLflow values), :mod:`.commit` (the git commit), :mod:`.dataset`
+(the data as every run's dataset input), :mod:`.summary` (the parent's leaderboard
+description and ``report.html``). The sweep's folder,
 its file names and Tune's trial folders are :mod:`search.sweepdir`'s; the names callers import
 from here are re-exported.
 """

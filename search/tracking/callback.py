@@ -21,6 +21,7 @@ from hpsearch.search.sweepdir import MARKER_FILE, has_marker, last_line, touch_m
 from hpsearch.search.tracking.best import log_best
 from hpsearch.search.tracking.finish import finish_trial, trial_history
 from hpsearch.search.tracking.store import BATCH_METRICS, _Store, resolve_tracking_uri
+from hpsearch.search.tracking.summary import log_summary
 from hpsearch.search.tracking.values import trial_status
 from hpsearch.search.tracking.writer import Writer
 from hpsearch.trainables.vocab import DEFAULT_OBJECTIVE, Status, TuneStatus
@@ -50,6 +51,8 @@ class MlflowTracker(Callback):
         retry_interval: Seconds between attempts while MLflow is failing.
         close_timeout: Seconds ``on_experiment_end`` waits for MLflow before giving up (the
             marker then says a ``sync`` is due).
+        dataset: :func:`~search.tracking.dataset.dataset_info` of the sweep's data: every
+            run's dataset input, and the class names of the confusion matrices.
     """
 
     def __init__(self, *, sweep_name: str, run_dir: str | Path, tracking_uri: str | None = None,
@@ -57,7 +60,8 @@ class MlflowTracker(Callback):
                  sweep_params: Mapping[str, Any] | None = None,
                  objective: tuple[str, str] = DEFAULT_OBJECTIVE,
                  flush_interval: float = 1.0, retry_interval: float = 15.0,
-                 close_timeout: float = 60.0) -> None:
+                 close_timeout: float = 60.0, dataset: Mapping[str, Any] | None = None,
+                 ) -> None:
         if objective[1] not in ("max", "min"):
             raise ValueError(f"objective mode must be 'max' or 'min', but got {objective[1]!r}")
         self.sweep_name = sweep_name
@@ -70,6 +74,7 @@ class MlflowTracker(Callback):
         self.flush_interval = flush_interval
         self.retry_interval = retry_interval
         self.close_timeout = close_timeout
+        self.dataset = dict(dataset) if dataset else None
         self._reset()
 
     def _reset(self) -> None:
@@ -80,10 +85,12 @@ class MlflowTracker(Callback):
     # Tune pickles the run config (callbacks included) into tuner.pkl: leave the thread out.
     def __getstate__(self) -> dict[str, Any]:
         keep = ("sweep_name", "run_dir", "tracking_uri", "experiment", "spec_yaml",
-                "sweep_params", "objective", "flush_interval", "retry_interval", "close_timeout")
+                "sweep_params", "objective", "flush_interval", "retry_interval", "close_timeout",
+                "dataset")
         return {k: self.__dict__[k] for k in keep}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.setdefault("dataset", None)  # pickled by an older version
         self.__dict__.update(state)
         self._reset()
 
@@ -121,6 +128,7 @@ class MlflowTracker(Callback):
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         self._put(_on_best, {t.trial_id: t.checkpoint for t in trials})
+        self._put(_on_summary)
         self.close()
 
     # ---- public
@@ -168,6 +176,7 @@ class MlflowTracker(Callback):
             store = _Store(tracking_uri=self.tracking_uri, run_dir=self.run_dir,
                            sweep_name=self.sweep_name, experiment=self.experiment,
                            objective=self.objective)
+            store.use_dataset(self.dataset)
             store.ensure_parent(self.spec_yaml, self.sweep_params, socket.gethostname(),
                                 reopen=True)
             self._store = store
@@ -216,6 +225,10 @@ def _on_best(store: _Store, checkpoints: dict[str, Any]) -> None:
         store.flush(run)
     known = {t: r.checkpoint for t, r in store.children.items()}
     log_best(store, {t: c or known.get(t) for t, c in checkpoints.items()})
+
+
+def _on_summary(store: _Store) -> None:
+    log_summary(store)
 
 
 def _on_artifact(store: _Store, path: Path, artifact_path: str | None) -> None:

@@ -10,8 +10,16 @@ from typing import Any
 from hpsearch.search.figures import CONFUSION_CSV, CONFUSION_PNG, CURVES_PNG
 from hpsearch.search.sweepdir import RESULT_FILE, by_step, read_results, result_step
 from hpsearch.search.tracking.plots import plot_curves, write_confusion
-from hpsearch.search.tracking.store import RUN_FAILED, RUN_FINISHED, _Run, _Store, end_run
-from hpsearch.search.tracking.values import result_metrics, stamp_ms
+from hpsearch.search.tracking.store import _Run, _Store, end_run
+from hpsearch.search.tracking.values import (
+    NOTE_TAG,
+    RUN_ENDED,
+    now_ms,
+    result_metrics,
+    run_status,
+    stamp_ms,
+    trial_note,
+)
 from hpsearch.trainables.vocab import Status
 
 __all__ = ["finish_trial", "is_complete", "trial_history"]
@@ -26,7 +34,7 @@ def trial_history(state: _Run) -> list[dict[str, Any]]:
 def is_complete(state: _Run, rows: list[dict[str, Any]]) -> bool:
     """Whether a finished run already holds every step of ``rows`` (its tracker said so)."""
     through = state.tags.get("hpsearch.synced_through", "")
-    return (state.status in (RUN_FINISHED, RUN_FAILED) and through.isdigit()
+    return (state.status in RUN_ENDED and through.isdigit()
             and int(through) >= max((result_step(r) for r in rows), default=0))
 
 
@@ -35,7 +43,10 @@ def finish_trial(store: _Store, trial_id: str, status: Status | str, *,
     """Catch up the trial's points from its result.json, set final status tags, upload the
     learning-curve and confusion artifacts, end the run, then forget its bookkeeping.
 
-    A status that is not final (running, unknown) only updates the tags.
+    The ended run is named ``<trial id> · <status>`` and gets MLflow's run status for it
+    (:func:`~search.tracking.values.run_status`), so the runs table tells a trial ASHA
+    stopped early from a completed one. A status that is not final (running, unknown) only
+    updates the tags.
     """
     status = Status(status)
     state = store.children[trial_id]
@@ -48,12 +59,17 @@ def finish_trial(store: _Store, trial_id: str, status: Status | str, *,
         tags["hpsearch.stopped_epoch"] = result_step(history[-1]) if history else 0
     if status == Status.FAILED and error:
         tags["hpsearch.error"] = error
-    if status == Status.REJECTED and history and history[-1].get("rejected_reason"):
-        tags["hpsearch.rejected_reason"] = history[-1]["rejected_reason"]
+    reason = history[-1].get("rejected_reason") if history else None
+    if status == Status.REJECTED and reason:
+        tags["hpsearch.rejected_reason"] = reason
+    if status.final:
+        tags[NOTE_TAG] = trial_note(status, result_step(history[-1]) if history else 0,
+                                    state.setting("epochs"), error or reason)
     state.set_tags(tags)
     store.flush(state)
     if not status.final:
         return
+    store.trial_ended(trial_id, stamp_ms(history[-1]) if history else now_ms())
     if history and not store.lossy:
         # After the flush: every step up to here is in MLflow, so a sync may skip this run.
         state.set_tags({"hpsearch.synced_through": result_step(history[-1])})
@@ -61,18 +77,23 @@ def finish_trial(store: _Store, trial_id: str, status: Status | str, *,
     if history:
         existing = store.artifact_names(state) if only_missing else set()
         with tempfile.TemporaryDirectory() as tmp:
-            for local in _artifacts(trial_id, status, history, Path(tmp)):
+            for local in _artifacts(trial_id, status, history, Path(tmp), store.classes):
                 if local.name not in existing:
                     store.upload(state, local)
-    end = RUN_FAILED if status == Status.FAILED else RUN_FINISHED
-    if state.status != end:
-        end_run(store.client, state.run_id, end)
+    end, name = run_status(status), run_name(trial_id, status)
+    if state.status != end or state.tags.get("mlflow.runName") != name:
+        end_run(store.client, state.run_id, end, name)
         state.status = end
     state.compact()
 
 
+def run_name(trial_id: str, status: Status) -> str:
+    """An ended trial's run name: ``3f2a_00001 · stopped early``."""
+    return f"{trial_id} · {status.label}"
+
+
 def _artifacts(trial_id: str, status: Status, history: list[dict[str, Any]],
-               tmp: Path) -> list[Path]:
+               tmp: Path, classes: tuple[str, ...] | None) -> list[Path]:
     files = []
     if any("train_loss" in r or "val_loss" in r for r in history):
         plot_curves(history, tmp / CURVES_PNG, f"trial {trial_id} ({status})")
@@ -81,6 +102,6 @@ def _artifacts(trial_id: str, status: Status, history: list[dict[str, Any]],
                    if isinstance(r.get("test_confusion"), list) and r["test_confusion"]),
                   None)
     if matrix is not None:
-        write_confusion(matrix, tmp / CONFUSION_CSV, tmp / CONFUSION_PNG)
+        write_confusion(matrix, tmp / CONFUSION_CSV, tmp / CONFUSION_PNG, classes)
         files += [tmp / CONFUSION_CSV, tmp / CONFUSION_PNG]
     return files

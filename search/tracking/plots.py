@@ -3,6 +3,7 @@ with :mod:`search.figures` as the report draws them."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,18 +32,21 @@ def plot_curves(history: list[dict[str, Any]], path: Path, title: str) -> None:
     fig.savefig(path, dpi=100)
 
 
-def write_confusion(matrix: list[list[float]], csv_path: Path, png_path: Path) -> None:
+def write_confusion(matrix: list[list[float]], csv_path: Path, png_path: Path,
+                    classes: Sequence[str] | None = None) -> None:
     """A confusion matrix ``[true][pred]`` as CSV (:func:`search.figures.confusion_csv`) and
-    heatmap."""
+    heatmap, classes by name when ``classes`` are given."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    csv_path.write_text(confusion_csv(matrix))
+    csv_path.write_text(confusion_csv(matrix, classes))
     n = len(matrix)
-    width, height = 1.6 + 0.45 * n, 1.2 + 0.45 * n
+    label = 0.06 * max((len(c) for c in classes or ()), default=0)  # inches of tick text
+    left, bottom = 0.75 + label, 0.65 + label
+    width, height = left + 0.85 + 0.45 * n, bottom + 0.55 + 0.45 * n
     fig = Figure(figsize=(width, height))  # fixed margins (in inches), as in plot_curves
-    fig.subplots_adjust(left=0.75 / width, right=1 - 0.2 / width, bottom=0.65 / height,
+    fig.subplots_adjust(left=left / width, right=1 - 0.2 / width, bottom=bottom / height,
                         top=1 - 0.2 / height)
     FigureCanvasAgg(fig)
-    draw_confusion(fig.subplots(), matrix)
+    draw_confusion(fig.subplots(), matrix, classes)
     fig.savefig(png_path, dpi=100)

@@ -28,7 +28,8 @@ from hpsearch.search.tracking.store import (
     _Store,
     resolve_tracking_uri,
 )
-from hpsearch.search.tracking.values import trial_status
+from hpsearch.search.tracking.summary import log_summary
+from hpsearch.search.tracking.values import stamp_ms, trial_status
 from hpsearch.trainables.vocab import DEFAULT_OBJECTIVE
 
 __all__ = ["SyncStats", "sync"]
@@ -99,23 +100,26 @@ def _sync(run_dir: Location, source: Path, sweep_name: str, tracking_uri: str | 
         if is_complete(store.ensure_child(t.trial_id, t.config, str(t.dir)), by_step(t.rows)):
             complete.add(t.trial_id)
 
-    # Results in the order they happened, so best_* steps match the callback's.
-    events = sorted(((r.get("timestamp", 0), i, t.trial_id, r) for t in trials
-                     for i, r in enumerate(t.rows)), key=lambda e: (e[0], e[1]))
-    store.parent_step, store.best = 0, _Best(*objective)
-    for _, _, trial_id, row in events:
+    statuses = {t.trial_id: trial_status(by_step(t.rows), states.get(t.trial_id, (None, None))[0],
+                                         t.error) for t in trials}
+    # Results in the order they happened, each trial's end after its last, so the parent's
+    # sweep/best_* steps (trials ended so far) match the callback's.
+    events = sorted(((r.get("timestamp", 0), i, t.trial_id, r, i == len(t.rows) - 1)
+                     for t in trials for i, r in enumerate(t.rows)), key=lambda e: (e[0], e[1]))
+    store.parent_step, store.best, store.best_due, store.ended = 0, _Best(*objective), None, set()
+    for _, _, trial_id, row, last in events:
         store.add_result(trial_id, row, metrics=trial_id not in complete)
+        if last and statuses[trial_id].final:
+            store.trial_ended(trial_id, stamp_ms(row))
     for run in store.runs():
         store.flush(run)
 
-    statuses = []
     for t in trials:
-        statuses.append(trial_status(by_step(t.rows), states.get(t.trial_id, (None, None))[0],
-                                     t.error))
-        finish_trial(store, t.trial_id, statuses[-1], error=t.error, only_missing=True)
+        finish_trial(store, t.trial_id, statuses[t.trial_id], error=t.error, only_missing=True)
     log_best(store, only_missing=True)
+    log_summary(store, only_changed=True)
     parent = store.parent
-    if parent is not None and statuses and all(s.final for s in statuses) \
+    if parent is not None and statuses and all(s.final for s in statuses.values()) \
             and parent.status == RUN_RUNNING:
         store.client.set_terminated(parent.run_id, status=RUN_FINISHED)
     remove_marker(run_dir)

@@ -21,23 +21,33 @@ from hpsearch.search.spec.sections import resolve_tracking_uri  # re-exported
 from hpsearch.search.storage import Location, RemotePath
 from hpsearch.search.sweepdir import read_run_map, result_step, write_run_map
 from hpsearch.search.tracking.commit import git_commit
+from hpsearch.search.tracking.dataset import dataset_input, read_dataset
 from hpsearch.search.tracking.values import (
+    RUN_FAILED,
+    RUN_FINISHED,
+    RUN_KILLED,
+    RUN_RUNNING,
     TAG_MAX,
     flatten_params,
     now_ms,
     quote,
+    resolved_config,
     result_metrics,
     stamp_ms,
 )
-from hpsearch.trainables.vocab import Status
+from hpsearch.trainables.vocab import CONSTANT_METRICS, Status
 
-__all__ = ["resolve_tracking_uri"]
+__all__ = ["BEST_PREFIX", "RUN_FAILED", "RUN_FINISHED", "RUN_KILLED", "RUN_RUNNING",
+           "resolve_tracking_uri"]
 
-# MLflow's own run statuses (a trial's Status is the tag ``hpsearch.status``)
-RUN_RUNNING, RUN_FINISHED, RUN_FAILED = "RUNNING", "FINISHED", "FAILED"
+# The parent's best-so-far metrics: ``sweep/best_val_top1`` ... at step = trials ended so far.
+# The ``sweep/`` prefix puts them in their own section of MLflow's charts, apart from the
+# trials' metrics.
+BEST_PREFIX = "sweep/best_"
 BATCH_METRICS = 1000  # MLflow's log_batch limits: 1000 entities, 100 params/tags per call
 _BATCH_PARAMS_TAGS = 100
 _SPEC_ARTIFACT = "spec.yaml"
+_ENDED_TAG = "hpsearch.trials_ended"  # the parent's step, kept for a resumed sweep
 
 
 def is_transient(err: BaseException) -> bool:
@@ -75,6 +85,7 @@ class _Run:
     trial_path: str | None = None
     checkpoint: Any = None  # latest ray.tune.Checkpoint, when known
     compacted: bool = False
+    once: set[str] = field(default_factory=set)  # CONSTANT_METRICS already logged
 
     def add_params(self, params: Mapping[str, str]) -> None:
         for key, value in params.items():
@@ -92,9 +103,16 @@ class _Run:
         from mlflow.entities import Metric
 
         for key, value in metrics.items():
-            if (key, step) not in self.logged:
-                self.logged.add((key, step))
-                self.pending_metrics.append(Metric(key, value, timestamp_ms, step))
+            if key in self.once or (key, step) in self.logged:
+                continue
+            self.logged.add((key, step))
+            if key in CONSTANT_METRICS:
+                self.once.add(key)
+            self.pending_metrics.append(Metric(key, value, timestamp_ms, step))
+
+    def setting(self, key: str) -> str | None:
+        """A param's text, logged or about to be."""
+        return self.params.get(key, self.pending_params.get(key))
 
     def has_pending(self) -> bool:
         return bool(self.pending_metrics or self.pending_params or self.pending_tags)
@@ -105,6 +123,7 @@ class _Run:
     def compact(self) -> None:
         """Forget a finished run's bookkeeping (a long sweep has thousands); keep its id."""
         self.logged, self.params, self.tags, self.latest, self.history = set(), {}, {}, {}, {}
+        self.once = set()
         self.drop_pending()
         self.seeded, self.compacted = False, True
 
@@ -132,9 +151,9 @@ class _Best:
             return None
         self.value, self.trial_id, self.result = float(value), trial_id, dict(result)
         keys = dict.fromkeys((self.metric, *self._SHOWN))
-        out = {f"best_{k}": float(result[k]) for k in keys
+        out = {f"{BEST_PREFIX}{k}": float(result[k]) for k in keys
                if isinstance(result.get(k), numbers.Real) and not isinstance(result[k], bool)}
-        out["best_epoch"] = float(result_step(result))
+        out[f"{BEST_PREFIX}epoch"] = float(result_step(result))
         return out
 
 
@@ -163,9 +182,20 @@ class _Store:
         self.children: dict[str, _Run] = {}
         self.saved = read_run_map(run_dir, tracking_uri)  # what an earlier session mapped
         self.best = _Best(*objective)
-        self.parent_step = 0
+        self.best_due: dict[str, float] | None = None  # improved since last logged
+        self.ended: set[str] = set()  # trials whose end counted towards the parent's step
+        self.parent_step = 0  # trials ended (in this and earlier sessions)
         self.lossy = False  # a write was dropped: a run's history may have gaps
+        self.dataset: dict[str, Any] | None = None  # :func:`.dataset.dataset_info`
+        self.classes: tuple[str, ...] | None = None  # the dataset's class names, when known
         self.created = self.deleted = self.points = self.uploaded = 0
+
+    def use_dataset(self, info: Mapping[str, Any] | None) -> None:
+        """Log ``info`` (:func:`.dataset.dataset_info`) as every new run's dataset input and
+        label the confusion matrices with its class names."""
+        if info:
+            self.dataset = dict(info)
+            self.classes = tuple(info["classes"]) or None
 
     def save_map(self) -> None:
         trials = {**self.saved.get("trials", {}),
@@ -201,6 +231,8 @@ class _Store:
                          "mlflow.source.git.commit": self.commit})
         run = self.client.create_run(self.experiment(), tags=tags, run_name=name)
         self.created += 1
+        if self.dataset:
+            self.client.log_inputs(run.info.run_id, [dataset_input(self.dataset)])
         return _Run(run.info.run_id, tags=tags)
 
     def seed(self, state: _Run) -> None:
@@ -210,6 +242,7 @@ class _Store:
         for key in state.latest:
             state.logged.update((key, m.step) for m in
                                 self.client.get_metric_history(state.run_id, key))
+        state.once.update(k for k in state.latest if k in CONSTANT_METRICS)
         state.seeded = True
 
     def ensure_parent(self, spec_yaml: str = "", sweep_params: Mapping[str, Any] | None = None,
@@ -232,9 +265,13 @@ class _Store:
                                   "hpsearch.objective": ":".join(self.objective)}, self.sweep)
         else:
             self.seed(state)
+            if self.dataset is None:  # sync: the dataset the sweep's tracker logged
+                self.use_dataset(read_dataset(self.client.get_run(state.run_id)))
             if reopen:
-                self.parent_step = max((s for _, s in state.logged), default=0)
-                self.best.value = state.latest.get(f"best_{self.objective[0]}")
+                ended = state.tags.get(_ENDED_TAG, "")
+                self.parent_step = int(ended) if ended.isdigit() else \
+                    max((s for _, s in state.logged), default=0)
+                self.best.value = state.latest.get(f"{BEST_PREFIX}{self.objective[0]}")
                 self.mark_running(state)
         self.parent = state
         self.save_map()
@@ -270,7 +307,7 @@ class _Store:
             state = self.children[trial_id] = found
             self.save_map()
         if config:
-            state.add_params(flatten_params(config))
+            state.add_params(flatten_params(resolved_config(config)))
         if trial_path and state.trial_path != trial_path:
             state.trial_path = trial_path
             state.set_tags({"hpsearch.trial_dir": str(self.trial_folder(trial_path))})
@@ -285,21 +322,26 @@ class _Store:
         return Path(trial_path)
 
     def mark_running(self, state: _Run) -> None:
-        """A resumed or retried run is RUNNING again."""
+        """A resumed or retried run is RUNNING again (a trial's named by its id again)."""
         if state.status != RUN_RUNNING:
-            self.client.update_run(state.run_id, status=RUN_RUNNING)
+            self.client.update_run(state.run_id, status=RUN_RUNNING,
+                                   name=state.tags.get("hpsearch.trial_id"))
             state.status = RUN_RUNNING
 
     # ---- buffered writes
 
     def add_metrics(self, state: _Run, metrics: Mapping[str, float], step: int,
                     timestamp_ms: int) -> None:
+        """Buffer what is not yet logged; ``lr`` only when a schedule changes it."""
         self.seed(state)
+        if "lr" in metrics and state.setting("schedule") == "none":
+            metrics = {k: v for k, v in metrics.items() if k != "lr"}  # the param ``lr`` says
         state.add_metrics(metrics, step, timestamp_ms)
 
     def add_result(self, trial_id: str, result: Mapping[str, Any],
                    trial_path: str | None = None, metrics: bool = True) -> _Run:
-        """Buffer one Tune result: the trial's metrics at step=epoch, node tags, best-so-far."""
+        """Buffer one Tune result: the trial's metrics at step=epoch, node tags; remember the
+        best so far (logged to the parent when a trial ends: :meth:`trial_ended`)."""
         state = self.ensure_child(trial_id, result.get("config"), trial_path)
         step = result_step(result)
         stamp = stamp_ms(result)
@@ -309,13 +351,26 @@ class _Store:
         tags = {k: result[k] for k in ("hostname", "node_ip", "device") if result.get(k)}
         state.set_tags({f"hpsearch.{'node' if k == 'hostname' else k}": v
                         for k, v in tags.items()})
-        self.parent_step += 1
         best = self.best.update(trial_id, result)
-        if best is not None and self.parent is not None:
-            self.add_metrics(self.parent, best, self.parent_step, stamp)
-            self.parent.set_tags({"hpsearch.best_trial_id": trial_id,
-                                  "hpsearch.best_run_id": state.run_id})
+        if best is not None:
+            self.best_due = best
+            if self.parent is not None:
+                self.parent.set_tags({"hpsearch.best_trial_id": trial_id,
+                                      "hpsearch.best_run_id": state.run_id})
         return state
+
+    def trial_ended(self, trial_id: str, timestamp_ms: int) -> None:
+        """Count a trial's end (once) and log the parent's ``sweep/best_*`` at step = trials
+        ended so far, when the best improved since they were last logged."""
+        if trial_id in self.ended:
+            return
+        self.ended.add(trial_id)
+        self.parent_step += 1
+        if self.parent is not None:
+            self.parent.set_tags({_ENDED_TAG: self.parent_step})
+        if self.best_due is not None and self.parent is not None:
+            self.add_metrics(self.parent, self.best_due, self.parent_step, timestamp_ms)
+            self.best_due = None
 
     def flush(self, state: _Run) -> None:
         """Send a run's buffered params, tags and metrics in as few ``log_batch`` calls as fit."""
@@ -371,15 +426,18 @@ def _get_run(client: Any, run_id: str) -> Any:
     return run if run.info.lifecycle_stage == "active" else None
 
 
-def end_run(client: Any, run_id: str, status: str) -> None:
-    """Like ``MlflowClient.set_terminated`` minus its extra ``get_run`` and the
-    "View run at" lines it prints to stdout: one pair per trial swamps Tune's output."""
+def end_run(client: Any, run_id: str, status: str, name: str | None = None) -> None:
+    """Like ``MlflowClient.set_terminated`` (and renamed to ``name``) minus its extra
+    ``get_run`` and the "View run at" lines it prints to stdout: one pair per trial swamps
+    Tune's output."""
     from mlflow.entities import RunStatus
 
     try:
         store = client._tracking_client.store
         update = store.update_run_info
-    except AttributeError:  # a future MLflow: the public call, prints and all
+    except AttributeError:  # a future MLflow: the public calls, prints and all
         client.set_terminated(run_id, status=status)
+        if name:
+            client.update_run(run_id, name=name)
         return
-    update(run_id, run_status=RunStatus.from_string(status), end_time=now_ms(), run_name=None)
+    update(run_id, run_status=RunStatus.from_string(status), end_time=now_ms(), run_name=name)

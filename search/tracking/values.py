@@ -12,7 +12,8 @@ from typing import Any
 from hpsearch.trainables import vocab
 from hpsearch.trainables.vocab import Status
 
-__all__ = ["flatten_params", "result_metrics", "trial_status"]
+__all__ = ["flatten_params", "resolved_config", "result_metrics", "run_status", "trial_note",
+           "trial_status"]
 
 # Ray's own bookkeeping in a result: not metrics worth a chart (``epoch`` is the step).
 _NOT_METRICS = frozenset({
@@ -20,6 +21,13 @@ _NOT_METRICS = frozenset({
     "iterations_since_restore", "pid", "done", "should_checkpoint", "trial_id", "date",
     "node_ip", "hostname", "experiment_tag", "config", "checkpoint_dir_name",
 })
+# MLflow's run statuses: the run status a trial's Status ends its run with (the runs table's
+# icon); the Status itself is in the run's name and tag ``hpsearch.status``.
+RUN_RUNNING, RUN_FINISHED, RUN_FAILED, RUN_KILLED = "RUNNING", "FINISHED", "FAILED", "KILLED"
+_RUN_END = {Status.COMPLETED: RUN_FINISHED, Status.STOPPED_EARLY: RUN_KILLED,
+            Status.REJECTED: RUN_KILLED, Status.DIVERGED: RUN_FAILED, Status.FAILED: RUN_FAILED}
+RUN_ENDED = frozenset(_RUN_END.values())
+NOTE_TAG = "mlflow.note.content"  # MLflow's run description (markdown)
 PARAM_MAX = 6000  # MLflow's size limits of a param's and a tag's value
 TAG_MAX = 8000
 
@@ -40,6 +48,38 @@ def flatten_params(values: Mapping[str, Any], prefix: str = "") -> dict[str, str
                 text = str(value)
             out[name] = text[:PARAM_MAX]
     return out
+
+
+def resolved_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Every setting a trial used: Tune's config with the trial config's defaults filled in
+    (``activation``, ``seed``, ``schedule``...), as the trial itself parsed it."""
+    from hpsearch.trainables.config import parse_trial_config
+    from hpsearch.trainables.errors import UserError
+
+    try:
+        return {**config, **parse_trial_config(dict(config)).to_dict()}
+    except UserError:  # not a trial config (a foreign trainable): log what Tune gave
+        return dict(config)
+
+
+def run_status(status: Status) -> str:
+    """The MLflow run status a trial that ended with ``status`` gets: FINISHED when it
+    completed, KILLED when it was stopped early or rejected, FAILED when it failed or
+    diverged."""
+    return _RUN_END[status]
+
+
+def trial_note(status: Status, epochs_run: int, epochs: str | None, why: str | None) -> str:
+    """A trial run's description, the status first: what the runs table's Description column
+    shows whole where the run name is cut (``stopped early: by the scheduler after epoch 1 of
+    3``)."""
+    of = f" of {epochs}" if epochs else ""
+    detail = {Status.COMPLETED: f"trained all {epochs_run} epochs",
+              Status.STOPPED_EARLY: f"by the scheduler after epoch {epochs_run}{of}",
+              Status.DIVERGED: f"loss not finite at epoch {epochs_run}{of}",
+              Status.REJECTED: why or "over a cost limit, never trained",
+              Status.FAILED: why or "raised"}.get(status, "")
+    return f"{status.label}: {detail}" if detail else status.label
 
 
 def result_metrics(result: Mapping[str, Any]) -> dict[str, float]:

@@ -6,7 +6,13 @@ import math
 
 from matplotlib.figure import Figure
 
-from hpsearch.search.figures import confusion_csv, draw_series, read_confusion
+from hpsearch.search.figures import (
+    confusion_classes,
+    confusion_csv,
+    draw_confusion,
+    draw_series,
+    read_confusion,
+)
 
 
 def test_confusion_csv_reads_back_as_written() -> None:
@@ -17,6 +23,18 @@ def test_confusion_csv_reads_back_as_written() -> None:
     assert read_confusion(text) == matrix
     assert read_confusion("true\\pred,0\n0,x\n") is None
     assert read_confusion("") is None
+
+
+def test_confusion_names_the_classes() -> None:
+    matrix = [[5.0, 1.0], [2.0, 7.0]]
+    text = confusion_csv(matrix, ["T-shirt/top", "a, b"])
+    assert read_confusion(text) == matrix
+    assert confusion_classes(text) == ["T-shirt/top", "a, b"]
+    assert confusion_classes(confusion_csv(matrix)) == ["0", "1"]
+    ax = Figure().subplots()
+    draw_confusion(ax, matrix, ["T-shirt/top", "a, b"])
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["T-shirt/top", "a, b"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["T-shirt/top", "a, b"]
 
 
 def test_series_skip_non_numbers_and_say_when_nothing_is_finite() -> None:

@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from hpsearch.search.tracking.values import run_status
+from hpsearch.trainables.vocab import Status
 from tests.driver import hpsearch, sigkill_sweep_when
 from tests.fakedata import write_mnist
 
@@ -178,7 +180,8 @@ def _check_consistent(tmp_path: Path, run_dir: Path, output: str) -> None:
     for trial_id, found in by_trial.items():
         assert len(found) == 1, f"trial {trial_id} has {len(found)} MLflow runs"
         run = found[0]
-        assert run.info.status == "FINISHED", f"trial {trial_id}: MLflow run {run.info.status}"
+        assert run.info.status == run_status(Status(statuses[trial_id])), \
+            f"trial {trial_id} ({statuses[trial_id]}): MLflow run {run.info.status}"
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_top1")]
         assert sorted(steps) == epochs[trial_id], \
             f"trial {trial_id}: MLflow epochs {sorted(steps)}, Ray's {epochs[trial_id]}"

@@ -86,6 +86,43 @@ def test_a_resumed_sweep_ends_at_n_of_n(resumed: list[Trial]) -> None:
         "best val_top1 0.9000 (trial todo0006, epoch 3)")
 
 
+def test_a_two_slot_sweep_shows_two_running_while_both_slots_are_busy() -> None:
+    """Tune calls on_trial_complete while the ended trial is still RUNNING and on_trial_start
+    while the next is still PENDING: the end's line waits for the slot to be refilled."""
+    lines: list[str] = []
+    trials = [_trial(f"slot000{i}", [], Trial.RUNNING if i < 3 else Trial.PENDING)
+              for i in range(1, 5)]
+    printer = ProgressPrinter(4, "val_top1", "max", echo=lines.append)
+    printer.on_step_begin(0, trials)
+    for trial in trials[:2]:
+        printer.on_trial_start(1, trials, trial)
+    assert "trials: 2 running, 0/4 done" in printer.line()
+    printer.on_trial_result(2, trials, trials[0], _epochs(0.5)[0])  # prints; the next wait
+    lines.clear()
+
+    def end(trial: Trial) -> None:
+        printer.on_trial_complete(3, trials, trial)  # Tune still has it RUNNING here
+        trial.set_status(Trial.TERMINATED)
+
+    def start(trial: Trial) -> None:
+        printer.on_trial_start(4, trials, trial)  # Tune still has it PENDING here
+        trial.set_status(Trial.RUNNING)
+
+    end(trials[0])
+    assert lines == []  # not "1 running": the next trial is about to take the slot
+    start(trials[2])
+    assert "trials: 2 running, 1/4 done" in lines[-1]
+    end(trials[1])
+    start(trials[3])
+    assert "trials: 2 running, 2/4 done" in lines[-1]
+    end(trials[2])  # nothing left to start: the next step prints what is true then
+    printer.on_step_begin(5, trials)
+    assert "trials: 1 running, 3/4 done" in lines[-1]
+    end(trials[3])
+    assert "trials: 0 running, 4/4 done" in lines[-1]
+    assert len(lines) == 4
+
+
 def test_rejected_and_non_finite_results_are_never_best() -> None:
     trials = [_trial("big00001", [{"val_loss": 0.0, "epoch": 0, "status": "rejected"}],
                      Trial.TERMINATED),

@@ -31,6 +31,7 @@ from hpsearch.search.tracking import (
     sync,
     trial_status,
 )
+from hpsearch.trainables.vocab import CONSTANT_METRICS
 from tests.mlflow_server import MlflowServer
 
 EPOCHS = 3
@@ -93,7 +94,7 @@ def write_tune_dir(run_dir: Path, trials: dict[str, tuple[float, int, str | None
     """A Tune results layout by hand: ``<trial>/params.json`` + ``result.json`` (+ error.txt)."""
     stamp = 1_700_000_000
     for i, (trial_id, (lr, epochs, error)) in enumerate(trials.items()):
-        config = {"lr": lr, "augment": ["flip", "crop"], "channels": None, "model": "cnn"}
+        config = {"lr": lr, "augment": ["hflip", "crop"], "channels": None, "model": "cnn"}
         trial_dir = run_dir / f"tiny_{trial_id}_{i}_lr={lr}"
         (trial_dir / "checkpoint_000000").mkdir(parents=True)
         (trial_dir / "checkpoint_000000" / "model.pt").write_bytes(b"weights")
@@ -137,14 +138,21 @@ def artifacts(client: MlflowClient, run_id: str, path: str | None = None) -> set
 
 
 def assert_matches_results(client: MlflowClient, run_dir: Path, children: dict[str, Any]) -> None:
-    """Every (metric, step) in every trial's result.json is in MLflow exactly once."""
+    """Every (metric, step) in every trial's result.json is in MLflow exactly once; a metric
+    that is the same every epoch (params, MACs, sample counts) once, at the first epoch; lr,
+    per epoch, only when a schedule changes it (else the param ``lr`` says it)."""
     for result_file in run_dir.glob("*/result.json"):
         rows = read_results(result_file)
         run = children[rows[0]["trial_id"]]
         expected: dict[str, dict[int, float]] = {}
         for row in rows:
             for key, value in result_metrics(row).items():
+                if key in CONSTANT_METRICS and key in expected:
+                    continue
+                if key == "lr" and run.data.params.get("schedule") == "none":
+                    continue
                 expected.setdefault(key, {}).setdefault(int(row["epoch"]), value)
+        assert set(run.data.metrics) == set(expected), run.data.metrics
         for key, points in expected.items():
             got = client.get_metric_history(run.info.run_id, key)
             assert sorted(m.step for m in got) == sorted(points), (key, got)
@@ -233,14 +241,36 @@ def test_sync_into_local_sqlite_without_server_is_idempotent(tmp_path: Path) -> 
     assert tags["aaaa_00002"]["hpsearch.status"] == "diverged"
     assert tags["aaaa_00003"]["hpsearch.status"] == "failed"
     assert tags["aaaa_00003"]["hpsearch.error"] == "OSError: x"
-    assert children["aaaa_00003"].info.status == "FAILED"
-    assert children["aaaa_00001"].data.params["augment"] == '["flip", "crop"]'
+    # The runs table: the status in the run's name, and MLflow's run status to match.
+    assert {t: (r.info.run_name, r.info.status) for t, r in children.items()} == {
+        "aaaa_00000": ("aaaa_00000 · completed", "FINISHED"),
+        "aaaa_00001": ("aaaa_00001 · completed", "FINISHED"),
+        "aaaa_00002": ("aaaa_00002 · diverged", "FAILED"),
+        "aaaa_00003": ("aaaa_00003 · failed", "FAILED")}
+    params = children["aaaa_00001"].data.params
+    assert params["augment"] == '["hflip", "crop"]'
+    # every setting the trial used, defaults included, not only the searched ones
+    assert (params["activation"], params["seed"], params["schedule"]) == ("relu", "0", "none")
+    assert params["epochs"] == "1" and params["optimizer"] == "adam"
+    # constants once; lr without a schedule is the param, not a flat chart
+    assert history(client, children["aaaa_00001"].info.run_id, "params") == [(1, 1234.0)]
+    assert "lr" not in children["aaaa_00001"].data.metrics
     assert artifacts(client, children["aaaa_00001"].info.run_id) == {
         "curves.png", "confusion.csv", "confusion.png"}
     assert parent.data.tags["hpsearch.best_trial_id"] == "aaaa_00001"
     assert {"spec.yaml", "best"} <= artifacts(client, parent.info.run_id)
     assert artifacts(client, parent.info.run_id, "best") == {"best/model.pt", "best/best.json"}
-    assert parent.data.metrics["best_val_top1"] == pytest.approx(0.7)
+    assert parent.data.metrics["sweep/best_val_top1"] == pytest.approx(0.7)
+    # the parent's best so far, at step = trials ended: 0 ended first (0.61 at its epoch 3),
+    # then 1 (0.7), 2 diverged and 3 failed leave it as it was
+    assert history(client, parent.info.run_id, "sweep/best_val_top1") == [
+        (1, pytest.approx(0.61)), (2, pytest.approx(0.7))]
+    assert parent.data.tags["hpsearch.trials_ended"] == "4"
+    # the parent's page is the report: the leaderboard as its description, the report attached
+    note = parent.data.tags["mlflow.note.content"]
+    assert note.startswith("sweep 'local': 4 trials (2 completed, 1 diverged, 1 failed)\n")
+    assert "| aaaa_00001 |" in note.split("\n")[4], note  # best first, under the header
+    assert "report.html" in artifacts(client, parent.info.run_id)
     assert parent.info.status == "FINISHED"
     # artifacts of sqlite runs live next to the DB, not in the cwd
     assert (tmp_path / "mlartifacts").is_dir()
@@ -255,7 +285,8 @@ def test_sync_into_local_sqlite_without_server_is_idempotent(tmp_path: Path) -> 
     late = {**rows[-1], **epoch_metrics(0.05, 2), "timestamp": rows[-1]["timestamp"] + 100}
     result_file.write_text("\n".join(json.dumps(r) for r in [*rows, late]) + "\n")
     third = sync(run_dir, "local", tracking_uri=uri)
-    assert (third.runs_created, third.points_logged) == (0, len(result_metrics(late)))
+    new = set(result_metrics(late)) - {*CONSTANT_METRICS, "lr"}  # those are logged once
+    assert (third.runs_created, third.points_logged) == (0, len(new))
     assert_matches_results(client, run_dir, sweep_runs(client, "local")[1])
 
 
@@ -293,7 +324,7 @@ def run_sweep(storage: Path, name: str, param_space: dict[str, Any], callbacks: 
 def _space(**extra: Any) -> dict[str, Any]:
     from ray import tune
 
-    return {"lr": tune.grid_search([0.01, 0.1, 1.0]), "augment": ["flip", "crop"],
+    return {"lr": tune.grid_search([0.01, 0.1, 1.0]), "augment": ["hflip", "crop"],
             "channels": None, "model": "cnn", **extra}
 
 
@@ -314,7 +345,7 @@ def test_sweep_shows_parent_children_metrics_artifacts(ray_local: Any, server: M
     for lr, run in by_lr.items():
         steps = [1, 2] if lr >= 1.0 else [1, 2, 3]
         assert [s for s, _ in history(client, run.info.run_id, "val_top1")] == steps
-        assert run.data.params["augment"] == '["flip", "crop"]'
+        assert run.data.params["augment"] == '["hflip", "crop"]'
         assert run.data.params["channels"] == "null"
         assert run.data.tags["hpsearch.device"] == "cpu"
         assert run.data.tags["hpsearch.node"] == socket.gethostname()
@@ -329,7 +360,7 @@ def test_sweep_shows_parent_children_metrics_artifacts(ray_local: Any, server: M
 
     assert parent.data.params == {"searcher": "grid", "scheduler": "none"}
     assert parent.data.tags["hpsearch.best_run_id"] == by_lr[0.1].info.run_id
-    assert parent.data.metrics["best_val_top1"] == pytest.approx(0.7)
+    assert parent.data.metrics["sweep/best_val_top1"] == pytest.approx(0.7)
     assert parent.info.status == "FINISHED"
     assert "spec.yaml" in artifacts(client, parent.info.run_id)
     assert artifacts(client, parent.info.run_id, "best") == {"best/model.pt", "best/best.json"}
