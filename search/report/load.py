@@ -270,7 +270,10 @@ def from_mlflow(experiment: str, *, tracking_uri: str | None = None,
     spec = _spec_from_yaml(spec_yaml, f"{experiment}/spec.yaml")
     children = _search_all(client, exp.experiment_id,
                            f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
-    trials = [_mlflow_trial(client, run) for run in children]
+    # the runs log every setting a trial used (defaults too); the report, as from Ray's files,
+    # shows the sweep's own: what it fixed and what it searched
+    given = set(spec.trial_defaults()) | set(spec.space) if spec is not None else None
+    trials = [_mlflow_trial(client, run, given) for run in children]
     run_ids = {t.trial_id: run.info.run_id for t, run in zip(trials, children, strict=True)}
     params = parent.data.params
     meta = {"source": "mlflow", "tracking_uri": uri, "experiment": experiment,
@@ -307,13 +310,15 @@ def _spec_from_yaml(text: str | None, source: str) -> SweepSpec | None:
         return None
 
 
-def _mlflow_trial(client: Any, run: Any) -> _Trial:
-    """One nested trial run: its params (decoded), metric histories and status tags."""
+def _mlflow_trial(client: Any, run: Any, given: set[str] | None = None) -> _Trial:
+    """One nested trial run: its params (decoded; only the ``given`` settings when known),
+    metric histories and status tags."""
     tags = run.data.tags
     status = tags.get("hpsearch.status", Status.UNKNOWN.value)
     return _Trial(
         trial_id=tags.get("hpsearch.trial_id") or run.info.run_name,
-        config={k: _decode_param(k, v) for k, v in run.data.params.items()},
+        config={k: _decode_param(k, v) for k, v in run.data.params.items()
+                if given is None or k in given},
         rows=_mlflow_rows(client, run),
         finals={k: v for k, v in run.data.metrics.items() if k in FINAL_METRICS},
         status=status,
@@ -354,6 +359,10 @@ def _mlflow_rows(client: Any, run: Any) -> list[dict[str, float]]:
             row = steps.setdefault(m.step, {"epoch": float(m.step), "timestamp": -math.inf})
             row[key] = float(m.value)
             row["timestamp"] = max(row["timestamp"], m.timestamp / 1000)
+    lr = run.data.params.get("lr")
+    if "lr" not in run.data.metrics and lr is not None:  # no schedule: the param, every epoch
+        for row in steps.values():
+            row["lr"] = float(lr)
     return [steps[s] for s in sorted(steps)]
 
 

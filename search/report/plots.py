@@ -113,10 +113,7 @@ def plot_confusion(data: SweepData) -> bytes | None:
     pad = 0.06 * max(map(len, names)) if names else 0.0  # room for the longest name
     fig = _figure(1.8 + 0.45 * n + pad, 1.4 + 0.45 * n + pad)
     ax = fig.subplots()
-    draw_confusion(ax, matrix)
-    if names:
-        ax.set_xticks(range(n), names, rotation=45, ha="right", fontsize=8)
-        ax.set_yticks(range(n), names, fontsize=8)
+    draw_confusion(ax, matrix, names)
     ax.set_title(f"test confusion, trial {data.confusion_trial}", fontsize=9)
     return _png(fig)
 
