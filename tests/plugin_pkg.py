@@ -7,7 +7,7 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-__all__ = ["PLUGINS", "write_plugin"]
+__all__ = ["PLUGINS", "write_module", "write_plugin"]
 
 PLUGINS = ["my_lab.models", "my_lab.data", "my_lab.augment", "my_lab.loops"]
 
@@ -128,3 +128,17 @@ def write_plugin(root: Path) -> Path:
     for name, text in _FILES.items():
         (package / name).write_text(textwrap.dedent(text).lstrip())
     return root
+
+
+def write_module(root: Path, dotted: str, text: str) -> Path:
+    """Write module ``dotted`` (``pkg.mod``: a package with an empty ``__init__``) under
+    ``root``; its file."""
+    *packages, leaf = dotted.split(".")
+    folder = root
+    for name in packages:
+        folder = folder / name
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "__init__.py").touch()
+    path = folder / f"{leaf}.py"
+    path.write_text(textwrap.dedent(text).lstrip())
+    return path

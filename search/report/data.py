@@ -137,8 +137,9 @@ def fixed_columns(metric: str) -> list[str]:
     best = best_columns(metric)
     score = score_column(metric)  # one no list knows (a plugin's, unread): a column still
     finals = [*FINAL_METRICS, *([score] if score not in (*best, *FINAL_METRICS) else [])]
-    return (["trial_id", "status"] + best + ["best_epoch"] + finals + ["epochs_run", "stopped_epoch", "wall_seconds", "started",
-                                     "ended", "node", "rejected_reason", "error"])
+    return (["trial_id", "status"] + best + ["best_epoch"] + finals
+            + ["epochs_run", "stopped_epoch", "wall_seconds", "started", "ended", "node",
+               "rejected_reason", "error"])
 
 
 def varies(column: pd.Series) -> bool:
