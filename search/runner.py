@@ -91,6 +91,7 @@ def _check_candidates(spec: SweepSpec, bundle: Any, configs: list[dict[str, Any]
     """Before Ray: candidate configs must build for this data (e.g. an ImageNet stem needs big
     enough images) and, with cost limits, at least one must fit them. Grid/OFAT configs are all
     checked; for sampled spaces, an error only when no sampled config works."""
+    from hpsearch.trainables.config import MODELS
     from hpsearch.trainables.cost import constraint_violation
     from hpsearch.trainables.models import trial_cost
 
@@ -105,6 +106,10 @@ def _check_candidates(spec: SweepSpec, bundle: Any, configs: list[dict[str, Any]
         except UserError as err:
             problems.append(f"space: the config {values} cannot run: {err}")
             continue
+        except Exception:
+            if MODELS.is_plugin(config.model):  # a plugin's own bug fails its trials, not all
+                continue
+            raise
         if constraint_violation(cost, limits) is None:
             fits += 1
         elif smallest is None or cost["params"] < smallest["params"]:
@@ -186,8 +191,10 @@ def _init_ray(address: str | None, plugins: list[str] | None = None) -> None:
         if roots:
             os.environ["PYTHONPATH"] = os.pathsep.join(
                 [*roots, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))])
-        ray.init(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False,
-                 configure_logging=True)
+        # "local": a Ray of its own, never a cluster some `ray start` left on this machine
+        # (whose workers would lack this environment)
+        ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING,
+                 log_to_driver=False, configure_logging=True)
         return
     # On a cluster, plugin code from the user's folders travels with the job to every node
     # (inside a submitted job it is on the driver's path already: the job shipped it).
@@ -212,7 +219,7 @@ def _init_ray(address: str | None, plugins: list[str] | None = None) -> None:
 
 def _in_ray_job() -> bool:
     """Whether this driver is a Ray job's entrypoint (``hpsearch submit``)."""
-    return bool(os.environ.get("RAY_JOB_ID") or os.environ.get("RAY_SUBMISSION_ID"))
+    return "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ  # set by Ray's job supervisor
 
 
 def _connect_stuck(address: str, waited: float) -> None:
