@@ -4,6 +4,11 @@ The repository keeps its two packages at the top, ``search/`` (what to try and h
 ``trainables/`` (what one trial does); installed, they live here, as ``hpsearch.search`` and
 ``hpsearch.trainables`` (pyproject's ``package-dir``), so hpsearch claims no generic top-level
 import name of its own.
+
+The plugin API is one import, ``from hpsearch import register_model, register_dataset,
+register_augmentation, register_trainable`` (and ``TrialConfig``, ``Reporter``, ``ImageSets``,
+``UserError``); see :mod:`hpsearch.trainables.plugins` and the README's "Bring your own model,
+data or training loop".
 """
 
 from __future__ import annotations
