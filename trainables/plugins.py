@@ -268,28 +268,23 @@ def _location(mod: ModuleType) -> Path | None:
     return Path(file).resolve() if file and not paths else None
 
 
-def shipped_modules(modules: Sequence[str]) -> list[ModuleType]:
-    """The top-level packages of imported plugins that live outside the installed environment
-    (the user's own folders): what Ray's ``runtime_env`` ``py_modules`` ships to a cluster."""
+def shipped_modules(modules: Sequence[str]) -> list[str]:
+    """The folders (packages) and files (single-file modules) of the imported plugins' top-level
+    modules that live outside the installed environment, the user's own code: what Ray's
+    ``runtime_env`` ``py_modules`` uploads to a cluster."""
     installed = _installed_dirs()
-    out: dict[str, ModuleType] = {}
+    out: dict[str, None] = {}
     for name in modules:
-        top = _top_level(name)
-        where = _location(top)
+        where = _location(_top_level(name))
         if where is None or any(where.is_relative_to(d) for d in installed):
             continue
-        out[top.__name__] = top
-    return list(out.values())
+        out[str(where)] = None
+    return list(out)
 
 
 def plugin_roots(modules: Sequence[str]) -> list[str]:
     """The folders to put on ``PYTHONPATH`` so that a local Ray's workers import the plugins."""
-    roots: dict[str, None] = {}
-    for mod in shipped_modules(modules):
-        where = _location(mod)
-        if where is not None:
-            roots[str(where.parent)] = None
-    return list(roots)
+    return list(dict.fromkeys(str(Path(path).parent) for path in shipped_modules(modules)))
 
 
 # --------------------------------------------------------------------------- running
