@@ -274,6 +274,13 @@ _PLUGIN_CASES = [
      ["lab.lr"], {}, "setting 'lr' of model 'mine' is a built-in trial setting"),
     ("objective-not-reported", {}, ["my_lab.loops"], {"fixed": {"trainable": "line_fit"}},
      "objective.metric: trainable 'line_fit' does not report 'val_top1'; allowed: mse"),
+    ("constraints-on-a-trainable", {}, ["my_lab.loops"],
+     {"fixed": {"trainable": "line_fit"}, "objective": {"metric": "mse"},
+      "constraints": {"max_params": "1M"}},
+     "constraints: limits the built-in classifier's models; trainable 'line_fit' has none"),
+    ("trainable-searched", {}, ["my_lab.loops"],
+     {"space": {"trainable": ["classifier", "line_fit"]}},
+     "space.trainable: set it in fixed: a sweep runs one trainable"),
 ]
 # Each case starts the real command (and torch, for the plugin): three run by default.
 _DEFAULT_PLUGIN_CASES = ("missing", "builtin-name", "bounds")

@@ -291,8 +291,14 @@ def across_sections(ctx: SpecContext) -> tuple[Problems, dict[str, Any]]:
     if ctx.ofat:
         out += _ofat_problems(space)
     objective = ctx.valid.get("objective")
+    trainable = ctx.fixed.get("trainable", BUILTIN_TRAINABLE)
     if objective is not None and "fixed" in ctx.valid:
-        out += _objective_problems(objective, ctx.fixed.get("trainable", BUILTIN_TRAINABLE))
+        out += _objective_problems(objective, trainable)
+    constraints = ctx.valid.get("constraints")
+    if trainable != BUILTIN_TRAINABLE and constraints is not None and (
+            constraints.max_params is not None or constraints.max_macs is not None):
+        out.append(problem(("constraints",), f"limits the built-in classifier's models; "
+                                             f"trainable '{trainable}' has none to measure"))
     return out, ({"search": search} if search is not None else {})
 
 
