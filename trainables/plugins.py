@@ -328,7 +328,7 @@ def run_trainable(config: TrialConfig, report: Reporter, state: dict[str, Any] |
         own = make_state if callable(make_state) else (lambda: make_state)
 
         def whole() -> dict[str, Any]:
-            return {"epoch": epoch, "history": history, "plugin": own(),
+            return {"epoch": epoch, "history": list(history), "plugin": own(),
                     "config": config.to_dict()}
 
         report(out, whole if make_state is not None else None)
