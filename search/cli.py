@@ -15,7 +15,7 @@ from typing import Any
 from hpsearch.search.messages import error_lines
 from hpsearch.search.names import plain_name
 from hpsearch.search.yamlio import load_yaml, parse_overrides, read_source
-from hpsearch.trainables.config import parse_trial_config
+from hpsearch.trainables.config import BUILTIN_TRAINABLE, parse_trial_config
 from hpsearch.trainables.errors import UserError, shown
 
 __all__ = ["main"]
@@ -24,7 +24,14 @@ __all__ = ["main"]
 def _cmd_train(args: argparse.Namespace) -> int:
     values: dict[str, Any] = load_yaml(args.config) if args.config else {}
     values.update(parse_overrides(args.set or []))
+    from hpsearch.search.spec import load_plugins
+
+    # `plugins:` in the config file or --plugin: imported before the settings are read
+    plugins = load_plugins(values.pop("plugins", None), args.config or "config")
+    load_plugins(args.plugin or [], "--plugin")
     config = parse_trial_config(values)
+    if config.trainable != BUILTIN_TRAINABLE:
+        return _train_plugin(config, plugins + list(args.plugin or []))
 
     import torch  # noqa: F401  (heavy; only now that the config is valid)
 
@@ -44,6 +51,22 @@ def _cmd_train(args: argparse.Namespace) -> int:
         (out / "history.json").write_text(json.dumps(result.history, indent=2))
         print(f"saved weights, config and history to {out}/")
     return 0 if result.status == "completed" else 1
+
+
+def _train_plugin(config: Any, plugins: list[str]) -> int:
+    """``hpsearch train`` of a plugin trainable: its reports, one line per epoch."""
+    from hpsearch.trainables.plugins import run_trainable, trainable_metrics
+
+    print(f"hpsearch train: trainable {config.trainable} / {config.epochs} epoch(s)")
+
+    def report(metrics: dict[str, Any], make_state: Any) -> None:
+        shown_ = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                           for k, v in metrics.items() if k not in ("epoch", "status"))
+        print(f"Epoch [{metrics['epoch']}/{config.epochs}] {shown_}")
+
+    status = run_trainable(config, report, None, list(trainable_metrics(config.trainable)))
+    print(f"status {status}")
+    return 0 if status == "completed" else 1
 
 
 def _load_spec(path: str, overrides: list[str] | None) -> tuple[Any, str]:
@@ -199,6 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--set", action="append", metavar="KEY=VALUE",
                        help="override a setting, e.g. --set lr=0.01 (repeatable)")
     train.add_argument("--save", metavar="DIR", help="write weights, config and history here")
+    train.add_argument("--plugin", action="append", metavar="MODULE",
+                       help="import this plugin module first (repeatable), e.g. my_lab.models; "
+                            "or list them under `plugins:` in the config file")
     train.set_defaults(func=_cmd_train)
 
     sweep = sub.add_parser("sweep", help="run a whole hyperparameter sweep from a YAML spec")

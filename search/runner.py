@@ -68,9 +68,12 @@ def _ray_running() -> bool:
 
 def _preflight(spec: SweepSpec, address: str | None) -> None:
     """Checks that need torch but no Ray: data settings fixed, GPUs present, data resolvable."""
-    varied = [k for k in _DATA_KEYS if k in spec.space]
+    from hpsearch.trainables.plugins import settings_of
+
+    data_keys = _DATA_KEYS + settings_of("dataset", _base_config(spec).dataset)
+    varied = [k for k in data_keys if k in spec.space]
     if varied:
-        raise UserError(f"space.{varied[0]}: data settings ({', '.join(_DATA_KEYS)}) must be "
+        raise UserError(f"space.{varied[0]}: data settings ({', '.join(data_keys)}) must be "
                         "fixed for a sweep (one decoded copy is shared by every trial); "
                         "move it to `fixed`")
     if address is not None:  # before the data is decoded: a wrong address fails at once
@@ -96,6 +99,7 @@ def _check_candidates(spec: SweepSpec, bundle: Any, configs: list[dict[str, Any]
     """Before Ray: candidate configs must build for this data (e.g. an ImageNet stem needs big
     enough images) and, with cost limits, at least one must fit them. Grid/OFAT configs are all
     checked; for sampled spaces, an error only when no sampled config works."""
+    from hpsearch.trainables.config import MODELS
     from hpsearch.trainables.cost import constraint_violation
     from hpsearch.trainables.models import trial_cost
 
@@ -110,6 +114,10 @@ def _check_candidates(spec: SweepSpec, bundle: Any, configs: list[dict[str, Any]
         except UserError as err:
             problems.append(f"space: the config {values} cannot run: {err}")
             continue
+        except Exception:
+            if MODELS.is_plugin(config.model):  # a plugin's own bug fails its trials, not all
+                continue
+            raise
         if constraint_violation(cost, limits) is None:
             fits += 1
         elif smallest is None or cost["params"] < smallest["params"]:
@@ -178,15 +186,28 @@ def _probe(address: str, timeout: float) -> None:
             time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
 
 
-def _init_ray(address: str | None) -> None:
+def _init_ray(address: str | None, plugins: list[str] | None = None) -> None:
     import ray
+
+    from hpsearch.trainables.plugins import plugin_roots, shipped_modules
 
     if ray.is_initialized():
         return
     if address is None:
-        ray.init(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False,
-                 configure_logging=True)
+        # A local Ray's workers inherit this environment: the plugins' folders on their path.
+        roots = plugin_roots(plugins or [])
+        if roots:
+            os.environ["PYTHONPATH"] = os.pathsep.join(
+                [*roots, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))])
+        # "local": a Ray of its own, never a cluster some `ray start` left on this machine
+        # (whose workers would lack this environment)
+        ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING,
+                 log_to_driver=False, configure_logging=True)
         return
+    # On a cluster, plugin code from the user's folders travels with the job to every node
+    # (inside a submitted job it is on the driver's path already: the job shipped it).
+    shipped = [] if _in_ray_job() else shipped_modules(plugins or [])
+    runtime_env = {"py_modules": shipped} if shipped else None
     timeout = connect_timeout()
     # _preflight found something listening; if it is not a Ray head, ray.init would still
     # retry for minutes.
@@ -196,11 +217,17 @@ def _init_ray(address: str | None) -> None:
     watchdog.daemon = True
     watchdog.start()
     try:
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False,
+                 runtime_env=runtime_env)
     except ConnectionError as err:
         raise _address_error(address, timeout, str(err).splitlines()[0][:200]) from None
     finally:
         watchdog.cancel()
+
+
+def _in_ray_job() -> bool:
+    """Whether this driver is a Ray job's entrypoint (``hpsearch submit``)."""
+    return "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ  # set by Ray's job supervisor
 
 
 def _connect_stuck(address: str, waited: float) -> None:
@@ -280,8 +307,9 @@ def _trainable(spec: SweepSpec, bundle: Any) -> Any:
     objective = dict(zip(spec.metrics, spec.modes, strict=True)) if spec.is_multi_objective \
         else {spec.metric: spec.mode}
     limits = {"max_params": spec.max_params, "max_macs": spec.max_macs}
-    trainable = tune.with_parameters(train_trial, data=bundle.to_arrays(), limits=limits,
-                                     objective=objective)
+    trainable = tune.with_parameters(
+        train_trial, data=bundle.to_arrays() if bundle is not None else None, limits=limits,
+        objective=objective, plugins=list(spec.plugins))
     return tune.with_resources(trainable, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
 
 
@@ -319,6 +347,7 @@ def _sweep_params(spec: SweepSpec) -> dict[str, Any]:
 
 def _before_ray(spec: SweepSpec, address: str | None) -> Any:
     """Every check a sweep makes before Ray starts; the decoded data."""
+    from hpsearch.trainables.config import BUILTIN_TRAINABLE
     from hpsearch.trainables.data import load_data
 
     _preflight(spec, address)
@@ -326,6 +355,8 @@ def _before_ray(spec: SweepSpec, address: str | None) -> Any:
         from hpsearch.search.warmstart import warm_start
 
         warm_start(spec)
+    if _base_config(spec).trainable != BUILTIN_TRAINABLE:
+        return None  # a whole training function: no images to decode, no model to measure
     bundle = load_data(_base_config(spec))
     _check_candidates(spec, bundle, _candidates(spec),
                       enumerated=spec.design == "ofat" or spec.search.algorithm == "grid")
@@ -334,7 +365,7 @@ def _before_ray(spec: SweepSpec, address: str | None) -> Any:
 
 def _prepare(spec: SweepSpec, address: str | None) -> tuple[Any, int]:
     bundle = _before_ray(spec, address)
-    _init_ray(address)
+    _init_ray(address, spec.plugins)
     return bundle, _slots(spec)
 
 
@@ -531,7 +562,7 @@ def submit_sweep(spec_text: str, spec: SweepSpec, address: str, *, follow: bool 
                 # The spec travels as an env var: no working_dir package to upload or to be
                 # garbage-collected under the running driver.
                 entrypoint="hpsearch sweep env:HPSEARCH_SPEC_YAML --address auto",
-                runtime_env={"env_vars": {"HPSEARCH_SPEC_YAML": spec_text}},
+                runtime_env=_job_env(spec, spec_text),
                 submission_id=f"hpsearch-{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}",
                 metadata={"hpsearch.sweep": spec.name})
             break
@@ -561,6 +592,18 @@ def submit_sweep(spec_text: str, spec: SweepSpec, address: str, *, follow: bool 
         if str(status) != "SUCCEEDED":
             raise SystemExit(1)
     return job_id
+
+
+def _job_env(spec: SweepSpec, spec_text: str) -> dict[str, Any]:
+    """The job's runtime environment: the spec, and the plugins from the user's folders (Ray
+    uploads them, so nothing has to be installed on the cluster)."""
+    from hpsearch.trainables.plugins import shipped_modules
+
+    env: dict[str, Any] = {"env_vars": {"HPSEARCH_SPEC_YAML": spec_text}}
+    shipped = shipped_modules(spec.plugins)
+    if shipped:
+        env["py_modules"] = shipped
+    return env
 
 
 def _write_meta(run_dir: Location, spec: SweepSpec, spec_text: str, tracking_uri: str) -> None:

@@ -236,3 +236,90 @@ def test_check_runs_every_rule_a_sweep_runs_before_ray(cli: Any,
         return
     assert out.returncode == 2 and phrase in out.stderr, out.stderr[-2000:]
     assert len(out.stderr.splitlines()) == 1 and "Traceback" not in out.stderr
+
+
+# --------------------------------------------------------------------------- plugins
+
+_TWIN = """
+    from hpsearch import register_model
+
+    @register_model("twin")
+    def twin(config, in_channels, image_size, num_classes):
+        raise NotImplementedError
+"""
+
+
+_PLUGIN_CASES = [
+    ("missing", {}, ["nope.models"], {},
+     "plugins[0]: cannot import plugin 'nope.models': ModuleNotFoundError: No module named "
+     "'nope'"),
+    ("raises", {"lab.boom": "import os\nraise RuntimeError('no GPU driver here')\n"},
+     ["lab.boom"], {}, "cannot import plugin 'lab.boom': RuntimeError: no GPU driver here"),
+    ("syntax", {"lab.syntax": "def broken(:\n"}, ["lab.syntax"], {},
+     "cannot import plugin 'lab.syntax': SyntaxError: invalid syntax"),
+    ("builtin-name", {"lab.taken": _TWIN.replace('"twin"', '"cnn"')}, ["lab.taken"], {},
+     "plugins[0] lab.taken: lab.taken: model 'cnn' is a built-in name; choose another"),
+    ("twice", {"lab.one": _TWIN, "lab.two": _TWIN}, ["lab.one", "lab.two"], {},
+     "plugins[1] lab.two: lab.two: model 'twin' is registered twice (first by lab.one)"),
+    ("not-a-list", {}, "my_lab.models", {},
+     "plugins: expected a list of module names, e.g. [my_lab.models]"),
+    ("bounds", {}, ["my_lab.models"], {"fixed": {"model": "deep_mlp", "mlp_depth": 99}},
+     "fixed.mlp_depth: input should be less than or equal to 8 (got 99)"),
+    ("typo", {}, ["my_lab.models"], {"space": {"mlp_dpth": [1, 2]}},
+     "space.mlp_dpth: not a trial setting (did you mean 'mlp_depth'?)"),
+    ("unknown-name", {}, ["my_lab.models"], {"fixed": {"model": "deep_mpl"}},
+     "fixed.model: unknown model 'deep_mpl' (did you mean 'deep_mlp'?)"),
+    ("builtin-setting", {"lab.lr": "from pydantic import BaseModel\n"
+                                   "from hpsearch import register_model\n"
+                                   "class S(BaseModel):\n    lr: float = 0.1\n"
+                                   "register_model('mine', settings=S)(lambda *a: None)\n"},
+     ["lab.lr"], {}, "setting 'lr' of model 'mine' is a built-in trial setting"),
+    ("objective-not-reported", {}, ["my_lab.loops"], {"fixed": {"trainable": "line_fit"}},
+     "objective.metric: trainable 'line_fit' does not report 'val_top1'; allowed: mse"),
+    ("constraints-on-a-trainable", {}, ["my_lab.loops"],
+     {"fixed": {"trainable": "line_fit"}, "objective": {"metric": "mse"},
+      "constraints": {"max_params": "1M"}},
+     "constraints: limits the built-in classifier's models; trainable 'line_fit' has none"),
+    ("trainable-searched", {}, ["my_lab.loops"],
+     {"space": {"trainable": ["classifier", "line_fit"]}},
+     "space.trainable: set it in fixed: a sweep runs one trainable"),
+]
+# Each case starts the real command (and torch, for the plugin): three run by default.
+_DEFAULT_PLUGIN_CASES = ("missing", "builtin-name", "bounds")
+
+
+@pytest.mark.parametrize("modules, plugins, change, phrase", [
+    pytest.param(*case[1:], id=case[0], marks=() if case[0] in _DEFAULT_PLUGIN_CASES
+                 else pytest.mark.integration) for case in _PLUGIN_CASES])
+def test_bad_plugin(tmp_path: Path, modules: dict[str, str], plugins: Any,
+                    change: dict[str, Any], phrase: str) -> None:
+    """A plugin that cannot be imported or registers what it may not, and plugin settings
+    used wrongly: one line, exit 2, before anything starts. The plugin lives in the folder the
+    command runs from, outside the repository."""
+    from tests.plugin_pkg import write_module, write_plugin
+
+    write_plugin(tmp_path)
+    for dotted, text in modules.items():
+        write_module(tmp_path, dotted, text)
+    spec = {**GOOD, "plugins": plugins, **change}
+    if "fixed" in change:
+        spec["fixed"] = {**GOOD["fixed"], **change["fixed"]}
+    if "space" in change:
+        spec["space"] = {**GOOD["space"], **change["space"]}
+    path = write_spec(tmp_path / "spec.yaml", {**spec, "storage": str(tmp_path / "runs")})
+    out = hpsearch("sweep", str(path), cwd=tmp_path)
+    _assert_clean_failure(out, phrase, tmp_path)
+
+
+@pytest.mark.integration
+def test_train_with_a_plugin_model_that_raises(tmp_path: Path) -> None:
+    """`hpsearch train` of a plugin model that raises while it is built fails with the
+    plugin's own error (in a sweep it fails that trial only: tests/search/test_plugins.py)."""
+    from tests.plugin_pkg import write_plugin
+
+    write_plugin(tmp_path)
+    out = run_hpsearch("train", "--plugin", "my_lab.models", "--plugin", "my_lab.data",
+                       "--set", "model=broken_net", "--set", "dataset=blobs", cwd=tmp_path,
+                       timeout=120)
+    assert out.returncode != 0
+    assert "broken_net cannot be built" in out.stderr

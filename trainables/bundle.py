@@ -5,12 +5,23 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
-__all__ = ["DataBundle"]
+__all__ = ["DataBundle", "ImageSets"]
+
+class ImageSets(NamedTuple):
+    """What a dataset returns before any split: its class names and its own train and test
+    sets, uint8 ``[N, C, H, W]`` images and int64 ``[N]`` labels indexing ``classes``."""
+
+    classes: tuple[str, ...]
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+
 
 _TENSORS = ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")
 

@@ -21,7 +21,11 @@ __all__ = [
     "OPTIMIZERS",
     "SCHEDULES",
     "ACTIVATIONS",
+    "BUILTIN_TRAINABLE",
+    "TRAINABLES",
     "TrialConfig",
+    "add_settings",
+    "setting_owner",
     "format_validation_error",
     "parse_trial_config",
 ]
@@ -44,12 +48,18 @@ OPTIMIZERS: Registry = Registry("optimizer", ("sgd", "adam", "adamw", "rmsprop")
                                 "hpsearch.trainables.optim")
 SCHEDULES: Registry = Registry("schedule", ("none", "step", "exponential", "cosine", "onecycle"),
                                "hpsearch.trainables.optim")
+BUILTIN_TRAINABLE = "classifier"  # trainables.fit: the image classifier every setting below is for
+# Whole training functions (plugins); the built-in one is run by the adapter itself.
+TRAINABLES: Registry = Registry("trainable", (BUILTIN_TRAINABLE,), "hpsearch.trainables.fit")
 
 
 class TrialConfig(BaseModel):
     """Everything one trial does. Unknown keys are rejected, never silently dropped."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+    # --- what a trial runs: the built-in classifier, or a plugin's training function
+    trainable: str = BUILTIN_TRAINABLE
 
     # --- data
     dataset: str = "fashion_mnist"
@@ -111,6 +121,7 @@ class TrialConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check_names_and_ranges(self) -> TrialConfig:
+        TRAINABLES.check(self.trainable, "trainable")
         DATASETS.check(self.dataset, "dataset")
         MODELS.check(self.model, "model")
         ACTIVATIONS.check(self.activation, "activation")
@@ -140,11 +151,70 @@ class TrialConfig(BaseModel):
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise UserError(
                 f"device: allowed: auto, cpu, cuda, cuda:N; but got {shown(self.device)}")
+        self._check_plugin_settings()
         return self
+
+    def _check_plugin_settings(self) -> None:
+        """Run the validators of the plugin entries this config names on their settings (each
+        field's own type and bounds are checked as a trial setting already)."""
+        named = [(TRAINABLES, self.trainable), (DATASETS, self.dataset), (MODELS, self.model),
+                 *((AUGMENTATIONS, a) for a in self.augment)]
+        for registry, name in named:
+            model = _PLUGIN_SETTINGS.get((registry.kind, name))
+            if model is None:
+                continue
+            try:
+                model.model_validate({k: getattr(self, k) for k in model.model_fields})
+            except ValidationError as err:
+                first = err.errors()[0]
+                loc = ".".join(str(p) for p in first["loc"]) or f"{registry.kind} {name}"
+                raise UserError(f"{loc}: {first['msg'].lower()}") from None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (tuples become lists)."""
         return self.model_dump(mode="json")
+
+
+# Plugin settings: each plugin entry's own pydantic model, and who declared each setting.
+_PLUGIN_SETTINGS: dict[tuple[str, str], type[BaseModel]] = {}
+_SETTING_OWNERS: dict[str, str] = {}
+_BUILTIN_SETTINGS = tuple(TrialConfig.model_fields)
+
+
+def add_settings(kind: str, name: str, settings: type[BaseModel], owner: str) -> tuple[str, ...]:
+    """Make the fields of a plugin entry's settings model trial settings; their names.
+
+    A setting may be shared by entries that declare it the same way (one settings class for
+    two models); a built-in setting's name, or one declared differently elsewhere, is an error.
+    """
+    if not (isinstance(settings, type) and issubclass(settings, BaseModel)):
+        raise UserError(f"{owner}: settings of {kind} '{name}' must be a pydantic BaseModel "
+                        f"class, but got {shown(settings)}")
+    fields = dict(settings.model_fields)
+    for key, info in fields.items():
+        if key in _BUILTIN_SETTINGS:
+            raise UserError(f"{owner}: setting '{key}' of {kind} '{name}' is a built-in trial "
+                            f"setting; read it with uses=('{key}',) or choose another name")
+        if info.is_required():
+            raise UserError(f"{owner}: setting '{key}' of {kind} '{name}' needs a default "
+                            f"(every trial setting has one)")
+        known = TrialConfig.model_fields.get(key)
+        if known is not None and repr(known) != repr(info):
+            raise UserError(f"{owner}: setting '{key}' of {kind} '{name}' is declared "
+                            f"differently by {_SETTING_OWNERS[key]}; give it another name")
+    for key, info in fields.items():
+        # pydantic has no public way to add a field to a built class: a forced rebuild of
+        # the one TrialConfig keeps every import of it, and its validators, in force.
+        TrialConfig.__pydantic_fields__[key] = info
+        _SETTING_OWNERS.setdefault(key, f"{kind} '{name}' ({owner})")
+    TrialConfig.model_rebuild(force=True)
+    _PLUGIN_SETTINGS[(kind, name)] = settings
+    return tuple(fields)
+
+
+def setting_owner(key: str) -> str | None:
+    """Which plugin entry declared the setting ``key`` (None for a built-in setting)."""
+    return _SETTING_OWNERS.get(key)
 
 
 def format_validation_error(err: ValidationError, prefix: str = "") -> list[str]:

@@ -14,13 +14,12 @@ import hashlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import torch
 import torchvision
 
-from hpsearch.trainables.bundle import DataBundle
+from hpsearch.trainables.bundle import DataBundle, ImageSets
 from hpsearch.trainables.config import DATASETS, TrialConfig
 from hpsearch.trainables.datadir import atomic_write, cache_dir, resolve_root
 from hpsearch.trainables.errors import UserError
@@ -36,14 +35,7 @@ _IMAGE_FOLDER_TEST_SEED = 0
 _IMAGE_FOLDER_CACHE_VERSION = 2  # 2: 16-bit, int and float read as trainables.images says
 
 
-class _Decoded(NamedTuple):
-    """What a registered dataset returns: its own train and test sets, before any split."""
-
-    classes: tuple[str, ...]
-    train_x: torch.Tensor
-    train_y: torch.Tensor
-    test_x: torch.Tensor
-    test_y: torch.Tensor
+_Decoded = ImageSets  # what a registered dataset returns, before any split
 
 
 def load_data(config: TrialConfig) -> DataBundle:
@@ -53,8 +45,12 @@ def load_data(config: TrialConfig) -> DataBundle:
     ``torch.randperm`` seeded by ``split_seed``; its test set stays separate. ``train_limit``
     keeps the first N of the (shuffled) train split, ``eval_limit`` the first N of val and test.
     """
-    decode: Callable[[Path, TrialConfig], _Decoded] = DATASETS.get(config.dataset, "dataset")
-    full = decode(resolve_root(config.dataset, config.data_dir), config)
+    decode: Callable[[Path | None, TrialConfig], _Decoded] = DATASETS.get(config.dataset,
+                                                                          "dataset")
+    # A plugin dataset finds its own files; the built-in ones are found by resolve_root.
+    root = None if DATASETS.is_plugin(config.dataset) else resolve_root(config.dataset,
+                                                                          config.data_dir)
+    full = decode(root, config)
     n = len(full.train_y)
     n_val = round(n * config.val_fraction)
     if n - n_val < 1:

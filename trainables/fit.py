@@ -28,11 +28,10 @@ from hpsearch.trainables.errors import UserError
 from hpsearch.trainables.metrics import Meter, confusion_matrix, macro_prf
 from hpsearch.trainables.models import build_model
 from hpsearch.trainables.optim import build_optimizer, build_schedule
+from hpsearch.trainables.plugins import Reporter
 
 __all__ = ["FitResult", "Reporter", "console_reporter", "fit", "pick_device"]
 
-# report(metrics, make_state): make_state() builds the checkpoint dict only if it is wanted.
-Reporter = Callable[[dict[str, Any], Callable[[], dict[str, Any]] | None], None]
 
 @dataclass
 class FitResult:

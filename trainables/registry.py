@@ -1,8 +1,9 @@
 """One generic name -> implementation registry for models, datasets, augmentations, optimizers,
 schedules, searchers and schedulers.
 
-The set of names is declared up front (cheap, no torch import) so that specs can be validated
-before any heavy module loads; implementations register themselves against a declared name.
+The set of built-in names is declared up front (cheap, no torch import) so that specs can be
+validated before any heavy module loads; implementations register themselves against a declared
+name. Plugins (:mod:`trainables.plugins`) add entries of their own with :meth:`Registry.add`.
 """
 
 from __future__ import annotations
@@ -32,25 +33,51 @@ class Registry(Generic[T]):
         self._names = tuple(names)
         self._module = module
         self._entries: dict[str, T] = {}
+        self._plugins: dict[str, str] = {}  # name -> the module that registered it
 
     def names(self) -> tuple[str, ...]:
-        """Every declared name, in declaration order."""
-        return self._names
+        """Every name: the built-in ones in declaration order, then the plugins'."""
+        return self._names + tuple(self._plugins)
+
+    def is_plugin(self, name: str) -> bool:
+        """Whether ``name`` was registered by a plugin (not built in)."""
+        return name in self._plugins
+
+    def add(self, name: str, obj: T, origin: str) -> T:
+        """Register a plugin's ``obj`` under a new ``name``; ``origin`` names its module."""
+        self.check_free(name, origin)
+        self._plugins[name] = origin
+        self._entries[name] = obj
+        return obj
+
+    def check_free(self, name: str, origin: str) -> None:
+        """Raise a one-line UserError unless a plugin may register ``name``: a built-in name or
+        one another plugin registered already is taken."""
+        if not isinstance(name, str) or not name.isidentifier():
+            raise UserError(f"{origin}: a {self.kind} name must be a Python identifier, e.g. "
+                            f"'deep_mlp', but got {shown(name)}")
+        if name in self._names:
+            raise UserError(f"{origin}: {self.kind} '{name}' is a built-in name; choose another "
+                            f"(built in: {', '.join(self._names)})")
+        if name in self._plugins:
+            raise UserError(f"{origin}: {self.kind} '{name}' is registered twice (first by "
+                            f"{self._plugins[name]}); each name is registered once")
 
     def __contains__(self, name: object) -> bool:
-        return name in self._names
+        return name in self._names or name in self._plugins
 
     def check(self, name: str, where: str | None = None) -> str:
         """Return ``name`` if declared, else raise a one-line UserError listing what exists."""
-        if name in self._names:
+        if name in self:
             return name
+        names = self.names()
         near = isinstance(name, str) and len(name) <= MAX_SHOWN  # a longer name is near none
-        hint = closest(name, self._names) if near else None
+        hint = closest(name, names) if near else None
         suggestion = f" (did you mean '{hint}'?)" if hint else ""
         place = f"{where}: " if where else ""
         raise UserError(
             f"{place}unknown {self.kind} {shown(name)}{suggestion}; allowed: "
-            f"{', '.join(self._names)}"
+            f"{', '.join(names)}"
         )
 
     def register(self, name: str) -> Callable[[T], T]:

@@ -7,11 +7,19 @@ every trial reads. A report reads configs back through this module, not the trai
 
 from __future__ import annotations
 
-from hpsearch.trainables.config import MODELS, OPTIMIZERS, SCHEDULES, TrialConfig
+from hpsearch.trainables.config import (
+    BUILTIN_TRAINABLE,
+    MODELS,
+    OPTIMIZERS,
+    SCHEDULES,
+    TRAINABLES,
+    TrialConfig,
+)
 
 # Imported for their registrations, so that without torch this import fails (not a later call).
 from hpsearch.trainables.models import ModelSpec
 from hpsearch.trainables.optim import OptimizerSpec, ScheduleSpec
+from hpsearch.trainables.plugins import TrainableSpec, settings_of
 
 __all__ = ["ALWAYS", "used_keys"]
 
@@ -22,8 +30,13 @@ ALWAYS = ("dataset", "val_fraction", "split_seed", "resize", "model", "activatio
 
 def used_keys(config: TrialConfig) -> tuple[str, ...]:
     """The settings that matter for this config, in a fixed order, each once."""
+    if config.trainable != BUILTIN_TRAINABLE:  # a whole training function reads its own
+        trainable: TrainableSpec = TRAINABLES.get(config.trainable, "trainable")
+        return tuple(dict.fromkeys(("trainable", "epochs", *trainable.uses)))
     optimizer: OptimizerSpec = OPTIMIZERS.get(config.optimizer, "optimizer")
     schedule: ScheduleSpec = SCHEDULES.get(config.schedule, "schedule")
     model: ModelSpec = MODELS.get(config.model, "model")
-    keys = ALWAYS + optimizer.uses + schedule.uses + model.reads(config)
+    plugins = settings_of("dataset", config.dataset) + tuple(
+        k for name in config.augment for k in settings_of("augmentation", name))
+    keys = ALWAYS + optimizer.uses + schedule.uses + model.reads(config) + plugins
     return tuple(dict.fromkeys(keys))

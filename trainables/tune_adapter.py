@@ -19,10 +19,11 @@ from ray.tune import Checkpoint, get_checkpoint, report
 from ray.tune.result import EXPR_RESULT_FILE
 
 from hpsearch.trainables.bundle import DataBundle
-from hpsearch.trainables.config import TrialConfig, parse_trial_config
+from hpsearch.trainables.config import BUILTIN_TRAINABLE, TrialConfig, parse_trial_config
 from hpsearch.trainables.cost import constraint_violation
 from hpsearch.trainables.fit import fit
 from hpsearch.trainables.models import trial_cost
+from hpsearch.trainables.plugins import import_plugins, run_trainable
 
 __all__ = ["CHECKPOINT_FILE", "COMPLETE_FILE", "TrialFolder", "checkpoint_state",
            "latest_checkpoint_state", "load_state", "train_trial"]
@@ -157,28 +158,34 @@ def _claim_gpus() -> str:
     return ",".join(ids)
 
 
-def train_trial(config: dict[str, Any], data: dict[str, Any],
+def train_trial(config: dict[str, Any], data: dict[str, Any] | None,
                 limits: dict[str, int | None] | None = None,
-                objective: dict[str, str] | None = None) -> None:
-    """Tune function trainable: one trial of ``fit`` with per-epoch reports and checkpoints.
+                objective: dict[str, str] | None = None,
+                plugins: list[str] | None = None) -> None:
+    """Tune function trainable: one trial of ``fit`` (or of a plugin's training function) with
+    per-epoch reports and checkpoints.
 
     Args:
         config: Flat trial settings from the search space merged with the sweep's fixed ones.
-        data: ``DataBundle.to_arrays()`` from the object store (shared, not copied, per node).
+        data: ``DataBundle.to_arrays()`` from the object store (shared, not copied, per node);
+            None for a plugin trainable.
         limits: ``{"max_params": int | None, "max_macs": int | None}``; a config over a limit
             is reported once as ``status: rejected`` and never trained.
         objective: ``{metric: "min" | "max"}``, so a rejected trial reports its worst values.
+        plugins: The spec's plugin modules, imported here before the config is read.
     """
     gpus = _claim_gpus()
+    import_plugins(plugins or [])
     trial_config: TrialConfig = parse_trial_config(config)
-    bundle = DataBundle.from_arrays(data)
     if "OMP_NUM_THREADS" in os.environ:  # Ray sets it to the trial's CPU count
         torch.set_num_threads(max(1, int(os.environ["OMP_NUM_THREADS"])))
     folder = _trial_folder()
     tune_state = checkpoint_state(get_checkpoint())
     state = latest_checkpoint_state(folder, tune_state)
+    bundle = DataBundle.from_arrays(data) if data is not None else None
 
-    if state is None and limits and any(v is not None for v in limits.values()):
+    if bundle is not None and state is None and limits and any(
+            v is not None for v in limits.values()):
         cost = trial_cost(trial_config, bundle)
         violation = constraint_violation(cost, limits)
         if violation:
@@ -192,6 +199,9 @@ def train_trial(config: dict[str, Any], data: dict[str, Any],
 
     def on_epoch(metrics: dict[str, Any], make_state: Any) -> None:
         metrics = {**metrics, "node_id": node, "gpu_ids": gpus}
+        if make_state is None:  # a plugin trainable that keeps no state: no checkpoint
+            report(metrics)
+            return
         state = make_state()
         with tempfile.TemporaryDirectory() as tmp:
             torch.save(state, Path(tmp) / CHECKPOINT_FILE)
@@ -208,4 +218,7 @@ def train_trial(config: dict[str, Any], data: dict[str, Any],
         for past in state["history"]:
             if past["epoch"] > recorded:
                 report(dict(past))
+    if trial_config.trainable != BUILTIN_TRAINABLE:
+        run_trainable(trial_config, on_epoch, state, list(objective or {}))
+        return
     fit(trial_config, on_epoch, data=bundle, state=state)

@@ -11,13 +11,20 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from hpsearch.search.report.formats import missing
-from hpsearch.trainables.vocab import DEFAULT_OBJECTIVE, FINAL_METRICS, HISTORY_METRICS, Status
+from hpsearch.trainables.plugins import metric_modes
+from hpsearch.trainables.vocab import (
+    DEFAULT_OBJECTIVE,
+    FINAL_METRICS,
+    HISTORY_METRICS,
+    METRICS,
+    Status,
+)
 
 if TYPE_CHECKING:
     from hpsearch.search.spec import SweepSpec
 
-__all__ = ["INT_FINALS", "SweepData", "best_columns", "fixed_columns", "hashable", "ranked",
-           "score_column", "varies"]
+__all__ = ["INT_FINALS", "SweepData", "best_columns", "fixed_columns", "hashable",
+           "history_metrics", "ranked", "score_column", "varies"]
 
 INT_FINALS = ("params", "macs")  # final metrics that are counts
 _TEXT_COLUMNS = ("trial_id", "status", "node", "rejected_reason", "error")
@@ -81,7 +88,7 @@ class SweepData:
         for key in INT_FINALS + ("stopped_epoch", "epochs_run"):
             frame[key] = frame[key].astype("Int64")
         frame = ranked(frame, metric, mode)
-        columns = ["trial_id", "epoch", "timestamp", *HISTORY_METRICS]
+        columns = ["trial_id", "epoch", "timestamp", *history_metrics()]
         hist = pd.DataFrame(columns=columns) if history is None or history.empty \
             else history.reindex(columns=columns)
         rank = {t: i for i, t in enumerate(frame["trial_id"])}
@@ -129,6 +136,12 @@ class SweepData:
         return [k for k in keys if varies(self.trials[k])]
 
 
+def history_metrics() -> tuple[str, ...]:
+    """The metrics trials report every epoch: the classifier's, then those of the plugin
+    trainables imported (a spec's ``plugins``, imported when the spec is read)."""
+    return HISTORY_METRICS + tuple(m for m in metric_modes() if m not in METRICS)
+
+
 def hashable(value: Any) -> Any:
     """Lists (e.g. ``channels``) as tuples, so they group, compare and index."""
     if isinstance(value, list | tuple):
@@ -138,20 +151,23 @@ def hashable(value: Any) -> Any:
 
 def score_column(metric: str) -> str:
     """The trials column of a metric: ``best_<metric>`` for one reported every epoch."""
-    return f"best_{metric}" if metric in HISTORY_METRICS else metric
+    return f"best_{metric}" if metric in history_metrics() else metric
 
 
 def best_columns(metric: str) -> list[str]:
     """The ``best_*`` columns: val accuracy, val loss and the objective's."""
-    keys = ["val_top1", "val_loss"] + ([metric] if metric in HISTORY_METRICS else [])
+    keys = ["val_top1", "val_loss"] + ([metric] if metric in history_metrics() else [])
     return [f"best_{k}" for k in dict.fromkeys(keys)]
 
 
 def fixed_columns(metric: str) -> list[str]:
     """Every trials column that is not a setting, in order."""
-    return (["trial_id", "status"] + best_columns(metric) + ["best_epoch"]
-            + list(FINAL_METRICS) + ["epochs_run", "stopped_epoch", "wall_seconds", "started",
-                                     "ended", "node", "rejected_reason", "error"])
+    best = best_columns(metric)
+    score = score_column(metric)  # one no list knows (a plugin's, unread): a column still
+    finals = [*FINAL_METRICS, *([score] if score not in (*best, *FINAL_METRICS) else [])]
+    return (["trial_id", "status"] + best + ["best_epoch"] + finals
+            + ["epochs_run", "stopped_epoch", "wall_seconds", "started", "ended", "node",
+               "rejected_reason", "error"])
 
 
 def varies(column: pd.Series) -> bool:

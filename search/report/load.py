@@ -25,17 +25,16 @@ from typing import TYPE_CHECKING, Any, Literal
 import pandas as pd
 
 from hpsearch.search.figures import CONFUSION_CSV, read_confusion
-from hpsearch.search.report.data import INT_FINALS, SweepData, best_columns
+from hpsearch.search.report.data import INT_FINALS, SweepData, best_columns, history_metrics
 from hpsearch.search.spec import SweepSpec, parse_spec
 from hpsearch.search.sweepdir import META_FILE, RESULT_FILE, STATE_GLOB, run_dir_for, sweep_names
 from hpsearch.search.yamlio import parse_yaml
 from hpsearch.trainables.config import TrialConfig
 from hpsearch.trainables.errors import UserError
+from hpsearch.trainables.plugins import metric_modes
 from hpsearch.trainables.vocab import (
     DEFAULT_OBJECTIVE,
     FINAL_METRICS,
-    HISTORY_METRICS,
-    METRICS,
     Status,
     trial_status,
 )
@@ -182,7 +181,7 @@ def _ray_trial(files: TrialFiles, states: Mapping[str, tuple[str | None, str | N
         values = result_metrics(r)
         metric_rows.append({"epoch": float(result_step(r)),
                             "timestamp": float(r.get("timestamp", math.nan)),
-                            **{k: values[k] for k in HISTORY_METRICS if k in values}})
+                            **{k: values[k] for k in history_metrics() if k in values}})
         finals.update({k: values[k] for k in FINAL_METRICS if k in values})
         if isinstance(r.get("test_confusion"), list) and r["test_confusion"]:
             matrix = (r["test_confusion"], _names(r.get("test_classes")))
@@ -352,7 +351,7 @@ def _search_all(client: Any, experiment_id: str, filter_string: str) -> list[Any
 def _mlflow_rows(client: Any, run: Any) -> list[dict[str, float]]:
     """Per step: ``epoch``, ``timestamp`` (seconds) and the history metrics the run holds."""
     steps: dict[int, dict[str, float]] = {}
-    for key in HISTORY_METRICS:
+    for key in history_metrics():
         if key not in run.data.metrics:
             continue
         for m in client.get_metric_history(run.info.run_id, key):
@@ -426,7 +425,7 @@ def _assemble(name: str, spec: SweepSpec | None, trials: list[_Trial], meta: dic
         records.append(_record(t, metric, mode))
         history += [{"trial_id": t.trial_id, "epoch": int(r["epoch"]),
                      "timestamp": r.get("timestamp", math.nan),
-                     **{k: r.get(k, math.nan) for k in HISTORY_METRICS}}
+                     **{k: r.get(k, math.nan) for k in history_metrics()}}
                     for r in t.rows if r["epoch"] >= 1]
     data = SweepData.from_rows(name, records, spec=spec, objective=objective, meta=meta,
                                history=pd.DataFrame(history))
@@ -453,7 +452,7 @@ def _record(t: _Trial, metric: str, mode: str) -> dict[str, Any]:
     for col in best_columns(metric):
         key = col.removeprefix("best_")
         values = [r[key] for r in trained if math.isfinite(r.get(key, math.nan))]
-        better = max if METRICS.get(key, "max") == "max" else min
+        better = max if metric_modes().get(key, "max") == "max" else min
         record[col] = better(values) if values and not rejected else math.nan
     record["best_epoch"] = _best_epoch(trained, metric, mode) if not rejected else math.nan
     for key in FINAL_METRICS:

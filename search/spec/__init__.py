@@ -5,7 +5,8 @@ Every problem in a spec is reported at once, one line each, as
 ``space``, ``baseline``, ``search.start_points``) are checked by building real
 :class:`~trainables.config.TrialConfig` objects. This package imports neither torch nor Ray.
 
-Sections (see ``studies/*.yaml``): ``name``, ``description``, ``fixed``, ``space``,
+Sections (see ``studies/*.yaml``): ``name``, ``plugins`` (modules imported first, see
+:mod:`trainables.plugins`), ``description``, ``fixed``, ``space``,
 ``objective``, ``search``, ``scheduler``, ``budget``, ``resources``, ``constraints``,
 ``design`` + ``baseline`` (one-factor-at-a-time), ``storage`` and ``tracking``.
 
@@ -47,6 +48,7 @@ from hpsearch.search.spec.sections import (
     Scheduler,
     Search,
     Tracking,
+    plugin_list,
 )
 from hpsearch.search.spec.sweep import SweepSpec, spec_fingerprint
 from hpsearch.search.yamlio import load_yaml
@@ -72,6 +74,7 @@ __all__ = [
     "Tracking",
     "Uniform",
     "apply_overrides",
+    "load_plugins",
     "load_spec",
     "parse_spec",
     "space_order",
@@ -103,11 +106,28 @@ def apply_overrides(data: dict[str, Any], overrides: Mapping[str, Any]) -> dict[
     return out
 
 
+def load_plugins(raw: Any, source: str = "<spec>") -> list[str]:
+    """Import a spec's ``plugins`` (before the rest is validated, so that their names and
+    settings are known); the module names."""
+    from hpsearch.trainables.plugins import import_plugins
+
+    try:
+        names = plugin_list(raw)
+    except ValueError as err:
+        raise UserError(f"{source}: plugins: {err}") from None
+    try:
+        import_plugins(names)
+    except UserError as err:
+        raise UserError(f"{source}: {err}") from None
+    return names
+
+
 def parse_spec(data: Any, source: str = "<spec>") -> SweepSpec:
     """Validate a spec mapping; every problem is reported at once in one UserError."""
     if not isinstance(data, dict):
         raise UserError(f"{source}: the top level must be a mapping of sections (name, space, "
                         f"...), but got a {type(data).__name__}")
+    load_plugins(data.get("plugins"), source)
     try:
         return SweepSpec.model_validate(data, context=SpecContext(data))
     except ValidationError as err:

@@ -39,13 +39,15 @@ from hpsearch.search.spec.errors import (
 from hpsearch.search.spec.sections import Budget, Objective, Scheduler, Search
 from hpsearch.search.spec.settings import (
     EPOCHS,
-    SETTINGS,
     normalized,
     numeric_kind,
+    settings,
     takes_list,
     trial_problems,
 )
+from hpsearch.trainables.config import BUILTIN_TRAINABLE
 from hpsearch.trainables.errors import shown
+from hpsearch.trainables.plugins import trainable_metrics
 
 __all__ = [
     "SpecContext",
@@ -179,8 +181,10 @@ def _not_searchable(key: Any, ctx: SpecContext) -> str | None:
     """Why ``key`` cannot be a space entry, or None."""
     if key == "epochs":
         return EPOCHS
-    if key not in SETTINGS:
-        return f"not a trial setting{did_you_mean(key, SETTINGS)}"
+    if key == "trainable":
+        return "set it in fixed: a sweep runs one trainable (the objective is one of its metrics)"
+    if key not in settings():
+        return f"not a trial setting{did_you_mean(key, settings())}"
     if key in ctx.mapping("fixed"):
         return "also set in fixed; a setting is either fixed or searched"
     return None
@@ -295,7 +299,26 @@ def across_sections(ctx: SpecContext) -> tuple[Problems, dict[str, Any]]:
                                                  f"{search.algorithm} (how many trials to run)"))
     if ctx.ofat:
         out += _ofat_problems(space)
+    objective = ctx.valid.get("objective")
+    trainable = ctx.fixed.get("trainable", BUILTIN_TRAINABLE)
+    if objective is not None and "fixed" in ctx.valid:
+        out += _objective_problems(objective, trainable)
+    constraints = ctx.valid.get("constraints")
+    if trainable != BUILTIN_TRAINABLE and constraints is not None and (
+            constraints.max_params is not None or constraints.max_macs is not None):
+        out.append(problem(("constraints",), f"limits the built-in classifier's models; "
+                                             f"trainable '{trainable}' has none to measure"))
     return out, ({"search": search} if search is not None else {})
+
+
+def _objective_problems(objective: Objective, trainable: str) -> Problems:
+    """The objective's metrics must be ones the sweep's trainable reports."""
+    reported = trainable_metrics(trainable)
+    goals = [(("objective", "metric"), objective.metric)] if objective.metrics is None else \
+        [(("objective", "metrics", i, "name"), g.name) for i, g in enumerate(objective.metrics)]
+    return [problem(loc, f"trainable '{trainable}' does not report {shown(name)}; allowed: "
+                         f"{', '.join(reported)}")
+            for loc, name in goals if name not in reported]
 
 
 def _checked_search(search: Search, space: dict[str, Entry], ctx: SpecContext,

@@ -24,6 +24,7 @@ from hpsearch.search.spec.distributions import FROZEN
 from hpsearch.search.spec.errors import problem, raise_problems, unknown
 from hpsearch.search.units import parse_count, parse_duration
 from hpsearch.trainables.errors import shown
+from hpsearch.trainables.plugins import metric_modes
 from hpsearch.trainables.vocab import METRICS  # re-exported: search.spec.METRICS
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "Search",
     "Tracking",
     "mapping",
+    "plugin_list",
     "resolve_tracking_uri",
     "scheduler_shorthand",
     "search_shorthand",
@@ -73,6 +75,18 @@ def mapping(raw: Any) -> Any:
     return raw
 
 
+def plugin_list(raw: Any) -> list[str]:
+    """``plugins`` as given: a list of module names (``null`` is none)."""
+    if raw is None:
+        return []
+    names = raw if isinstance(raw, list) else None
+    if names is None or not all(isinstance(n, str) and n and all(
+            part.isidentifier() for part in n.split(".")) for n in names):
+        raise ValueError(f"expected a list of module names, e.g. [my_lab.models] "
+                         f"(got {shown(raw)})")
+    return list(names)
+
+
 def _optional(parse: Callable[[Any], Any]) -> BeforeValidator:
     return BeforeValidator(lambda v: None if v is None else parse(v))
 
@@ -102,8 +116,9 @@ class Objective(BaseModel):
                                         "several, not both")])
         if self.metrics == []:
             raise_problems([problem(("metrics",), "needs at least one metric (got [])")])
-        out = [problem(loc, unknown(goal.name, list(METRICS), "metric"))
-               for loc, goal in self._goals() if goal.name not in METRICS]
+        known = metric_modes()  # the built-in metrics and those plugin trainables report
+        out = [problem(loc, unknown(goal.name, list(known), "metric"))
+               for loc, goal in self._goals() if goal.name not in known]
         names = [goal.name for _, goal in self._goals()]
         out += [problem(("metrics",), f"{shown(dup)} is listed more than once")
                 for dup in sorted({n for n in names if names.count(n) > 1})]
@@ -116,8 +131,10 @@ class Objective(BaseModel):
         return [(("metrics", i, "name"), goal) for i, goal in enumerate(self.metrics)]
 
     def resolved(self) -> Objective:
-        """Every mode filled in from :data:`METRICS`; one goal as ``metric`` + ``mode``."""
-        goals = [MetricGoal(name=g.name, mode=g.mode or METRICS[g.name])  # type: ignore[arg-type]
+        """Every mode filled in from :data:`METRICS` (and the plugin trainables' metrics);
+        one goal as ``metric`` + ``mode``."""
+        known = metric_modes()
+        goals = [MetricGoal(name=g.name, mode=g.mode or known[g.name])  # type: ignore[arg-type]
                  for _, g in self._goals()]
         if len(goals) == 1:
             return Objective(metric=goals[0].name, mode=goals[0].mode)

@@ -19,7 +19,7 @@ from hpsearch.trainables.errors import shown
 
 __all__ = [
     "EPOCHS",
-    "SETTINGS",
+    "settings",
     "normalized",
     "numeric_kind",
     "settings_mapping",
@@ -27,7 +27,12 @@ __all__ = [
     "trial_problems",
 ]
 
-SETTINGS = tuple(TrialConfig.model_fields)
+
+
+def settings() -> tuple[str, ...]:
+    """Every trial setting: the built-in ones and those the imported plugins declare."""
+    return tuple(TrialConfig.model_fields)
+
 EPOCHS = "set by budget.max_epochs (ASHA stops weak trials early), not here"
 # Settings whose values are registry names: checked one by one, so every typo shows at once.
 _NAMED = ("dataset", "model", "activation", "optimizer", "schedule", "augment")

@@ -39,6 +39,7 @@ from hpsearch.search.spec.sections import (
     Search,
     Tracking,
     mapping,
+    plugin_list,
     resolve_tracking_uri,
     scheduler_shorthand,
     search_shorthand,
@@ -66,6 +67,7 @@ class SweepSpec(BaseModel):
         "fixed": ({"epochs": EPOCHS}, False), "search": (Search.refused_keys, True)}
 
     name: PlainName
+    plugins: Annotated[list[str], BeforeValidator(plugin_list)] = Field(default_factory=list)
     description: Annotated[str, BeforeValidator(lambda v: "" if v is None else v)] = ""
     fixed: Annotated[dict[str, Any], BeforeValidator(lambda v: settings_mapping(v) or {})] = \
         Field(default_factory=dict)

@@ -52,7 +52,8 @@ def two_node_cluster(tmp_path: Path, request: pytest.FixtureRequest,
                        env=env, check=True, capture_output=True, timeout=120)
         subprocess.run([RAY, "start", f"--address=127.0.0.1:{gcs}", *node_ports()],
                        env=env, check=True, capture_output=True, timeout=120)
-        yield f"http://127.0.0.1:{dash}", env
+        # the head's GCS address too, for a driver that joins the cluster (sweep --address)
+        yield f"http://127.0.0.1:{dash}", {**env, "TEST_RAY_GCS_ADDRESS": f"127.0.0.1:{gcs}"}
     finally:
         subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
 
@@ -105,3 +106,39 @@ def test_submit_without_the_token_is_refused(two_node_cluster: tuple[str, dict[s
                          cwd=Path(__file__).resolve().parents[2])
     assert out.returncode != 0
     assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("how", ["sweep", "submit"])
+def test_plugin_only_in_the_drivers_folder_runs_on_both_nodes(
+        two_node_cluster: tuple[str, dict[str, str]], tmp_path: Path, how: str) -> None:
+    """The plugin package lives in the folder the command runs from, on no node's path: Ray's
+    runtime environment ships it (``sweep --address`` and ``submit`` alike)."""
+    from tests.plugin_pkg import write_plugin
+
+    address, env = two_node_cluster
+    driver = write_plugin(tmp_path / "driver")
+    spec = {"name": f"plugin_{how}", "plugins": ["my_lab.models", "my_lab.loops"],
+            # trials of a few seconds each, so that both nodes' workers take some
+            "fixed": {"trainable": "line_fit", "line_sleep": 1.0},
+            "space": {"line_lr": [0.01, 0.02, 0.05, 0.1]},
+            "objective": {"metric": "mse"},
+            "search": {"algorithm": "grid"}, "scheduler": {"name": "none"},
+            "budget": {"max_epochs": 3}, "resources": {"cpu": 1}}
+    (driver / "plugin.yaml").write_text(yaml.safe_dump(spec))
+    if how == "sweep":
+        args = ["sweep", "plugin.yaml", "--address", env["TEST_RAY_GCS_ADDRESS"]]
+    else:
+        args = ["submit", "plugin.yaml", "--address", address, "--follow"]
+    out = subprocess.run([sys.executable, "-m", "hpsearch", *args], cwd=driver, env=env,
+                         capture_output=True, text=True, timeout=400)
+    assert out.returncode == 0, (out.stdout[-3000:], out.stderr[-3000:])
+    run_dir = tmp_path / "shared" / "runs" / f"plugin_{how}"
+    nodes = set()
+    results = list(run_dir.glob("trial_*/result.json"))
+    for path in results:
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        assert [r["epoch"] for r in rows] == [1, 2, 3]
+        assert rows[-1]["status"] == "completed" and "mse" in rows[-1]
+        nodes.add(rows[-1]["node_id"])
+    assert len(results) == 4
+    assert len(nodes) == 2, "trials should have run on both nodes"

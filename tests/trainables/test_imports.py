@@ -39,3 +39,21 @@ def test_no_module_imports_itself_through_others() -> None:
     for module in sorted(graph):
         visit(module, ())
     assert not graph["hpsearch.trainables.cost"]  # measuring a model needs no model by name
+
+
+def test_the_plugin_api_is_one_import_without_torch_or_ray() -> None:
+    """``from hpsearch import register_model, ...`` as a plugin author writes it; the import
+    stays light (the spec-validation path must not pull torch or Ray)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, hpsearch\n"
+            "from hpsearch import (register_model, register_dataset, register_augmentation,\n"
+            "                      register_trainable, Reporter, TrialConfig, UserError)\n"
+            "assert {'register_model', 'register_trainable', 'TrialConfig', 'Reporter',\n"
+            "        'ImageSets'} <= set(hpsearch.__all__)\n"
+            "print([m for m in ('torch', 'ray') if m in sys.modules])\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
