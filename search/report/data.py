@@ -27,7 +27,7 @@ __all__ = ["INT_FINALS", "SweepData", "best_columns", "fixed_columns", "hashable
            "history_metrics", "ranked", "score_column", "varies"]
 
 INT_FINALS = ("params", "macs")  # final metrics that are counts
-_TEXT_COLUMNS = ("trial_id", "status", "node", "rejected_reason", "error")
+_TEXT_COLUMNS = ("trial_id", "status", "node", "gpus", "rejected_reason", "error")
 
 
 @dataclass
@@ -41,7 +41,8 @@ class SweepData:
         trials: One row per trial, best first: ``trial_id``, ``status``, every config key,
             ``best_<metric>`` per epoch metric scored, ``best_epoch``, the test scores,
             ``params``, ``macs``, ``epochs_run``, ``stopped_epoch``, ``wall_seconds``,
-            ``started``/``ended`` (Unix seconds), ``node``, ``rejected_reason``, ``error``.
+            ``started``/``ended`` (Unix seconds), ``node``, ``gpus`` (the GPU ids Ray gave the
+            trial, empty on CPU), ``rejected_reason``, ``error``.
         history: One row per trial and epoch: ``trial_id``, ``epoch``, ``timestamp`` and
             :data:`~trainables.vocab.HISTORY_METRICS`.
         objective: ``(metric, "max" | "min")`` that ranks trials (a multi-objective sweep: its
@@ -167,7 +168,7 @@ def fixed_columns(metric: str) -> list[str]:
     finals = [*FINAL_METRICS, *([score] if score not in (*best, *FINAL_METRICS) else [])]
     return (["trial_id", "status"] + best + ["best_epoch"] + finals
             + ["epochs_run", "stopped_epoch", "wall_seconds", "started", "ended", "node",
-               "rejected_reason", "error"])
+               "gpus", "rejected_reason", "error"])
 
 
 def varies(column: pd.Series) -> bool:

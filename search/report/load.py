@@ -60,6 +60,7 @@ class _Trial:
     error: str | None = None
     rejected_reason: str | None = None
     node: str | None = None
+    gpus: str | None = None  # the GPU ids Ray gave the trial (CUDA_VISIBLE_DEVICES)
     sizes: dict[str, int] | None = None  # images per split it last ran on: train, val
 
 
@@ -190,7 +191,8 @@ def _ray_trial(files: TrialFiles, states: Mapping[str, tuple[str | None, str | N
                    status=status, error=error if status == Status.FAILED else None,
                    rejected_reason=last.get("rejected_reason")
                    if status == Status.REJECTED else None,
-                   node=last.get("hostname"), sizes=_sizes(last))
+                   node=last.get("hostname"), sizes=_sizes(last),
+                   gpus=last.get("gpu_ids") or None)
     return trial, matrix
 
 
@@ -324,7 +326,8 @@ def _mlflow_trial(client: Any, run: Any, given: set[str] | None = None) -> _Tria
         error=tags.get("hpsearch.error") if status == Status.FAILED else None,
         rejected_reason=tags.get("hpsearch.rejected_reason")
         if status == Status.REJECTED else None,
-        node=tags.get("hpsearch.node"), sizes=_sizes(run.data.metrics))
+        node=tags.get("hpsearch.node"), sizes=_sizes(run.data.metrics),
+        gpus=tags.get("hpsearch.gpu_ids"))
 
 
 def _csv_classes(text: str, n: int) -> list[str] | None:
@@ -466,7 +469,7 @@ def _record(t: _Trial, metric: str, mode: str) -> dict[str, Any]:
         stopped_epoch=epochs if t.status == Status.STOPPED_EARLY else None,
         wall_seconds=totals[-1] if totals else math.nan,
         ended=max(stamps) if stamps else math.nan,
-        node=t.node, rejected_reason=t.rejected_reason, error=t.error)
+        node=t.node, gpus=t.gpus, rejected_reason=t.rejected_reason, error=t.error)
     record["started"] = record["ended"] - record["wall_seconds"]
     return record
 

@@ -348,7 +348,8 @@ class _Store:
         state.history[step] = {k: v for k, v in result.items() if k != "config"}
         if metrics:
             self.add_metrics(state, result_metrics(result), step, stamp)
-        tags = {k: result[k] for k in ("hostname", "node_ip", "device") if result.get(k)}
+        tags = {k: result[k] for k in ("hostname", "node_ip", "device", "gpu_ids")
+                if result.get(k)}
         state.set_tags({f"hpsearch.{'node' if k == 'hostname' else k}": v
                         for k, v in tags.items()})
         best = self.best.update(trial_id, result)

@@ -19,7 +19,8 @@ __all__ = ["flatten_params", "resolved_config", "result_metrics", "run_status", 
 _NOT_METRICS = frozenset({
     "epoch", "timestamp", "training_iteration", "time_this_iter_s", "time_since_restore",
     "iterations_since_restore", "pid", "done", "should_checkpoint", "trial_id", "date",
-    "node_ip", "hostname", "experiment_tag", "config", "checkpoint_dir_name",
+    "node_ip", "hostname", "experiment_tag", "config", "checkpoint_dir_name", "gpu_ids",
+    "node_id", "device",
 })
 # MLflow's run statuses: the run status a trial's Status ends its run with (the runs table's
 # icon); the Status itself is in the run's name and tag ``hpsearch.status``.

@@ -98,6 +98,18 @@ def test_gpu_fractions_pack_trials_as_ray_places_them(
         per_device = Counter(s["gpus"] for s in group)
         assert max(per_device.values()) <= round(1 / gpu)
     assert {s["gpus"] for s in spans} == {"0", "1", "2", "3"}  # every device used, one each
+    # which GPU each trial used: an MLflow tag and a report column, equal to Ray's record
+    from mlflow import MlflowClient
+
+    from hpsearch.search.report import load_trials
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    exp = client.get_experiment_by_name(f"g{at_once}")
+    tagged = {r.data.tags["hpsearch.trial_id"]: r.data.tags.get("hpsearch.gpu_ids")
+              for r in client.search_runs([exp.experiment_id], "tags.`hpsearch.role` = 'trial'")}
+    trials = load_trials(f"g{at_once}", storage=str(tmp_path / "runs")).trials
+    assert dict(zip(trials["trial_id"], trials["gpus"], strict=True)) == tagged
+    assert sorted(tagged.values()) == sorted(s["gpus"] for s in spans)
 
 
 @pytest.mark.usefixtures("four_gpus")
