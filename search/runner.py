@@ -205,7 +205,8 @@ def _connect_stuck(address: str, waited: float) -> None:
     os._exit(2)
 
 
-def _slots(spec: SweepSpec) -> int:
+def _slots(spec: SweepSpec, run_dir: Location, address: str | None) -> tuple[int, str]:
+    """Trials at once, and why when fewer than the cluster fits (a share of a shared one)."""
     import ray
 
     res = ray.cluster_resources()
@@ -219,8 +220,10 @@ def _slots(spec: SweepSpec) -> int:
     if spec.resources.gpu > 0:
         slots = min(slots, math.floor(res["GPU"] / spec.resources.gpu + 1e-9))
     if spec.resources.max_concurrent:
-        slots = min(slots, spec.resources.max_concurrent)
-    return max(1, slots)
+        return max(1, min(slots, spec.resources.max_concurrent)), ""
+    from hpsearch.search.driver import fair_share
+
+    return fair_share(max(1, slots), run_dir, shared=address is not None)
 
 
 def _quiet_tune(slots: int) -> None:
@@ -246,7 +249,9 @@ def _trainable(spec: SweepSpec, bundle: Any) -> Any:
 
 
 def _callbacks(spec: SweepSpec, run_dir: Location, tracking_uri: str, total: int,
-               echo: Callable[[str], None]) -> list[Any]:
+               echo: Callable[[str], None], slots: int) -> list[Any]:
+    """MLflow's tracker, the progress line, and the driver file last (it reads the line)."""
+    from hpsearch.search.driver import SweepDriver
     from hpsearch.search.progress import ProgressPrinter
     from hpsearch.search.tracking import MlflowTracker
 
@@ -256,7 +261,39 @@ def _callbacks(spec: SweepSpec, run_dir: Location, tracking_uri: str, total: int
         sweep_name=spec.name, run_dir=run_dir, tracking_uri=tracking_uri,
         experiment=spec.experiment_name, spec_yaml=_resolved_yaml(spec),
         sweep_params=_sweep_params(spec), objective=(metric, mode))
-    return [tracker, ProgressPrinter(total, metric, mode, echo=echo)]
+    printer = ProgressPrinter(total, metric, mode, echo=echo)
+    driver = SweepDriver(run_dir, {"name": spec.name, "tracking_uri": tracking_uri,
+                                   "experiment": spec.experiment_name, "slots": slots},
+                         printer.snapshot, echo)
+    return [tracker, printer, driver]
+
+
+def _fit(tuner: Any, callbacks: list[Any], spec: SweepSpec, run_dir: Location,
+         tracking_uri: str, echo: Callable[[str], None]) -> SweepOutcome:
+    """``tuner.fit()`` with the driver file kept; the outcome, or how a stop left it."""
+    from hpsearch.trainables.vocab import SweepState
+
+    driver = callbacks[-1]
+    driver.start()
+    start = time.monotonic()
+    try:
+        results = tuner.fit()
+    except BaseException:
+        driver.finish(SweepState.INTERRUPTED)
+        raise
+    wall_s = time.monotonic() - start
+    if driver.stop_asked():
+        driver.finish(SweepState.STOPPED)
+        snap = driver.progress
+        echo(f"stopped after {wall_s:.0f}s: {snap['done']}/{snap['total']} trials done, every "
+             f"finished epoch kept; `hpsearch resume {spec.name}` continues it")
+        return SweepOutcome(spec.name, run_dir, len(results), None, tracking_uri,
+                            {SweepState.STOPPED: len(results)})
+    snap = driver.snapshot()
+    over = not snap["running"] and snap["done"] == snap["trials"]
+    driver.finish(SweepState.FINISHED if over and (
+        snap["done"] >= snap["total"] or spec.time_limit_seconds) else SweepState.INTERRUPTED)
+    return _summarise(spec, run_dir, results, tracking_uri, wall_s, echo)
 
 
 def _resolved_yaml(spec: SweepSpec) -> str:
@@ -286,10 +323,10 @@ def _before_ray(spec: SweepSpec, address: str | None) -> Any:
     return bundle
 
 
-def _prepare(spec: SweepSpec, address: str | None) -> tuple[Any, int]:
+def _prepare(spec: SweepSpec, address: str | None, run_dir: Location) -> tuple[Any, int, str]:
     bundle = _before_ray(spec, address)
     _init_ray(address)
-    return bundle, _slots(spec)
+    return bundle, *_slots(spec, run_dir, address)
 
 
 def _check_new(spec: SweepSpec) -> Location:
@@ -322,7 +359,7 @@ def run_sweep(spec: SweepSpec, spec_text: str, *, address: str | None = None,
     from hpsearch.search.algorithms import build_scheduler, build_searcher, planned_trials
 
     run_dir = run_dir_for(spec.name, spec.storage) if again else _check_new(spec)
-    bundle, slots = _prepare(spec, address)
+    bundle, slots, share = _prepare(spec, address, run_dir)
     from hpsearch.search.tracking import resolve_tracking_uri
 
     tracking_uri = resolve_tracking_uri(tracking_uri or spec.tracking.uri)
@@ -338,9 +375,11 @@ def run_sweep(spec: SweepSpec, spec_text: str, *, address: str | None = None,
         _write_meta(run_dir, spec, spec_text, tracking_uri)
 
     echo(f"hpsearch sweep '{spec.name}': {total} trials, {slots} at once "
-         f"({spec.resources.cpu:g} CPU, {spec.resources.gpu:g} GPU each), "
+         f"({spec.resources.cpu:g} CPU, {spec.resources.gpu:g} GPU each"
+         f"{'; ' + share if share else ''}), "
          f"search {spec.search.algorithm if spec.design != 'ofat' else 'ofat'}, "
          f"scheduler {spec.scheduler.name}; results in {run_dir}")
+    callbacks = _callbacks(spec, run_dir, tracking_uri, total, echo, slots)
     # metric/mode live on the searcher and scheduler (Tune rejects them in both places).
     tuner = tune.Tuner(
         _trainable(spec, bundle),
@@ -361,13 +400,11 @@ def run_sweep(spec: SweepSpec, spec_text: str, *, address: str | None = None,
             storage_path=str(run_dir.parent),
             checkpoint_config=CheckpointConfig(num_to_keep=None),
             failure_config=FailureConfig(max_failures=spec.resources.max_failures),
-            callbacks=_callbacks(spec, run_dir, tracking_uri, total, echo),
+            callbacks=callbacks,
             verbose=0,
         ),
     )
-    start = time.monotonic()
-    results = tuner.fit()
-    return _summarise(spec, run_dir, results, tracking_uri, time.monotonic() - start, echo)
+    return _fit(tuner, callbacks, spec, run_dir, tracking_uri, echo)
 
 
 def resume_sweep(name: str, *, storage: str | None = None, spec: SweepSpec | None = None,
@@ -398,7 +435,7 @@ def resume_sweep(name: str, *, storage: str | None = None, spec: SweepSpec | Non
         echo(f"hpsearch resume '{name}': killed before Tune's first snapshot; starting it again")
         return run_sweep(spec, meta.get("spec_yaml", ""), address=address,
                          tracking_uri=tracking_uri, echo=echo, again=True)
-    bundle, slots = _prepare(spec, address)
+    bundle, slots, share = _prepare(spec, address, run_dir)
     _quiet_tune(slots)
     rollback(run_dir, record)
     _reconcile_mlflow(spec, run_dir, meta)
@@ -407,12 +444,11 @@ def resume_sweep(name: str, *, storage: str | None = None, spec: SweepSpec | Non
     tuner = tune.Tuner.restore(str(run_dir), _trainable(spec, bundle), resume_unfinished=True,
                                resume_errored=True, param_space=dict(spec.trial_defaults()))
     # Fresh callbacks: the pickled ones would carry the dead driver's state.
-    tuner._local_tuner.get_run_config().callbacks = _callbacks(
-        spec, run_dir, tracking_uri, planned_trials(spec), echo)
-    echo(f"hpsearch resume '{name}': continuing from {run_dir}")
-    start = time.monotonic()
-    results = tuner.fit()
-    return _summarise(spec, run_dir, results, tracking_uri, time.monotonic() - start, echo)
+    callbacks = _callbacks(spec, run_dir, tracking_uri, planned_trials(spec), echo, slots)
+    tuner._local_tuner.get_run_config().callbacks = callbacks
+    echo(f"hpsearch resume '{name}': continuing from {run_dir}, {slots} trials at once"
+         f"{' (' + share + ')' if share else ''}")
+    return _fit(tuner, callbacks, spec, run_dir, tracking_uri, echo)
 
 
 def _reconcile_mlflow(spec: SweepSpec, run_dir: Location, meta: dict[str, Any]) -> None:
@@ -439,7 +475,10 @@ def submit_sweep(spec_text: str, spec: SweepSpec, address: str, *, follow: bool 
     on the head node); returns the job id. Token auth: ``RAY_AUTH_MODE``/``RAY_AUTH_TOKEN``."""
     from ray.job_submission import JobSubmissionClient
 
+    from hpsearch.search.driver import JOB_METADATA_KEY, job_env
+
     deadline = time.monotonic() + 60
+    submission_id = f"hpsearch-{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     while True:
         try:
             client = JobSubmissionClient(address)
@@ -447,9 +486,10 @@ def submit_sweep(spec_text: str, spec: SweepSpec, address: str, *, follow: bool 
                 # The spec travels as an env var: no working_dir package to upload or to be
                 # garbage-collected under the running driver.
                 entrypoint="hpsearch sweep env:HPSEARCH_SPEC_YAML --address auto",
-                runtime_env={"env_vars": {"HPSEARCH_SPEC_YAML": spec_text}},
-                submission_id=f"hpsearch-{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}",
-                metadata={"hpsearch.sweep": spec.name})
+                runtime_env={"env_vars": {"HPSEARCH_SPEC_YAML": spec_text,
+                                          **job_env(submission_id, address)}},
+                submission_id=submission_id,
+                metadata={JOB_METADATA_KEY: spec.name})
             break
         except Exception as err:  # noqa: BLE001 - connection refused, auth, bad URL: one line
             text = str(err).strip()
@@ -462,7 +502,8 @@ def submit_sweep(spec_text: str, spec: SweepSpec, address: str, *, follow: bool 
                             "with the cluster's RAY_AUTH_TOKEN set?") from None
     echo(f"submitted sweep '{spec.name}' as Ray job {job_id} to {address}")
     echo(f"  follow:  ray job logs {job_id} --address {address} --follow")
-    echo(f"  status:  ray job status {job_id} --address {address}")
+    echo(f"  status:  hpsearch status {spec.name}  (or: ray job status {job_id} "
+         f"--address {address})")
     echo(f"  dashboard: {address}")
     if follow:
         import asyncio
