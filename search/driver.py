@@ -125,6 +125,7 @@ class SweepDriver(Callback):
         self._waiting: set[str] = set()  # trials to report one more epoch before the stop
         self._progress: dict[str, Any] = {}
         self._last_snapshot = 0.0
+        self._ran_before, self._session = 0.0, time.time()
         self._lock = threading.Lock()
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
@@ -141,6 +142,16 @@ class SweepDriver(Callback):
     def start(self) -> None:
         """Clear an old stop request, write the driver file, start the heartbeat."""
         (self.run_dir / STOP_FILE).unlink(missing_ok=True)
+        try:
+            before = read_json(self.run_dir / DRIVER_FILE) or {}
+        except OSError:
+            before = {}
+        if isinstance(before.get("started"), int | float):  # resumed: the sweep's first start
+            self.info["started"] = before["started"]
+            self.info["resumed"] = time.time()
+        ran = before.get("run_s")
+        self._ran_before = float(ran) if isinstance(ran, int | float) else 0.0
+        self._session = time.time()
         self._write(SweepState.RUNNING)
         self._thread = threading.Thread(target=self._beat, name="hpsearch-heartbeat",
                                         daemon=True)
@@ -148,7 +159,10 @@ class SweepDriver(Callback):
 
     def _write(self, state: SweepState, **extra: Any) -> None:
         with self._lock:
-            data = {**self.info, "state": str(state), "heartbeat": time.time(),
+            now = time.time()
+            data = {**self.info, "state": str(state), "heartbeat": now,
+                    # seconds the sweep has run, over every driver session
+                    "run_s": self._ran_before + now - self._session,
                     "progress": self._progress, **extra}
         try:
             write_json(self.run_dir / DRIVER_FILE, data)

@@ -94,6 +94,15 @@ def _started(driver: dict[str, Any] | None, meta: dict[str, Any]) -> float | Non
         return None
 
 
+def _wall(driver: dict[str, Any] | None, state: SweepState, now: float) -> float | None:
+    """Seconds the sweep has run, over every driver session (resumes included)."""
+    if not driver or not isinstance(driver.get("run_s"), int | float):
+        return None
+    beat = driver.get("heartbeat")
+    since = now - beat if state == SweepState.RUNNING and isinstance(beat, int | float) else 0
+    return float(driver["run_s"]) + max(0.0, since)
+
+
 def view_sweep(run_dir: Location, meta: dict[str, Any], now: float | None = None,
                driver: dict[str, Any] | None = None) -> SweepView:
     """A sweep's state, counts, best and times from its folder."""
@@ -110,9 +119,7 @@ def view_sweep(run_dir: Location, meta: dict[str, Any], now: float | None = None
             total = len(record.trials)
     state = sweep_state(driver, now, record_over)
     started = _started(driver, meta)
-    end = now if state == SweepState.RUNNING else (driver or {}).get(
-        "ended", (driver or {}).get("heartbeat"))
-    wall = end - started if started is not None and isinstance(end, int | float) else None
+    wall = _wall(driver, state, now)
     return SweepView(name=str(meta.get("name", run_dir.name)), state=str(state), done=done,
                      total=total, best=progress.get("best"), started=started, wall_s=wall,
                      where=_where(driver), run_dir=str(run_dir))
