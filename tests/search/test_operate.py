@@ -68,7 +68,8 @@ def test_list_shows_state_trials_best_and_where(tmp_path: Path,
     rows = {ln.split()[0]: ln for ln in lines[1:]}
     assert rows["alpha"].split()[1:5] == ["running", "3/8", "val_top1", "0.9100"]
     assert rows["alpha"].endswith("local node-a")
-    assert rows["beta"].split()[1] == "stopped" and rows["beta"].endswith("ray job hpsearch-beta-1")
+    assert rows["beta"].split()[1] == "stopped"
+    assert rows["beta"].endswith("ray job hpsearch-beta-1")
     assert rows["gamma"].split()[1] == "interrupted"
 
     assert main(["list", "--storage", str(tmp_path), "--json"]) == 0
@@ -104,8 +105,8 @@ def _one_error(capsys: pytest.CaptureFixture[str]) -> str:
     return err
 
 
-def test_status_of_an_unknown_name_lists_the_known_ones(tmp_path: Path,
-                                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_status_of_an_unknown_name_lists_the_known_ones(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _sweep(tmp_path, "resnet-lr", _driver("finished"))
     _sweep(tmp_path, "vgg", _driver("finished"))
     assert main(["status", "resnet-l", "--storage", str(tmp_path)]) == 2
