@@ -265,4 +265,11 @@ class SweepDriver(Callback):
         self._interrupted = True
         self.echo(f"stopping the sweep ({mode}): Tune saves its state")
         signal.raise_signal(getattr(signal, "SIGUSR1", signal.SIGINT))
+        # Tune's handler put back the default SIGINT handler; `ray job stop` of this sweep
+        # (stop --now) sends one SIGINT on top of the stop file: let it not cut the save short.
+        signal.signal(signal.SIGINT, self._again)
+
+    def _again(self, signum: int, frame: Any) -> None:
+        self.echo("already stopping: Tune is saving its state (interrupt again to abort)")
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 

@@ -279,7 +279,7 @@ def _fit(tuner: Any, callbacks: list[Any], spec: SweepSpec, run_dir: Location,
     try:
         results = tuner.fit()
     except BaseException:
-        driver.finish(SweepState.INTERRUPTED)
+        driver.finish(SweepState.STOPPED if driver.stop_asked() else SweepState.INTERRUPTED)
         raise
     wall_s = time.monotonic() - start
     if driver.stop_asked():

@@ -149,3 +149,22 @@ def test_list_of_an_empty_storage(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert main(["list", "--storage", str(tmp_path)]) == 0
     assert capsys.readouterr().out.strip() == f"no sweeps under {tmp_path}"
     assert list_sweeps(str(tmp_path)) == []
+
+
+def test_follow_prints_progress_until_the_sweep_ends(tmp_path: Path) -> None:
+    import threading
+
+    from hpsearch.search.operate import follow_status
+
+    run_dir = _sweep(tmp_path, "alpha", {**_driver("running"), "heartbeat": time.time()})
+
+    def finish() -> None:
+        time.sleep(0.5)
+        (run_dir / DRIVER_FILE).write_text(json.dumps(_driver("finished")))
+
+    threading.Thread(target=finish).start()
+    lines: list[str] = []
+    follow_status("alpha", str(tmp_path), echo=lines.append, every_s=0.1)
+    assert lines[0].startswith("sweep 'alpha': running")
+    assert lines[1].startswith("[9:59] trials: 2 running, 3/8 done")
+    assert lines[-1].startswith("sweep 'alpha': finished")

@@ -134,3 +134,25 @@ def test_two_sweeps_submitted_at_once_share_the_cluster(two_node_cluster: Cluste
     assert len(first) == len(second) == 3
     assert any(a0 < b1 and b0 < a1 for a0, a1 in first for b0, b1 in second), \
         f"no trial of one sweep ran while one of the other did: {first} {second}"
+
+
+def test_stop_now_goes_through_the_ray_job_api(two_node_cluster: Cluster,  # noqa: F811
+                                               tmp_path: Path) -> None:
+    address, env = two_node_cluster
+    data = write_mnist(tmp_path / "data", n_train=6000, n_test=200)  # epochs of seconds
+    job_id = _submit(env, address, _spec_file(tmp_path, "hurry", data, [0.001, 0.002], 10))
+    _wait("a trial of the submitted sweep past epoch 1", lambda: any(
+        r["epoch"] >= 1 for r in _driver(env, "hurry").get("progress", {}).get("running", [])),
+          300, env, "hurry")
+    stop = _cli(env, "stop", "hurry", "--now")
+    assert stop.returncode == 0, stop.stderr
+    assert f"asked the Ray job API at {address} to stop job {job_id}" in stop.stdout
+    _wait("the sweep marked stopped", lambda: _driver(env, "hurry").get("state") == "stopped",
+          120, env, "hurry")
+    _wait("its Ray job stopped", lambda: _job_status(env, "hurry") == "STOPPED", 120, env,
+          "hurry")
+    run_dir = Path(env["HPSEARCH_STORAGE"]) / "hurry"
+    state = json.loads(sorted(run_dir.glob("experiment_state-*.json"))[-1].read_text())
+    statuses = {json.loads(e[0])["status"] for e in state["trial_data"]}
+    assert statuses & {"RUNNING", "PENDING", "PAUSED"}, "Tune's record should leave trials to " \
+        f"resume, got {statuses}"
