@@ -189,8 +189,10 @@ class SweepDriver(Callback):
             self._thread.join(timeout=10)
         self._refresh(force=True)
         self._write(state, ended=time.time(), **extra)
-        if state != SweepState.STOPPED:
-            (self.run_dir / STOP_FILE).unlink(missing_ok=True)
+        try:
+            (self.run_dir / STOP_FILE).unlink(missing_ok=True)  # answered
+        except OSError:
+            pass  # start() of the next driver removes it
 
     def stop_asked(self) -> bool:
         """Whether this sweep was told to stop (its stop file, read once more now)."""

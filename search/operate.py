@@ -273,7 +273,10 @@ def follow_status(name: str, storage: str | None, echo: Callable[[str], None] = 
                   every_s: float = HEARTBEAT_S) -> None:
     """``status --follow``: the status now, then each new progress line until the sweep is no
     longer running, then the status again."""
-    echo(status_text(name, storage))
+    first = status_text(name, storage)
+    echo(first)
+    if f": {SweepState.RUNNING} (" not in first.splitlines()[0]:
+        return
     run_dir, _ = find_known(name, storage)
     last = None
     while True:

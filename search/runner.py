@@ -233,6 +233,9 @@ def _quiet_tune(slots: int) -> None:
     # leaves slots idle between trials (the "OptunaSearch uses 1 of 2 CPUs" symptom).
     os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(slots)
     quiet_trial_errors()
+    # A trial stopped (`hpsearch stop`) before its first epoch has no results yet: Tune's
+    # result grid warns about each one; resume runs them.
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
 
 
 def _trainable(spec: SweepSpec, bundle: Any) -> Any:

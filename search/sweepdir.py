@@ -7,9 +7,9 @@ small files beside them:
   ``resume``, ``sync`` and ``report`` start from;
 - :data:`RUNS_FILE` ``mlflow_runs.json``: the run map, MLflow run ids per tracking URI;
 - :data:`MARKER_FILE` ``mlflow_pending``: there while MLflow may lack results of the sweep;
-- :data:`DRIVER_FILE` ``driver.json``: the driver's heartbeat and progress (where it runs, its
+- :data:`DRIVER_FILE` ``hpsearch-driver.state`` (JSON): the driver's heartbeat and progress (where it runs, its
   Ray job, counts, best, running trials), how it ended; what ``list`` and ``status`` read;
-- :data:`STOP_FILE` ``stop_request.json``: ``hpsearch stop`` asks the driver to stop;
+- :data:`STOP_FILE` ``hpsearch-stop.request`` (JSON): ``hpsearch stop`` asks the driver to stop;
 - :data:`STATE_GLOB` ``experiment_state-<session>.json``: Tune's snapshot, read as a
   :class:`TuneRecord`;
 - one folder per trial (:func:`trial_dirname`): :data:`RESULT_FILE` (a JSON line per result),
@@ -52,10 +52,12 @@ META_FILE = "hpsearch.json"
 RUNS_FILE = "mlflow_runs.json"
 MARKER_FILE = "mlflow_pending"
 SPEC_FILE = "spec.yaml"  # a spec kept in the folder by hand or by older versions
-DRIVER_FILE = "driver.json"
+# Not *.json: Tune's restore copies every *.json/*.pkl of the folder to its staging dir and
+# uploads them back with each snapshot, which would bring back a dead driver's copy.
+DRIVER_FILE = "hpsearch-driver.state"
 HEARTBEAT_S = 5.0  # the driver rewrites DRIVER_FILE this often
 STALE_AFTER_S = 60.0  # a heartbeat older than this: the driver is gone (killed, machine down)
-STOP_FILE = "stop_request.json"
+STOP_FILE = "hpsearch-stop.request"
 # Tune's files
 STATE_GLOB = "experiment_state-*.json"
 _SESSION_FILES = ("experiment_state-{}.json", "search_gen_state-{}.json",

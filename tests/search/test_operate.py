@@ -48,7 +48,7 @@ def _sweep(root: Path, name: str, driver: dict | None) -> Path:
     (_driver("interrupted"), None, SweepState.INTERRUPTED),
     (_driver("no-such-state"), None, SweepState.INTERRUPTED),
     (_driver("running", heartbeat="garbage"), None, SweepState.INTERRUPTED),
-    (None, True, SweepState.FINISHED),  # a sweep from before driver.json: Tune's record
+    (None, True, SweepState.FINISHED),  # a sweep from before the driver file: Tune's record
     (None, False, SweepState.INTERRUPTED),
 ])
 def test_state_from_the_driver_file(driver: dict | None, record_over: bool | None,

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from hpsearch.search.sweepdir import DRIVER_FILE
 from tests.fakedata import write_mnist
 from tests.search.test_cluster_local import two_node_cluster  # noqa: F401 - the fixture
 
@@ -40,7 +41,7 @@ def _spec_file(tmp_path: Path, name: str, data: Path, lrs: list[float], epochs: 
 
 def _driver(env: dict[str, str], name: str) -> dict:
     try:
-        return json.loads((Path(env["HPSEARCH_STORAGE"]) / name / "driver.json").read_text())
+        return json.loads((Path(env["HPSEARCH_STORAGE"]) / name / DRIVER_FILE).read_text())
     except (OSError, ValueError):
         return {}
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from hpsearch.search.sweepdir import DRIVER_FILE
 from tests.driver import hpsearch
 from tests.fakedata import write_mnist
 from tests.search.test_kill_resume import NAME, _check_consistent, _rows, _spec
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.integration
 
 def _driver_file(run_dir: Path) -> dict:
     try:
-        return json.loads((run_dir / "driver.json").read_text())
+        return json.loads((run_dir / DRIVER_FILE).read_text())
     except (OSError, ValueError):
         return {}
 
