@@ -7,8 +7,9 @@ small files beside them:
   ``resume``, ``sync`` and ``report`` start from;
 - :data:`RUNS_FILE` ``mlflow_runs.json``: the run map, MLflow run ids per tracking URI;
 - :data:`MARKER_FILE` ``mlflow_pending``: there while MLflow may lack results of the sweep;
-- :data:`DRIVER_FILE` ``hpsearch-driver.state`` (JSON): the driver's heartbeat and progress (where it runs, its
-  Ray job, counts, best, running trials), how it ended; what ``list`` and ``status`` read;
+- :data:`DRIVER_FILE` ``hpsearch-driver.state`` (JSON): the driver's heartbeat and progress
+  (where it runs, its Ray job, counts, best, running trials), how it ended; what ``list`` and
+  ``status`` read;
 - :data:`STOP_FILE` ``hpsearch-stop.request`` (JSON): ``hpsearch stop`` asks the driver to stop;
 - :data:`STATE_GLOB` ``experiment_state-<session>.json``: Tune's snapshot, read as a
   :class:`TuneRecord`;
