@@ -168,3 +168,10 @@ def test_follow_prints_progress_until_the_sweep_ends(tmp_path: Path) -> None:
     assert lines[0].startswith("sweep 'alpha': running")
     assert lines[1].startswith("[9:59] trials: 2 running, 3/8 done")
     assert lines[-1].startswith("sweep 'alpha': finished")
+
+
+def test_operating_files_are_not_among_those_tune_copies_back() -> None:
+    """Tune's restore copies a folder's *.json and *.pkl to its staging dir and uploads them
+    with every snapshot: a resumed sweep would see a dead driver's state come back."""
+    assert not DRIVER_FILE.endswith((".json", ".pkl"))
+    assert not STOP_FILE.endswith((".json", ".pkl"))
