@@ -278,7 +278,7 @@ def follow_status(name: str, storage: str | None, echo: Callable[[str], None] = 
     if f": {SweepState.RUNNING} (" not in first.splitlines()[0]:
         return
     run_dir, _ = find_known(name, storage)
-    last = None
+    last = first.splitlines()[1] if len(first.splitlines()) > 1 else None  # printed already
     while True:
         try:
             driver = read_driver(run_dir)

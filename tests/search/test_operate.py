@@ -166,7 +166,8 @@ def test_follow_prints_progress_until_the_sweep_ends(tmp_path: Path) -> None:
     lines: list[str] = []
     follow_status("alpha", str(tmp_path), echo=lines.append, every_s=0.1)
     assert lines[0].startswith("sweep 'alpha': running")
-    assert lines[1].startswith("[9:59] trials: 2 running, 3/8 done")
+    assert "\n[9:59] trials: 2 running, 3/8 done" in lines[0]
+    assert len(lines) == 2, "an unchanged progress line is not printed again"
     assert lines[-1].startswith("sweep 'alpha': finished")
 
 
