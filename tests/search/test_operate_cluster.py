@@ -94,7 +94,7 @@ def test_list_status_stop_on_a_submitted_sweep(two_node_cluster: Cluster,  # noq
     assert stop.returncode == 0, stop.stderr
     _wait("the submitted sweep stopped", lambda: _driver(env, "remote").get("state")
           == "stopped", 300, env, "remote")
-    _wait("its Ray job ended", lambda: _job_status(env, "remote") == "SUCCEEDED", 120, env,
+    _wait("its Ray job ended", lambda: _job_status(env, "remote") == "SUCCEEDED", 240, env,
           "remote")
     status = _cli(env, "status", "remote")
     assert status.stdout.startswith(f"sweep 'remote': stopped (ray job {job_id})")
@@ -123,7 +123,7 @@ def test_two_sweeps_submitted_at_once_share_the_cluster(two_node_cluster: Cluste
         _wait(f"sweep {name} finished", lambda n=name: _driver(env, n).get("state")
               in ("finished", "interrupted"), 400, env, name)
         assert _driver(env, name)["state"] == "finished"
-        _wait(f"job {job_id} ended", lambda n=name: _job_status(env, n) == "SUCCEEDED", 60,
+        _wait(f"job {job_id} ended", lambda n=name: _job_status(env, n) == "SUCCEEDED", 240,
               env, name)
         assert _driver(env, name)["slots"] == 1, "each sweep should take half the cluster"
     listed = _cli(env, "list", "--json")
@@ -150,7 +150,7 @@ def test_stop_now_goes_through_the_ray_job_api(two_node_cluster: Cluster,  # noq
     assert f"asked the Ray job API at {address} to stop job {job_id}" in stop.stdout
     _wait("the sweep marked stopped", lambda: _driver(env, "hurry").get("state") == "stopped",
           120, env, "hurry")
-    _wait("its Ray job stopped", lambda: _job_status(env, "hurry") == "STOPPED", 120, env,
+    _wait("its Ray job stopped", lambda: _job_status(env, "hurry") == "STOPPED", 240, env,
           "hurry")
     run_dir = Path(env["HPSEARCH_STORAGE"]) / "hurry"
     state = json.loads(sorted(run_dir.glob("experiment_state-*.json"))[-1].read_text())
