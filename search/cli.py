@@ -1,4 +1,5 @@
-"""``hpsearch``: train one config, run/resume/submit sweeps, sync to MLflow, write reports.
+"""``hpsearch``: train one config, run/resume/submit sweeps, list/status/stop them, sync to
+MLflow, write reports.
 
 Heavy imports (torch, Ray, MLflow) happen inside the subcommands, so ``--help`` and input
 errors answer at once. User mistakes print one line each and exit with code 2.
@@ -194,6 +195,32 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_list(args: argparse.Namespace) -> int:
+    from hpsearch.search.operate import list_json, list_sweeps, list_text, storage_root
+
+    views = list_sweeps(args.storage)
+    print(list_json(views) if args.json else list_text(views, storage_root(args.storage)))
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from hpsearch.search.operate import follow_status, status_text
+
+    name = plain_name(args.name, "status NAME")
+    if args.follow:
+        follow_status(name, args.storage)
+    else:
+        print(status_text(name, args.storage))
+    return 0
+
+
+def _cmd_stop(args: argparse.Namespace) -> int:
+    from hpsearch.search.operate import stop_sweep
+
+    stop_sweep(plain_name(args.name, "stop NAME"), args.storage, now=args.now)
+    return 0
+
+
 _STORAGE_HELP = ("where sweeps are: a folder or a URI such as s3://bucket/runs "
                  "(default $HPSEARCH_STORAGE or ./runs)")
 
@@ -274,6 +301,26 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--max-params", help="best models under a budget, e.g. 1M")
     rep.add_argument("--max-macs", help="best models under a budget, e.g. 50M")
     rep.set_defaults(func=_cmd_report)
+
+    lst = sub.add_parser("list", help="the sweeps in a storage: state, trials, best, where")
+    lst.add_argument("--storage", help=_STORAGE_HELP)
+    lst.add_argument("--json", action="store_true", help="one JSON list, for scripts")
+    lst.set_defaults(func=_cmd_list)
+
+    status = sub.add_parser("status", help="a sweep's progress, running trials and links")
+    status.add_argument("name", help="the sweep's name")
+    status.add_argument("--storage", help=_STORAGE_HELP)
+    status.add_argument("--follow", action="store_true",
+                        help="keep printing progress until the sweep is no longer running")
+    status.set_defaults(func=_cmd_status)
+
+    stop = sub.add_parser("stop", help="stop a running sweep; `hpsearch resume` continues it")
+    stop.add_argument("name", help="the sweep's name")
+    stop.add_argument("--storage", help=_STORAGE_HELP)
+    stop.add_argument("--now", action="store_true",
+                      help="stop at once (epochs in progress are dropped, finished ones kept) "
+                      "instead of letting running trials finish their epoch")
+    stop.set_defaults(func=_cmd_stop)
 
     ui = sub.add_parser("ui", help="start the MLflow UI on a sweep's tracking store")
     ui.add_argument("name", nargs="?", help="a sweep's name (default: ./mlflow.db)")

@@ -71,6 +71,7 @@ class ProgressPrinter(Callback):
         self._best_seen: dict[str, tuple[float, int]] = {}  # trial id -> (best value, its epoch)
         self._started: set[str] = set()  # on_trial_start comes before Tune says RUNNING
         self._due: tuple[float, int] | None = None  # an end's line: (since, running before it)
+        self._epochs: dict[str, int] = {}  # trial id -> epoch of its last result seen here
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -80,6 +81,7 @@ class ProgressPrinter(Callback):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self.__dict__.setdefault("_epochs", {})
         self.echo = self.echo or print
         self._start = time.monotonic()
 
@@ -109,6 +111,7 @@ class ProgressPrinter(Callback):
         self._see(trials)
         status = str(result.get("status", ""))
         self._last_status[trial.trial_id] = status
+        self._epochs[trial.trial_id] = int(result.get("epoch", 0) or 0)
         value, seen = result.get(self.metric), self._best_seen.get(trial.trial_id)
         if status != Status.REJECTED and _finite(value) and (
                 seen is None or self._better(float(value), seen[0])):
@@ -192,6 +195,26 @@ class ProgressPrinter(Callback):
             if found and (best is None or self._better(found[0], best[0])):
                 best = (found[0], trial.trial_id, found[1])
         return best
+
+    def snapshot(self) -> dict[str, Any]:
+        """What the line shows, as data (``hpsearch status`` reads it from the driver file):
+        ``done``, ``total``, ``ended`` (status word -> count), ``best``, ``running`` trials
+        with their last epoch, and ``line`` itself."""
+        ends = [how for how in map(self._how_ended, self._trials) if how]
+        best = self._best()
+        running = []
+        for t in self._trials:
+            if t.status == TuneStatus.RUNNING and t.trial_id not in self._ends:
+                last = t.last_result if t.has_reported_at_least_once else {}
+                epoch = max(self._epochs.get(t.trial_id, 0), int(last.get("epoch", 0) or 0))
+                running.append({"trial_id": t.trial_id, "epoch": epoch})
+        return {"done": len(ends), "total": self.total, "trials": len(self._trials),
+                "line": self.line(),
+                "ended": {status_word(k): ends.count(k) for k in _DETAIL + (Status.COMPLETED,)
+                          if k in ends},
+                "best": None if best is None else {"metric": self.metric, "value": best[0],
+                                                   "trial_id": best[1], "epoch": best[2]},
+                "running": running}
 
     def line(self) -> str:
         """The current status line."""

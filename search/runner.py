@@ -240,10 +240,11 @@ def _connect_stuck(address: str, waited: float) -> None:
     os._exit(2)
 
 
-def _slots(spec: SweepSpec) -> int:
-    """How many trials run at once, as Ray places them: per node, the trials its CPUs hold and
-    (for GPU trials) its GPUs hold, a fraction ``g`` packing ``floor(1/g)`` trials per device;
-    summed over the alive nodes and capped by ``resources.max_concurrent``."""
+def _slots(spec: SweepSpec, run_dir: Location, address: str | None) -> tuple[int, str]:
+    """How many trials run at once, and why when fewer than the cluster fits (a share of a
+    shared one). As Ray places them: per node, the trials its CPUs hold and (for GPU trials)
+    its GPUs hold, a fraction ``g`` packing ``floor(1/g)`` trials per device; summed over the
+    alive nodes, then capped by ``resources.max_concurrent`` or a fair share."""
     import ray
 
     per = spec.resources
@@ -267,10 +268,12 @@ def _slots(spec: SweepSpec) -> int:
             count = min(count, math.floor(res.get("GPU", 0) + 1e-9) * packed(per.gpu))
         return count
 
-    slots = sum(fits(res) for res in nodes)
+    slots = max(1, sum(fits(res) for res in nodes))
     if per.max_concurrent:
-        slots = min(slots, per.max_concurrent)
-    return max(1, slots)
+        return min(slots, per.max_concurrent), ""
+    from hpsearch.search.driver import fair_share
+
+    return fair_share(slots, run_dir, shared=address is not None)
 
 
 def packed(gpu: float) -> int:
@@ -297,6 +300,9 @@ def _quiet_tune(slots: int) -> None:
     # leaves slots idle between trials (the "OptunaSearch uses 1 of 2 CPUs" symptom).
     os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(slots)
     quiet_trial_errors()
+    # A trial stopped (`hpsearch stop`) before its first epoch has no results yet: Tune's
+    # result grid warns about each one; resume runs them.
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
 
 
 def _trainable(spec: SweepSpec, bundle: Any) -> Any:
@@ -314,7 +320,9 @@ def _trainable(spec: SweepSpec, bundle: Any) -> Any:
 
 
 def _callbacks(spec: SweepSpec, run_dir: Location, tracking_uri: str, total: int,
-               echo: Callable[[str], None], bundle: Any) -> list[Any]:
+               echo: Callable[[str], None], bundle: Any, slots: int) -> list[Any]:
+    """MLflow's tracker, the progress line, and the driver file last (it reads the line)."""
+    from hpsearch.search.driver import SweepDriver
     from hpsearch.search.progress import ProgressPrinter
     from hpsearch.search.tracking import MlflowTracker
     from hpsearch.search.tracking.dataset import dataset_info
@@ -326,7 +334,43 @@ def _callbacks(spec: SweepSpec, run_dir: Location, tracking_uri: str, total: int
         experiment=spec.experiment_name, spec_yaml=_resolved_yaml(spec),
         sweep_params=_sweep_params(spec), objective=(metric, mode),
         dataset=dataset_info(bundle, _base_config(spec)))
-    return [tracker, ProgressPrinter(total, metric, mode, echo=echo)]
+    printer = ProgressPrinter(total, metric, mode, echo=echo)
+    driver = SweepDriver(run_dir, {"name": spec.name, "tracking_uri": tracking_uri,
+                                   "experiment": spec.experiment_name, "slots": slots},
+                         printer.snapshot, echo)
+    return [tracker, printer, driver]
+
+
+def _fit(tuner: Any, callbacks: list[Any], spec: SweepSpec, run_dir: Location,
+         tracking_uri: str, stopper: Any, echo: Callable[[str], None]) -> SweepOutcome:
+    """``tuner.fit()`` with the driver file kept; the outcome, or how a stop left it."""
+    from hpsearch.trainables.vocab import SweepState
+
+    driver = next(c for c in callbacks if hasattr(c, "stop_asked"))
+    driver.start()
+    start = time.monotonic()
+    try:
+        results = tuner.fit()
+    except BaseException:
+        driver.finish(SweepState.STOPPED if driver.stop_asked() else SweepState.INTERRUPTED)
+        raise
+    wall_s = time.monotonic() - start
+    if driver.stop_asked():
+        driver.finish(SweepState.STOPPED)
+        snap = driver.progress
+        echo(f"stopped after {wall_s:.0f}s: {snap['done']}/{snap['total']} trials done, every "
+             f"finished epoch kept; `hpsearch resume {spec.name}` continues it")
+        return SweepOutcome(spec.name, run_dir, len(results), None, tracking_uri,
+                            {SweepState.STOPPED: len(results)})
+    ended_itself = stopper is not None and stopper.reason
+    if ended_itself:
+        echo(f"sweep ended early: {stopper.reason}")
+    snap = driver.snapshot()
+    over = not snap["running"] and snap["done"] == snap["trials"]
+    driver.finish(SweepState.FINISHED if over and (
+        snap["done"] >= snap["total"] or spec.time_limit_seconds or ended_itself)
+        else SweepState.INTERRUPTED)
+    return _summarise(spec, run_dir, results, tracking_uri, wall_s, echo)
 
 
 def _resolved_yaml(spec: SweepSpec) -> str:
@@ -363,10 +407,10 @@ def _before_ray(spec: SweepSpec, address: str | None) -> Any:
     return bundle
 
 
-def _prepare(spec: SweepSpec, address: str | None) -> tuple[Any, int]:
+def _prepare(spec: SweepSpec, address: str | None, run_dir: Location) -> tuple[Any, int, str]:
     bundle = _before_ray(spec, address)
     _init_ray(address, spec.plugins)
-    return bundle, _slots(spec)
+    return bundle, *_slots(spec, run_dir, address)
 
 
 def _check_new(spec: SweepSpec) -> Location:
@@ -399,7 +443,7 @@ def run_sweep(spec: SweepSpec, spec_text: str, *, address: str | None = None,
     from hpsearch.search.algorithms import build_scheduler, build_searcher, planned_trials
 
     run_dir = run_dir_for(spec.name, spec.storage) if again else _check_new(spec)
-    bundle, slots = _prepare(spec, address)
+    bundle, slots, share = _prepare(spec, address, run_dir)
     from hpsearch.search.tracking import resolve_tracking_uri
 
     tracking_uri = resolve_tracking_uri(tracking_uri or spec.tracking.uri)
@@ -415,7 +459,8 @@ def run_sweep(spec: SweepSpec, spec_text: str, *, address: str | None = None,
         _write_meta(run_dir, spec, spec_text, tracking_uri)
 
     echo(f"hpsearch sweep '{spec.name}': {total} trials, {slots} at once "
-         f"({spec.resources.cpu:g} CPU, {spec.resources.gpu:g} GPU each), "
+         f"({spec.resources.cpu:g} CPU, {spec.resources.gpu:g} GPU each"
+         f"{'; ' + share if share else ''}), "
          f"search {_search_words(spec)}, scheduler {spec.scheduler.name}; results in {run_dir}")
     if packing_note(spec):
         echo(packing_note(spec))
@@ -426,6 +471,8 @@ def run_sweep(spec: SweepSpec, spec_text: str, *, address: str | None = None,
     from hpsearch.search.stopping import study_stopping
 
     stopper, stop_callbacks = study_stopping(spec)
+    callbacks = _callbacks(spec, run_dir, tracking_uri, total, echo, bundle, slots) \
+        + stop_callbacks
     # metric/mode live on the searcher and scheduler (Tune rejects them in both places).
     tuner = tune.Tuner(
         _trainable(spec, bundle),
@@ -448,13 +495,12 @@ def run_sweep(spec: SweepSpec, spec_text: str, *, address: str | None = None,
             storage_path=str(run_dir.parent),
             checkpoint_config=CheckpointConfig(num_to_keep=None),
             failure_config=FailureConfig(max_failures=spec.resources.max_failures),
-            callbacks=_callbacks(spec, run_dir, tracking_uri, total, echo, bundle)
-            + stop_callbacks,
+            callbacks=callbacks,
             stop=stopper,
             verbose=0,
         ),
     )
-    return _fit(tuner, spec, run_dir, tracking_uri, stopper, echo)
+    return _fit(tuner, callbacks, spec, run_dir, tracking_uri, stopper, echo)
 
 
 def _search_words(spec: SweepSpec) -> str:
@@ -463,15 +509,6 @@ def _search_words(spec: SweepSpec) -> str:
     if spec.search.algorithm == "optuna":
         return f"optuna ({spec.search.sampler_name})"
     return spec.search.algorithm
-
-
-def _fit(tuner: Any, spec: SweepSpec, run_dir: Location, tracking_uri: str, stopper: Any,
-         echo: Callable[[str], None]) -> SweepOutcome:
-    start = time.monotonic()
-    results = tuner.fit()
-    if stopper is not None and stopper.reason:
-        echo(f"sweep ended early: {stopper.reason}")
-    return _summarise(spec, run_dir, results, tracking_uri, time.monotonic() - start, echo)
 
 
 def resume_sweep(name: str, *, storage: str | None = None, spec: SweepSpec | None = None,
@@ -502,7 +539,7 @@ def resume_sweep(name: str, *, storage: str | None = None, spec: SweepSpec | Non
         echo(f"hpsearch resume '{name}': killed before Tune's first snapshot; starting it again")
         return run_sweep(spec, meta.get("spec_yaml", ""), address=address,
                          tracking_uri=tracking_uri, echo=echo, again=True)
-    bundle, slots = _prepare(spec, address)
+    bundle, slots, share = _prepare(spec, address, run_dir)
     _quiet_tune(slots)
     rollback(run_dir, record)
     from hpsearch.search.algorithms import planned_trials
@@ -522,12 +559,14 @@ def resume_sweep(name: str, *, storage: str | None = None, spec: SweepSpec | Non
     from hpsearch.search.stopping import study_stopping
 
     stopper, stop_callbacks = study_stopping(spec)
+    callbacks = _callbacks(spec, run_dir, tracking_uri, planned_trials(spec), echo, bundle,
+                           slots) + stop_callbacks
     run_config = tuner._local_tuner.get_run_config()
-    run_config.callbacks = _callbacks(
-        spec, run_dir, tracking_uri, planned_trials(spec), echo, bundle) + stop_callbacks
+    run_config.callbacks = callbacks
     run_config.stop = stopper
-    echo(f"hpsearch resume '{name}': continuing from {run_dir}")
-    return _fit(tuner, spec, run_dir, tracking_uri, stopper, echo)
+    echo(f"hpsearch resume '{name}': continuing from {run_dir}, {slots} trials at once"
+         f"{' (' + share + ')' if share else ''}")
+    return _fit(tuner, callbacks, spec, run_dir, tracking_uri, stopper, echo)
 
 
 def _reconcile_mlflow(spec: SweepSpec, run_dir: Location, meta: dict[str, Any]) -> None:
@@ -554,7 +593,10 @@ def submit_sweep(spec_text: str, spec: SweepSpec, address: str, *, follow: bool 
     on the head node); returns the job id. Token auth: ``RAY_AUTH_MODE``/``RAY_AUTH_TOKEN``."""
     from ray.job_submission import JobSubmissionClient
 
+    from hpsearch.search.driver import JOB_METADATA_KEY
+
     deadline = time.monotonic() + 60
+    submission_id = f"hpsearch-{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     while True:
         try:
             client = JobSubmissionClient(address)
@@ -562,9 +604,9 @@ def submit_sweep(spec_text: str, spec: SweepSpec, address: str, *, follow: bool 
                 # The spec travels as an env var: no working_dir package to upload or to be
                 # garbage-collected under the running driver.
                 entrypoint="hpsearch sweep env:HPSEARCH_SPEC_YAML --address auto",
-                runtime_env=_job_env(spec, spec_text),
-                submission_id=f"hpsearch-{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}",
-                metadata={"hpsearch.sweep": spec.name})
+                runtime_env=_job_env(spec, spec_text, submission_id, address),
+                submission_id=submission_id,
+                metadata={JOB_METADATA_KEY: spec.name})
             break
         except Exception as err:  # noqa: BLE001 - connection refused, auth, bad URL: one line
             text = str(err).strip()
@@ -577,7 +619,8 @@ def submit_sweep(spec_text: str, spec: SweepSpec, address: str, *, follow: bool 
                             "with the cluster's RAY_AUTH_TOKEN set?") from None
     echo(f"submitted sweep '{spec.name}' as Ray job {job_id} to {address}")
     echo(f"  follow:  ray job logs {job_id} --address {address} --follow")
-    echo(f"  status:  ray job status {job_id} --address {address}")
+    echo(f"  status:  hpsearch status {spec.name}  (or: ray job status {job_id} "
+         f"--address {address})")
     echo(f"  dashboard: {address}")
     if follow:
         import asyncio
@@ -594,12 +637,16 @@ def submit_sweep(spec_text: str, spec: SweepSpec, address: str, *, follow: bool 
     return job_id
 
 
-def _job_env(spec: SweepSpec, spec_text: str) -> dict[str, Any]:
-    """The job's runtime environment: the spec, and the plugins from the user's folders (Ray
-    uploads them, so nothing has to be installed on the cluster)."""
+def _job_env(spec: SweepSpec, spec_text: str, submission_id: str,
+             address: str) -> dict[str, Any]:
+    """The job's runtime environment: the spec, how `hpsearch stop` reaches the job, and the
+    plugins from the user's folders (Ray uploads them, so nothing has to be installed on the
+    cluster)."""
+    from hpsearch.search.driver import job_env
     from hpsearch.trainables.plugins import shipped_modules
 
-    env: dict[str, Any] = {"env_vars": {"HPSEARCH_SPEC_YAML": spec_text}}
+    env: dict[str, Any] = {"env_vars": {"HPSEARCH_SPEC_YAML": spec_text,
+                                        **job_env(submission_id, address)}}
     shipped = shipped_modules(spec.plugins)
     if shipped:
         env["py_modules"] = shipped

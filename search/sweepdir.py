@@ -7,6 +7,10 @@ small files beside them:
   ``resume``, ``sync`` and ``report`` start from;
 - :data:`RUNS_FILE` ``mlflow_runs.json``: the run map, MLflow run ids per tracking URI;
 - :data:`MARKER_FILE` ``mlflow_pending``: there while MLflow may lack results of the sweep;
+- :data:`DRIVER_FILE` ``hpsearch-driver.state`` (JSON): the driver's heartbeat and progress
+  (where it runs, its Ray job, counts, best, running trials), how it ended; what ``list`` and
+  ``status`` read;
+- :data:`STOP_FILE` ``hpsearch-stop.request`` (JSON): ``hpsearch stop`` asks the driver to stop;
 - :data:`STATE_GLOB` ``experiment_state-<session>.json``: Tune's snapshot, read as a
   :class:`TuneRecord`;
 - one folder per trial (:func:`trial_dirname`): :data:`RESULT_FILE` (a JSON line per result),
@@ -33,14 +37,14 @@ from hpsearch.search.storage import Location, is_uri, location, storage_error, w
 from hpsearch.trainables.errors import UserError
 from hpsearch.trainables.vocab import TuneStatus
 
-__all__ = ["ERROR_FILE", "MARKER_FILE", "META_FILE", "PARAMS_FILE", "RESULT_FILE", "RUNS_FILE",
-           "SEARCH_STATE_GLOB", "SPEC_FILE", "STATE_GLOB", "TRIAL_GLOB", "TUNE_OVER",
-           "RecordedTrial", "TrialFiles",
+__all__ = ["DRIVER_FILE", "ERROR_FILE", "HEARTBEAT_S", "MARKER_FILE", "META_FILE", "PARAMS_FILE",
+           "RESULT_FILE", "RUNS_FILE", "SEARCH_STATE_GLOB", "SPEC_FILE", "STALE_AFTER_S",
+           "STATE_GLOB", "STOP_FILE", "TRIAL_GLOB", "TUNE_OVER", "RecordedTrial", "TrialFiles",
            "TuneRecord", "by_step", "check_storage", "find_sweep", "has_marker", "last_line",
-           "load_meta", "pending_reason", "read_meta", "read_record", "read_results",
-           "read_run_map", "read_trial_dirs", "remove_marker", "result_lines", "result_step",
-           "run_dir_for", "sweep_names", "touch_marker", "trial_dirname", "tune_states",
-           "write_meta", "write_run_map"]
+           "load_meta", "pending_reason", "read_driver", "read_json", "read_meta", "read_record",
+           "read_results", "read_run_map", "read_trial_dirs", "remove_marker", "result_lines",
+           "result_step", "run_dir_for", "sweep_names", "touch_marker", "trial_dirname",
+           "tune_states", "write_json", "write_meta", "write_run_map"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +53,12 @@ META_FILE = "hpsearch.json"
 RUNS_FILE = "mlflow_runs.json"
 MARKER_FILE = "mlflow_pending"
 SPEC_FILE = "spec.yaml"  # a spec kept in the folder by hand or by older versions
+# Not *.json: Tune's restore copies every *.json/*.pkl of the folder to its staging dir and
+# uploads them back with each snapshot, which would bring back a dead driver's copy.
+DRIVER_FILE = "hpsearch-driver.state"
+HEARTBEAT_S = 5.0  # the driver rewrites DRIVER_FILE this often
+STALE_AFTER_S = 60.0  # a heartbeat older than this: the driver is gone (killed, machine down)
+STOP_FILE = "hpsearch-stop.request"
 # Tune's files
 STATE_GLOB = "experiment_state-*.json"
 SEARCH_STATE_GLOB = "search_gen_state-*.json"  # Tune's search generator: its trial budget
@@ -139,6 +149,31 @@ def find_sweep(name_or_path: str, storage: str | None = None) -> tuple[Location,
 def write_meta(run_dir: Location, meta: Mapping[str, Any]) -> None:
     """Write the sweep's :data:`META_FILE` (atomically)."""
     write_atomic(run_dir / META_FILE, json.dumps(meta, indent=2))
+
+
+# --------------------------------------------------------------------------- small JSON files
+
+
+def read_json(path: Location) -> dict[str, Any] | None:
+    """A small JSON object file of the sweep (:data:`DRIVER_FILE`, :data:`STOP_FILE`); None
+    when it is not there or not an object. Raises OSError when the storage cannot be read."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def write_json(path: Location, data: Mapping[str, Any]) -> None:
+    """Write a small JSON object file of the sweep atomically."""
+    write_atomic(path, json.dumps(data, indent=1, default=str))
+
+
+def read_driver(run_dir: Location) -> dict[str, Any] | None:
+    """The sweep's :data:`DRIVER_FILE`, or None (a sweep from before it existed)."""
+    return read_json(run_dir / DRIVER_FILE)
 
 
 # --------------------------------------------------------------------------- the run map

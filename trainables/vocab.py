@@ -5,6 +5,7 @@
 - :data:`METRICS`: every metric a trial reports that can be optimised, with its direction;
   :data:`HISTORY_METRICS` (every epoch) and :data:`FINAL_METRICS` (once, after the last).
 - :class:`TuneStatus`: Ray Tune's own trial statuses, as its experiment snapshot spells them.
+- :class:`SweepState`: how a whole sweep stands (``hpsearch list``/``status``/``stop``).
 
 It lives in trainables/ (which imports nothing of search/) because trials report these words;
 search/ imports it.
@@ -15,7 +16,7 @@ from __future__ import annotations
 from enum import StrEnum
 
 __all__ = ["CONSTANT_METRICS", "DEFAULT_OBJECTIVE", "FINAL_METRICS", "HISTORY_METRICS", "METRICS",
-           "STATUS_ORDER", "Status", "TuneStatus", "trial_status"]
+           "STATUS_ORDER", "Status", "StopMode", "SweepState", "TuneStatus", "trial_status"]
 
 
 class Status(StrEnum):
@@ -60,6 +61,27 @@ class TuneStatus(StrEnum):
     PAUSED = "PAUSED"
     TERMINATED = "TERMINATED"
     ERROR = "ERROR"
+
+
+class SweepState(StrEnum):
+    """How a sweep stands, as any machine that sees its storage derives it."""
+
+    RUNNING = "running"  # its driver writes a fresh heartbeat
+    FINISHED = "finished"  # every trial ended
+    INTERRUPTED = "interrupted"  # its driver died (stale heartbeat) or failed: resume it
+    STOPPED = "stopped"  # ended by `hpsearch stop`: resume it
+
+    @property
+    def resumable(self) -> bool:
+        """``hpsearch resume`` continues it."""
+        return self in (SweepState.INTERRUPTED, SweepState.STOPPED)
+
+
+class StopMode(StrEnum):
+    """How ``hpsearch stop`` asks a sweep to stop."""
+
+    GRACEFUL = "graceful"  # running trials finish their current epoch first
+    NOW = "now"  # at once: the epoch in progress is lost, every finished one kept
 
 
 def trial_status(last_reported: str | None, tune_status: str | None,

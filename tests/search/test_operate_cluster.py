@@ -1,0 +1,235 @@
+"""Sweeps submitted as Ray Jobs to a real 2-node ``ray start`` cluster (1 CPU per node): list,
+status and stop from outside the cluster through the shared storage and the Ray job API; two
+sweeps submitted at once share the cluster, both make progress and both finish."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hpsearch.search.sweepdir import DRIVER_FILE
+from tests.fakedata import write_mnist
+from tests.mlflow_server import free_port
+
+pytestmark = pytest.mark.integration
+Cluster = tuple[str, dict[str, str]]
+RAY = str(Path(sys.executable).parent / "ray")
+
+
+def _cmdlines() -> dict[int, tuple[int, str]]:
+    """pid -> (parent pid, command line) of every process (Linux /proc)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = (entry / "cmdline").read_bytes()
+            cmdline = raw.replace(b"\0", b" ").decode(errors="replace")
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        found[int(entry.name)] = (ppid, cmdline)
+    return found
+
+
+def _stop_own(temp_dir: str) -> None:
+    """End this cluster's processes only (``ray stop`` would end every Ray on the machine,
+    other test sessions' too): those whose command line names its private temp dir, and
+    their children (Ray's workers retitle themselves ``ray::…``)."""
+    procs = _cmdlines()
+    mine = {pid for pid, (_, cmd) in procs.items() if temp_dir in cmd}
+    grew = True
+    while grew:
+        children = {pid for pid, (ppid, _) in procs.items() if ppid in mine} - mine
+        mine |= children
+        grew = bool(children)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in mine:
+            try:
+                os.kill(pid, sig)
+            except OSError:
+                pass
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in mine):
+            time.sleep(0.3)
+
+
+@pytest.fixture
+def two_node_cluster(tmp_path: Path) -> Iterator[Cluster]:
+    """Like tests/search/test_cluster_local.py's (token auth, a shared storage folder), with a
+    private, short temp dir (socket paths) by which exactly its processes are ended."""
+    temp_dir = tempfile.mkdtemp(prefix="hpr", dir="/tmp")
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16),
+           "HPSEARCH_STORAGE": str(tmp_path / "shared" / "runs"),
+           "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db",
+           "RAY_USAGE_STATS_ENABLED": "0",
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    gcs, dash = free_port(), free_port()
+
+    def node_ports() -> list[str]:
+        return [f"--dashboard-agent-listen-port={free_port()}",
+                f"--dashboard-agent-grpc-port={free_port()}",
+                f"--metrics-export-port={free_port()}",
+                f"--runtime-env-agent-port={free_port()}", "--num-cpus=1",
+                "--disable-usage-stats", "--node-ip-address=127.0.0.1",
+                f"--temp-dir={temp_dir}"]
+
+    try:
+        subprocess.run([RAY, "start", "--head", f"--port={gcs}", "--include-dashboard=true",
+                        "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", *node_ports()],
+                       env=env, check=True, capture_output=True, timeout=120)
+        subprocess.run([RAY, "start", f"--address=127.0.0.1:{gcs}", *node_ports()],
+                       env=env, check=True, capture_output=True, timeout=120)
+        yield f"http://127.0.0.1:{dash}", env
+    finally:
+        _stop_own(temp_dir)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _cli(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "hpsearch", *args], env=env, text=True,
+                          capture_output=True, timeout=timeout)
+
+
+def _spec_file(tmp_path: Path, name: str, data: Path, lrs: list[float], epochs: int) -> Path:
+    spec = {"name": name,
+            "fixed": {"dataset": "mnist", "data_dir": str(data), "model": "cnn",
+                      "channels": [8, 16], "fc_width": 32, "batch_size": 32, "device": "cpu"},
+            "space": {"lr": lrs}, "search": {"algorithm": "grid"},
+            "scheduler": {"name": "none"}, "budget": {"max_epochs": epochs},
+            "resources": {"cpu": 1}}
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def _driver(env: dict[str, str], name: str) -> dict:
+    try:
+        return json.loads((Path(env["HPSEARCH_STORAGE"]) / name / DRIVER_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _wait(what: str, ready: Callable[[], bool], timeout: float = 300,
+          env: dict[str, str] | None = None, name: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ready():
+            return
+        time.sleep(1)
+    seen = _cli(env, "status", name).stdout if env is not None else ""
+    pytest.fail(f"timed out waiting for: {what}\n{seen}")
+
+
+def _job_status(env: dict[str, str], name: str) -> str:
+    """The job's status as `hpsearch status` has it from the Ray job API."""
+    out = _cli(env, "status", name).stdout
+    return out.partition("Ray job status: ")[2].partition(";")[0]
+
+
+def _submit(env: dict[str, str], address: str, spec: Path) -> str:
+    out = _cli(env, "submit", str(spec), "--address", address)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout.split("as Ray job ")[1].split()[0]
+
+
+def test_list_status_stop_on_a_submitted_sweep(two_node_cluster: Cluster,
+                                               tmp_path: Path) -> None:
+    address, env = two_node_cluster
+    data = write_mnist(tmp_path / "data", n_train=3000, n_test=200)
+    job_id = _submit(env, address, _spec_file(tmp_path, "remote", data,
+                                              [0.001, 0.002, 0.004, 0.008], epochs=4))
+    _wait("a trial of the submitted sweep past epoch 1", lambda: any(
+        r["epoch"] >= 1 for r in _driver(env, "remote").get("progress", {}).get("running", [])))
+
+    listed = _cli(env, "list")
+    assert listed.returncode == 0, listed.stderr
+    row = listed.stdout.splitlines()[1].split()
+    assert row[:2] == ["remote", "running"] and row[-3:] == ["ray", "job", job_id], listed.stdout
+    status = _cli(env, "status", "remote")
+    assert status.returncode == 0, status.stderr
+    assert status.stdout.startswith(f"sweep 'remote': running (ray job {job_id})"), status.stdout
+    assert "running: trial " in status.stdout
+    assert f"Ray job: {job_id} | dashboard: {address}" in status.stdout
+    assert "Ray job status: RUNNING; last lines of its log:" in status.stdout
+    assert "hpsearch sweep 'remote'" in status.stdout  # the job's own log, through the job API
+
+    stop = _cli(env, "stop", "remote")
+    assert stop.returncode == 0, stop.stderr
+    _wait("the submitted sweep stopped", lambda: _driver(env, "remote").get("state")
+          == "stopped", 300, env, "remote")
+    _wait("its Ray job ended", lambda: _job_status(env, "remote") == "SUCCEEDED", 240, env,
+          "remote")
+    status = _cli(env, "status", "remote")
+    assert status.stdout.startswith(f"sweep 'remote': stopped (ray job {job_id})")
+    assert "continue it: hpsearch resume remote" in status.stdout
+    assert "stopped after" in status.stdout  # the job's log says how it ended
+    again = _cli(env, "stop", "remote")
+    assert again.returncode == 2 and "not running (it is stopped)" in again.stderr
+
+
+def _intervals(run_dir: Path) -> list[tuple[float, float]]:
+    spans = []
+    for path in run_dir.glob("trial_*/result.json"):
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        spans.append((rows[0]["timestamp"] - rows[0]["time_this_iter_s"], rows[-1]["timestamp"]))
+    return spans
+
+
+def test_two_sweeps_submitted_at_once_share_the_cluster(two_node_cluster: Cluster,
+                                                        tmp_path: Path) -> None:
+    address, env = two_node_cluster
+    data = write_mnist(tmp_path / "data", n_train=3000, n_test=200)
+    lrs = [0.001, 0.002, 0.004]
+    jobs = {name: _submit(env, address, _spec_file(tmp_path, name, data, lrs, epochs=3))
+            for name in ("first", "second")}
+    for name, job_id in jobs.items():
+        _wait(f"sweep {name} finished", lambda n=name: _driver(env, n).get("state")
+              in ("finished", "interrupted"), 400, env, name)
+        assert _driver(env, name)["state"] == "finished"
+        _wait(f"job {job_id} ended", lambda n=name: _job_status(env, n) == "SUCCEEDED", 240,
+              env, name)
+        assert _driver(env, name)["slots"] == 1, "each sweep should take half the cluster"
+    listed = _cli(env, "list", "--json")
+    views = {v["name"]: v for v in json.loads(listed.stdout)}
+    assert {n: (v["state"], v["done"]) for n, v in views.items()} == \
+        {"first": ("finished", 3), "second": ("finished", 3)}
+    storage = Path(env["HPSEARCH_STORAGE"])
+    first, second = _intervals(storage / "first"), _intervals(storage / "second")
+    assert len(first) == len(second) == 3
+    assert any(a0 < b1 and b0 < a1 for a0, a1 in first for b0, b1 in second), \
+        f"no trial of one sweep ran while one of the other did: {first} {second}"
+
+
+def test_stop_now_goes_through_the_ray_job_api(two_node_cluster: Cluster,
+                                               tmp_path: Path) -> None:
+    address, env = two_node_cluster
+    data = write_mnist(tmp_path / "data", n_train=6000, n_test=200)  # epochs of seconds
+    job_id = _submit(env, address, _spec_file(tmp_path, "hurry", data, [0.001, 0.002], 10))
+    _wait("a trial of the submitted sweep past epoch 1", lambda: any(
+        r["epoch"] >= 1 for r in _driver(env, "hurry").get("progress", {}).get("running", [])),
+          300, env, "hurry")
+    stop = _cli(env, "stop", "hurry", "--now")
+    assert stop.returncode == 0, stop.stderr
+    assert f"asked the Ray job API at {address} to stop job {job_id}" in stop.stdout
+    _wait("the sweep marked stopped", lambda: _driver(env, "hurry").get("state") == "stopped",
+          120, env, "hurry")
+    _wait("its Ray job stopped", lambda: _job_status(env, "hurry") == "STOPPED", 240, env,
+          "hurry")
+    run_dir = Path(env["HPSEARCH_STORAGE"]) / "hurry"
+    state = json.loads(sorted(run_dir.glob("experiment_state-*.json"))[-1].read_text())
+    statuses = {json.loads(e[0])["status"] for e in state["trial_data"]}
+    assert statuses & {"RUNNING", "PENDING", "PAUSED"}, "Tune's record should leave trials to " \
+        f"resume, got {statuses}"
