@@ -126,7 +126,7 @@ def _cmd_submit(args: argparse.Namespace) -> int:
 
         text = yaml.safe_dump(apply_overrides(load_yaml(args.spec),
                                               parse_overrides(args.set)), sort_keys=False)
-    from hpsearch.search.runner import submit_sweep
+    from hpsearch.search.submit import submit_sweep
 
     submit_sweep(text, spec, args.address, follow=args.follow)
     return 0

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
-from hpsearch.search.runner import packing_note, run_sweep
+from hpsearch.search.preflight import packing_note
+from hpsearch.search.runner import run_sweep
 from hpsearch.search.spec import parse_spec
 from hpsearch.trainables.errors import UserError
 
