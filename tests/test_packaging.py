@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -30,8 +31,14 @@ def test_pyproject_lists_every_package_under_the_hpsearch_name() -> None:
 
 @pytest.mark.integration  # builds a wheel: seconds
 def test_the_wheel_claims_no_generic_top_level_name(tmp_path: Path) -> None:
+    source = tmp_path / "src"  # a copy: setuptools builds in the source tree (build/)
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "hpsearch", "search", "trainables"):
+        copy = shutil.copytree if (ROOT / name).is_dir() else shutil.copy2
+        copy(ROOT / name, source / name, **({"ignore": shutil.ignore_patterns("__pycache__")}
+                                           if (ROOT / name).is_dir() else {}))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                    "-q", "-w", str(tmp_path), str(ROOT)], check=True, capture_output=True)
+                    "-q", "-w", str(tmp_path), str(source)], check=True, capture_output=True)
     (wheel,) = tmp_path.glob("hpsearch-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     dist_info = wheel.name.split("-py")[0] + ".dist-info"
