@@ -4,7 +4,6 @@ token auth on, a sweep sent with ``hpsearch submit`` as a Ray Job."""
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import subprocess
 import sys
@@ -15,47 +14,23 @@ import pytest
 import yaml
 
 from tests.fakedata import write_mnist
-from tests.mlflow_server import free_port
+from tests.raycluster import cluster_env, two_nodes
 from tests.s3_server import S3Server
 
 pytestmark = pytest.mark.integration
-RAY = str(Path(sys.executable).parent / "ray")
 
 
 @pytest.fixture
 def two_node_cluster(tmp_path: Path, request: pytest.FixtureRequest,
                      ) -> Iterator[tuple[str, dict[str, str]]]:
     """Tune's storage on both nodes: a shared folder, or (param "s3") an S3 bucket."""
-    storage: dict[str, str] = {"HPSEARCH_STORAGE": str(tmp_path / "shared" / "runs")}
+    storage = None
     if getattr(request, "param", "shared") == "s3":
         s3: S3Server = request.getfixturevalue("s3")
         storage = {**s3.env, "HPSEARCH_STORAGE": f"s3://{s3.bucket}/cluster-runs"}
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16),
-           **storage,
-           "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db",
-           "RAY_USAGE_STATS_ENABLED": "0",
-           # as with an activated venv: the job's shell finds `hpsearch`
-           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    gcs, dash = free_port(), free_port()
-    def node_ports() -> list[str]:
-        # Two nodes on one host: each needs its own agent ports, or the second node's agent
-        # can take the head's default port and leave the job API without an agent.
-        return [f"--dashboard-agent-listen-port={free_port()}",
-                f"--dashboard-agent-grpc-port={free_port()}",
-                f"--metrics-export-port={free_port()}",
-                f"--runtime-env-agent-port={free_port()}", "--num-cpus=1",
-                "--disable-usage-stats", "--node-ip-address=127.0.0.1"]
-
-    try:
-        subprocess.run([RAY, "start", "--head", f"--port={gcs}", "--include-dashboard=true",
-                        "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", *node_ports()],
-                       env=env, check=True, capture_output=True, timeout=120)
-        subprocess.run([RAY, "start", f"--address=127.0.0.1:{gcs}", *node_ports()],
-                       env=env, check=True, capture_output=True, timeout=120)
-        # the head's GCS address too, for a driver that joins the cluster (sweep --address)
-        yield f"http://127.0.0.1:{dash}", {**env, "TEST_RAY_GCS_ADDRESS": f"127.0.0.1:{gcs}"}
-    finally:
-        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
+    env = cluster_env(tmp_path, storage)
+    with two_nodes(env) as (address, gcs):
+        yield address, {**env, "TEST_RAY_GCS_ADDRESS": gcs}
 
 
 @pytest.mark.parametrize("two_node_cluster", ["shared", "s3"], indirect=True)

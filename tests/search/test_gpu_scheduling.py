@@ -139,3 +139,37 @@ def test_a_fraction_that_wastes_part_of_a_device_warns() -> None:
                     "device stays unclaimed); 1/3 = 0.333 claims it all")
     for exact in (0.25, 0.5, 1, 0):
         assert packing_note(parse_spec({**base, "resources": {"gpu": exact}})) is None
+
+
+def test_gpu_trials_go_to_the_node_that_has_gpus(tmp_path: Path, tiny_mnist_dir: Path) -> None:
+    """A 2-node ``ray start`` cluster where only the worker advertises GPUs: a sweep that joins
+    it with ``--address`` puts every GPU trial there, and CPU-only trials anywhere."""
+    import subprocess
+    import sys
+
+    from tests.raycluster import cluster_env, two_nodes
+
+    env = cluster_env(tmp_path)
+    with two_nodes(env, gpus=(0, 2)) as (_address, gcs):
+        listing = subprocess.run(
+            [sys.executable, "-c", "import json, ray; ray.init(address='auto', "
+             "logging_level='ERROR'); print(json.dumps({n['NodeID']: n['Resources'].get('GPU', 0)"
+             " for n in ray.nodes() if n['Alive']}))"],
+            env={**env, "RAY_ADDRESS": gcs}, capture_output=True, text=True, timeout=120)
+        gpus_of = json.loads(listing.stdout.strip().splitlines()[-1])
+        assert sorted(gpus_of.values()) == [0, 2]
+        spec = _spec(tmp_path, tiny_mnist_dir, "placed", 1, 3)
+        spec["resources"] = {"cpu": 0.5, "gpu": 1}
+        spec["storage"] = env["HPSEARCH_STORAGE"]
+        (tmp_path / "placed.yaml").write_text(yaml.safe_dump(spec))
+        out = subprocess.run([sys.executable, "-m", "hpsearch", "sweep", "placed.yaml",
+                              "--address", gcs], cwd=tmp_path, env=env, capture_output=True,
+                             text=True, timeout=400)
+        assert out.returncode == 0, (out.stdout[-2000:], out.stderr[-2000:])
+        assert "2 at once" in out.stdout  # the GPU node's two devices, not the head's CPU
+    run_dir = Path(env["HPSEARCH_STORAGE"]) / "placed"
+    rows = [json.loads(p.read_text().splitlines()[-1])
+            for p in run_dir.glob("trial_*/result.json")]
+    assert len(rows) == 3
+    assert {gpus_of[r["node_id"]] for r in rows} == {2}  # every trial on the GPU node
+    assert {r["gpu_ids"] for r in rows} <= {"0", "1"}

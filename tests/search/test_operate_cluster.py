@@ -5,13 +5,8 @@ sweeps submitted at once share the cluster, both make progress and both finish."
 from __future__ import annotations
 
 import json
-import os
-import secrets
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,81 +16,17 @@ import yaml
 
 from hpsearch.search.sweepdir import DRIVER_FILE
 from tests.fakedata import write_mnist
-from tests.mlflow_server import free_port
+from tests.raycluster import cluster_env, two_nodes
 
 pytestmark = pytest.mark.integration
 Cluster = tuple[str, dict[str, str]]
-RAY = str(Path(sys.executable).parent / "ray")
-
-
-def _cmdlines() -> dict[int, tuple[int, str]]:
-    """pid -> (parent pid, command line) of every process (Linux /proc)."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            raw = (entry / "cmdline").read_bytes()
-            cmdline = raw.replace(b"\0", b" ").decode(errors="replace")
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        found[int(entry.name)] = (ppid, cmdline)
-    return found
-
-
-def _stop_own(temp_dir: str) -> None:
-    """End this cluster's processes only (``ray stop`` would end every Ray on the machine,
-    other test sessions' too): those whose command line names its private temp dir, and
-    their children (Ray's workers retitle themselves ``ray::…``)."""
-    procs = _cmdlines()
-    mine = {pid for pid, (_, cmd) in procs.items() if temp_dir in cmd}
-    grew = True
-    while grew:
-        children = {pid for pid, (ppid, _) in procs.items() if ppid in mine} - mine
-        mine |= children
-        grew = bool(children)
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in mine:
-            try:
-                os.kill(pid, sig)
-            except OSError:
-                pass
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in mine):
-            time.sleep(0.3)
 
 
 @pytest.fixture
 def two_node_cluster(tmp_path: Path) -> Iterator[Cluster]:
-    """Like tests/search/test_cluster_local.py's (token auth, a shared storage folder), with a
-    private, short temp dir (socket paths) by which exactly its processes are ended."""
-    temp_dir = tempfile.mkdtemp(prefix="hpr", dir="/tmp")
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16),
-           "HPSEARCH_STORAGE": str(tmp_path / "shared" / "runs"),
-           "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db",
-           "RAY_USAGE_STATS_ENABLED": "0",
-           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    gcs, dash = free_port(), free_port()
-
-    def node_ports() -> list[str]:
-        return [f"--dashboard-agent-listen-port={free_port()}",
-                f"--dashboard-agent-grpc-port={free_port()}",
-                f"--metrics-export-port={free_port()}",
-                f"--runtime-env-agent-port={free_port()}", "--num-cpus=1",
-                "--disable-usage-stats", "--node-ip-address=127.0.0.1",
-                f"--temp-dir={temp_dir}"]
-
-    try:
-        subprocess.run([RAY, "start", "--head", f"--port={gcs}", "--include-dashboard=true",
-                        "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", *node_ports()],
-                       env=env, check=True, capture_output=True, timeout=120)
-        subprocess.run([RAY, "start", f"--address=127.0.0.1:{gcs}", *node_ports()],
-                       env=env, check=True, capture_output=True, timeout=120)
-        yield f"http://127.0.0.1:{dash}", env
-    finally:
-        _stop_own(temp_dir)
-        shutil.rmtree(temp_dir, ignore_errors=True)
+    env = cluster_env(tmp_path)
+    with two_nodes(env) as (address, _gcs):
+        yield address, env
 
 
 def _cli(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
