@@ -12,7 +12,7 @@ import math
 import numbers
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,6 +120,38 @@ class _Run:
     def drop_pending(self) -> None:
         self.pending_metrics, self.pending_params, self.pending_tags = [], {}, {}
 
+    def seed(self, client: Any) -> None:
+        """Read back which (key, step) points a reattached run already holds."""
+        if self.seeded:
+            return
+        for key in self.latest:
+            self.logged.update((key, m.step) for m in client.get_metric_history(self.run_id, key))
+        self.once.update(k for k in self.latest if k in CONSTANT_METRICS)
+        self.seeded = True
+
+    def send(self, client: Any) -> int:
+        """Send the buffered params, tags and metrics in as few ``log_batch`` calls as fit;
+        the number of metric points sent."""
+        from mlflow.entities import Param, RunTag
+
+        points = 0
+        while self.has_pending():
+            params = list(self.pending_params.items())[:_BATCH_PARAMS_TAGS]
+            tags = list(self.pending_tags.items())[:_BATCH_PARAMS_TAGS]
+            metrics = self.pending_metrics[:BATCH_METRICS - len(params) - len(tags)]
+            client.log_batch(self.run_id, metrics=metrics,
+                             params=[Param(k, v) for k, v in params],
+                             tags=[RunTag(k, v) for k, v in tags], synchronous=True)
+            for k, _ in params:
+                self.params[k] = self.pending_params.pop(k)
+            for k, v in tags:
+                if self.pending_tags.get(k) == v:
+                    del self.pending_tags[k]
+                self.tags[k] = v
+            del self.pending_metrics[:len(metrics)]
+            points += len(metrics)
+        return points
+
     def compact(self) -> None:
         """Forget a finished run's bookkeeping (a long sweep has thousands); keep its id."""
         self.logged, self.params, self.tags, self.latest, self.history = set(), {}, {}, {}, {}
@@ -213,17 +245,7 @@ class _Store:
         return self.experiment_id
 
     def _reattach(self, run_id: str | None, filter_string: str) -> _Run | None:
-        """The run by cached id if it still exists, else the oldest one the tags find."""
-        run = _get_run(self.client, run_id) if run_id else None
-        if run is None:
-            found = self.client.search_runs([self.experiment()], filter_string,
-                                            max_results=1, order_by=["attributes.start_time ASC"])
-            run = found[0] if found else None
-        if run is None:
-            return None
-        return _Run(run.info.run_id, seeded=False, params=dict(run.data.params),
-                    tags=dict(run.data.tags), status=run.info.status,
-                    latest=dict(run.data.metrics))
+        return _find_run(self.client, self.experiment, run_id, filter_string)
 
     def _create(self, tags: dict[str, str], name: str) -> _Run:
         if self.commit:
@@ -236,14 +258,7 @@ class _Store:
         return _Run(run.info.run_id, tags=tags)
 
     def seed(self, state: _Run) -> None:
-        """Read back which (key, step) points a reattached run already holds."""
-        if state.seeded:
-            return
-        for key in state.latest:
-            state.logged.update((key, m.step) for m in
-                                self.client.get_metric_history(state.run_id, key))
-        state.once.update(k for k in state.latest if k in CONSTANT_METRICS)
-        state.seeded = True
+        state.seed(self.client)
 
     def ensure_parent(self, spec_yaml: str = "", sweep_params: Mapping[str, Any] | None = None,
                       host: str | None = None, reopen: bool = False) -> _Run:
@@ -374,24 +389,8 @@ class _Store:
             self.best_due = None
 
     def flush(self, state: _Run) -> None:
-        """Send a run's buffered params, tags and metrics in as few ``log_batch`` calls as fit."""
-        from mlflow.entities import Param, RunTag
-
-        while state.has_pending():
-            params = list(state.pending_params.items())[:_BATCH_PARAMS_TAGS]
-            tags = list(state.pending_tags.items())[:_BATCH_PARAMS_TAGS]
-            metrics = state.pending_metrics[:BATCH_METRICS - len(params) - len(tags)]
-            self.client.log_batch(state.run_id, metrics=metrics,
-                                  params=[Param(k, v) for k, v in params],
-                                  tags=[RunTag(k, v) for k, v in tags], synchronous=True)
-            for k, _ in params:
-                state.params[k] = state.pending_params.pop(k)
-            for k, v in tags:
-                if state.pending_tags.get(k) == v:
-                    del state.pending_tags[k]
-                state.tags[k] = v
-            del state.pending_metrics[:len(metrics)]
-            self.points += len(metrics)
+        """Send a run's buffered params, tags and metrics (:meth:`_Run.send`)."""
+        self.points += state.send(self.client)
 
     def runs(self) -> list[_Run]:
         return [r for r in (self.parent, *self.children.values()) if r is not None]
@@ -402,6 +401,21 @@ class _Store:
     def upload(self, state: _Run, local: Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(state.run_id, str(local), artifact_path)
         self.uploaded += 1
+
+
+def _find_run(client: Any, experiment: Callable[[], str], run_id: str | None,
+              filter_string: str) -> _Run | None:
+    """The run by cached id if it still exists, else the oldest one the tags find in the
+    ``experiment()`` (opened only then)."""
+    run = _get_run(client, run_id) if run_id else None
+    if run is None:
+        found = client.search_runs([experiment()], filter_string, max_results=1,
+                                   order_by=["attributes.start_time ASC"])
+        run = found[0] if found else None
+    if run is None:
+        return None
+    return _Run(run.info.run_id, seeded=False, params=dict(run.data.params),
+                tags=dict(run.data.tags), status=run.info.status, latest=dict(run.data.metrics))
 
 
 def _open_experiment(client: Any, name: str, uri: str) -> str:
