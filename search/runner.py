@@ -90,7 +90,7 @@ def _callbacks(spec: SweepSpec, run_dir: Location, tracking_uri: str, total: int
         sweep_name=spec.name, run_dir=run_dir, tracking_uri=tracking_uri,
         experiment=spec.experiment_name, spec_yaml=_resolved_yaml(spec),
         sweep_params=_sweep_params(spec), objective=(metric, mode),
-        dataset=dataset_info(bundle, base_config(spec)))
+        dataset=dataset_info(bundle, base_config(spec)) if bundle is not None else None)
     printer = ProgressPrinter(total, metric, mode, echo=echo)
     driver = SweepDriver(run_dir, {"name": spec.name, "tracking_uri": tracking_uri,
                                    "experiment": spec.experiment_name, "slots": slots},
