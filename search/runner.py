@@ -78,9 +78,11 @@ def _trainable(spec: SweepSpec, bundle: Any) -> Any:
 
 def _callbacks(spec: SweepSpec, run_dir: Location, tracking_uri: str, total: int,
                echo: Callable[[str], None], bundle: Any, slots: int) -> list[Any]:
-    """MLflow's tracker, the progress line, and the driver file last (it reads the line)."""
+    """A paused trial's result file kept, MLflow's tracker, the progress line, and the driver
+    file last (it reads the line)."""
     from hpsearch.search.driver import SweepDriver
     from hpsearch.search.progress import ProgressPrinter
+    from hpsearch.search.resultlog import KeepResultLog
     from hpsearch.search.tracking import MlflowTracker
     from hpsearch.search.tracking.dataset import dataset_info
 
@@ -95,7 +97,7 @@ def _callbacks(spec: SweepSpec, run_dir: Location, tracking_uri: str, total: int
     driver = SweepDriver(run_dir, {"name": spec.name, "tracking_uri": tracking_uri,
                                    "experiment": spec.experiment_name, "slots": slots},
                          printer.snapshot, echo)
-    return [tracker, printer, driver]
+    return [KeepResultLog(), tracker, printer, driver]
 
 
 def _fit(tuner: Any, callbacks: list[Any], spec: SweepSpec, run_dir: Location,
