@@ -35,6 +35,8 @@ from hpsearch.trainables.plugins import metric_modes
 from hpsearch.trainables.vocab import (
     DEFAULT_OBJECTIVE,
     FINAL_METRICS,
+    ROLE_TAG,
+    Role,
     Status,
     trial_status,
 )
@@ -259,18 +261,19 @@ def from_mlflow(experiment: str, *, tracking_uri: str | None = None,
     if exp is None:
         raise UserError(f"report {experiment}: no MLflow experiment named '{experiment}' at "
                         f"{uri}")
-    parents = _search_all(client, exp.experiment_id, "tags.`hpsearch.role` = 'sweep'")
+    parents = _search_all(client, exp.experiment_id, f"tags.`{ROLE_TAG}` = '{Role.SWEEP}'")
     wanted = sweep or experiment
     parents.sort(key=lambda r: (r.data.tags.get("hpsearch.sweep") == wanted, r.info.start_time),
                  reverse=True)
     if not parents:
         raise UserError(f"report {experiment}: MLflow experiment '{experiment}' holds no sweep "
-                        f"run (tag hpsearch.role=sweep); was it written by `hpsearch sweep`?")
+                        f"run (tag {ROLE_TAG}={Role.SWEEP}); was it written by `hpsearch sweep`?")
     parent = parents[0]
     spec_yaml = _artifact_text(client, parent.info.run_id, "spec.yaml")
     spec = _spec_from_yaml(spec_yaml, f"{experiment}/spec.yaml")
-    children = _search_all(client, exp.experiment_id,
-                           f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    children = [run for run in _search_all(client, exp.experiment_id,
+                                           f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+                if run.data.tags.get(ROLE_TAG) != Role.FINAL]  # the final model is no trial
     # the runs log every setting a trial used (defaults too); the report, as from Ray's files,
     # shows the sweep's own: what it fixed and what it searched
     given = set(spec.trial_defaults()) | set(spec.space) if spec is not None else None
