@@ -27,7 +27,14 @@ import pandas as pd
 from hpsearch.search.figures import CONFUSION_CSV, read_confusion
 from hpsearch.search.report.data import INT_FINALS, SweepData, best_columns, history_metrics
 from hpsearch.search.spec import SweepSpec, parse_spec
-from hpsearch.search.sweepdir import META_FILE, RESULT_FILE, STATE_GLOB, run_dir_for, sweep_names
+from hpsearch.search.sweepdir import (
+    META_FILE,
+    RESULT_FILE,
+    STATE_GLOB,
+    read_final,
+    run_dir_for,
+    sweep_names,
+)
 from hpsearch.search.yamlio import parse_yaml
 from hpsearch.trainables.config import TrialConfig
 from hpsearch.trainables.errors import UserError
@@ -162,8 +169,10 @@ def _from_local_dir(run_dir: Path, shown: str, name: str) -> SweepData:
     trials = [_ray_trial(files, states) for files in read_trial_dirs(run_dir, states)]
     matrices = {t.trial_id: m for t, m in trials if m}
     meta = {"source": "ray", "run_dir": shown, **_meta_from(saved, spec)}
-    return _assemble(saved.get("name") or name, spec, [t for t, _ in trials], meta,
+    data = _assemble(saved.get("name") or name, spec, [t for t, _ in trials], meta,
                      _objective(spec, None), matrices.get)
+    data.final = read_final(run_dir)
+    return data
 
 
 def _ray_trial(files: TrialFiles, states: Mapping[str, tuple[str | None, str | None]],
@@ -300,7 +309,10 @@ def from_mlflow(experiment: str, *, tracking_uri: str | None = None,
         return (matrix, _csv_classes(text, len(matrix))) if text and matrix else None
 
     name = parent.data.tags.get("hpsearch.sweep") or experiment
-    return _assemble(name, spec, trials, meta, objective, confusion)
+    data = _assemble(name, spec, trials, meta, objective, confusion)
+    folder = meta["run_dir"]  # the sweep's folder, when it is on this machine: its final model
+    data.final = read_final(Path(folder)) if folder and Path(folder).is_dir() else None
+    return data
 
 
 def _spec_from_yaml(text: str | None, source: str) -> SweepSpec | None:
