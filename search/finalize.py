@@ -190,8 +190,10 @@ def finalize(ref: str, *, storage: str | None = None, tracking_uri: str | None =
     try:
         where = pick_device(config.device)
     except UserError:
-        raise UserError(f"finalize {name}: trial {trial_id} ran with device '{config.device}' "
-                        "and no CUDA GPU is visible here; pass --device cpu (or auto)") from None
+        asked = f"--device {device}" if device else \
+            f"trial {trial_id} ran with device '{config.device}'"
+        raise UserError(f"finalize {name}: {asked} and no CUDA GPU is visible here; pass "
+                        "--device cpu (or auto)") from None
     bundle = load_data(config)  # missing data: one line, before MLflow is touched
     try:
         store = _open_mlflow(run_dir, meta, data, uri)  # before training: a dead server fails fast

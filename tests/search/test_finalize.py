@@ -15,7 +15,7 @@ import yaml
 
 from hpsearch.search.finalize import best_trial, final_config
 from hpsearch.search.report import SweepData, from_ray_dir
-from hpsearch.search.sweepdir import FINAL_FILE, RUNS_FILE
+from hpsearch.search.sweepdir import DRIVER_FILE, FINAL_FILE, RUNS_FILE
 from hpsearch.trainables.errors import UserError
 from hpsearch.trainables.vocab import ROLE_TAG, Role
 from tests.driver import hpsearch
@@ -38,6 +38,28 @@ def test_the_best_trial_is_the_reports_first_completed_one(golden_search: Path) 
     # the report ranks it first among the completed trials, ahead of any stopped early
     assert best["trial_id"] == data.completed["trial_id"].iloc[0]
     assert best["epochs_run"] == 2
+
+
+def test_a_running_sweep_or_a_missing_gpu_is_one_line_and_trains_nothing(
+        golden_search: Path) -> None:
+    import time
+
+    import torch
+
+    from hpsearch.search.finalize import finalize
+
+    storage = str(golden_search.parent)
+    (golden_search / DRIVER_FILE).write_text(json.dumps(
+        {"state": "running", "heartbeat": time.time(), "host": "h", "pid": 1}))
+    with pytest.raises(UserError, match=r"^finalize golden_search: the sweep is still running; "
+                                        r"wait for it to end or `hpsearch stop golden_search`"):
+        finalize("golden_search", storage=storage)
+    (golden_search / DRIVER_FILE).unlink()
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match=r"^finalize golden_search: --device cuda and no CUDA "
+                                            r"GPU is visible here; pass --device cpu"):
+            finalize("golden_search", storage=storage, device="cuda")
+    assert not (golden_search / FINAL_FILE).exists()
 
 
 def test_no_completed_trial_is_one_line() -> None:
