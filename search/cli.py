@@ -1,5 +1,5 @@
 """``hpsearch``: train one config, run/resume/submit sweeps, list/status/stop them, sync to
-MLflow, write reports.
+MLflow, write reports, finalize a sweep's best model.
 
 Heavy imports (torch, Ray, MLflow) happen inside the subcommands, so ``--help`` and input
 errors answer at once. User mistakes print one line each and exit with code 2.
@@ -195,6 +195,15 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_finalize(args: argparse.Namespace) -> int:
+    from hpsearch.search.finalize import finalize
+
+    record = finalize(_sweep_ref(args.name, "finalize"), storage=args.storage,
+                      tracking_uri=args.tracking_uri, epochs=args.epochs,
+                      model_name=args.model_name, device=args.device)
+    return 0 if record is not None else 1
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
     from hpsearch.search.operate import list_json, list_sweeps, list_text, storage_root
 
@@ -219,6 +228,17 @@ def _cmd_stop(args: argparse.Namespace) -> int:
 
     stop_sweep(plain_name(args.name, "stop NAME"), args.storage, now=args.now)
     return 0
+
+
+def _positive(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, but got {shown(text)}")
+    return value
 
 
 _STORAGE_HELP = ("where sweeps are: a folder or a URI such as s3://bucket/runs "
@@ -301,6 +321,19 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--max-params", help="best models under a budget, e.g. 1M")
     rep.add_argument("--max-macs", help="best models under a budget, e.g. 50M")
     rep.set_defaults(func=_cmd_report)
+
+    fin = sub.add_parser("finalize", help="retrain a sweep's best trial on train+val, test it "
+                         "once, register the model in MLflow")
+    fin.add_argument("name", help="a sweep's name, or the path of its folder")
+    fin.add_argument("--storage", help=_STORAGE_HELP)
+    fin.add_argument("--tracking-uri", help="another MLflow than the one the sweep used")
+    fin.add_argument("--epochs", type=_positive, metavar="N",
+                     help="train N epochs (default: the best trial's)")
+    fin.add_argument("--model-name", metavar="NAME",
+                     help="the registered model's name (default: the sweep's name)")
+    fin.add_argument("--device", help="train on auto, cpu, cuda or cuda:N (default: the best "
+                     "trial's setting)")
+    fin.set_defaults(func=_cmd_finalize)
 
     lst = sub.add_parser("list", help="the sweeps in a storage: state, trials, best, where")
     lst.add_argument("--storage", help=_STORAGE_HELP)

@@ -11,6 +11,8 @@ small files beside them:
   (where it runs, its Ray job, counts, best, running trials), how it ended; what ``list`` and
   ``status`` read;
 - :data:`STOP_FILE` ``hpsearch-stop.request`` (JSON): ``hpsearch stop`` asks the driver to stop;
+- :data:`FINAL_FILE` ``final.json``: the sweep's final model, ``hpsearch finalize``'s record of
+  the best trial retrained on train+val and tested once (what ``report`` shows apart);
 - :data:`STATE_GLOB` ``experiment_state-<session>.json``: Tune's snapshot, read as a
   :class:`TuneRecord`;
 - one folder per trial (:func:`trial_dirname`): :data:`RESULT_FILE` (a JSON line per result),
@@ -37,14 +39,15 @@ from hpsearch.search.storage import Location, is_uri, location, storage_error, w
 from hpsearch.trainables.errors import UserError
 from hpsearch.trainables.vocab import TuneStatus
 
-__all__ = ["DRIVER_FILE", "ERROR_FILE", "HEARTBEAT_S", "MARKER_FILE", "META_FILE", "PARAMS_FILE",
-           "RESULT_FILE", "RUNS_FILE", "SEARCH_STATE_GLOB", "SPEC_FILE", "STALE_AFTER_S",
-           "STATE_GLOB", "STOP_FILE", "TRIAL_GLOB", "TUNE_OVER", "RecordedTrial", "TrialFiles",
-           "TuneRecord", "by_step", "check_storage", "find_sweep", "has_marker", "last_line",
-           "load_meta", "pending_reason", "read_driver", "read_json", "read_meta", "read_record",
-           "read_results", "read_run_map", "read_trial_dirs", "remove_marker", "result_lines",
-           "result_step", "run_dir_for", "sweep_names", "touch_marker", "trial_dirname",
-           "tune_states", "write_json", "write_meta", "write_run_map"]
+__all__ = ["DRIVER_FILE", "ERROR_FILE", "FINAL_FILE", "HEARTBEAT_S", "MARKER_FILE", "META_FILE",
+           "PARAMS_FILE", "RESULT_FILE", "RUNS_FILE", "SEARCH_STATE_GLOB", "SPEC_FILE",
+           "STALE_AFTER_S", "STATE_GLOB", "STOP_FILE", "TRIAL_GLOB", "TUNE_OVER", "RecordedTrial",
+           "TrialFiles", "TuneRecord", "by_step", "check_storage", "find_sweep", "has_marker",
+           "last_line", "load_meta", "pending_reason", "read_driver", "read_final", "read_json",
+           "read_meta", "read_record", "read_results", "read_run_map", "read_trial_dirs",
+           "remove_marker", "result_lines", "result_step", "run_dir_for", "sweep_names",
+           "touch_marker", "trial_dirname", "tune_states", "write_json", "write_meta",
+           "write_run_map"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +62,7 @@ DRIVER_FILE = "hpsearch-driver.state"
 HEARTBEAT_S = 5.0  # the driver rewrites DRIVER_FILE this often
 STALE_AFTER_S = 60.0  # a heartbeat older than this: the driver is gone (killed, machine down)
 STOP_FILE = "hpsearch-stop.request"
+FINAL_FILE = "final.json"  # written once the sweep is over, never while its driver runs
 # Tune's files
 STATE_GLOB = "experiment_state-*.json"
 SEARCH_STATE_GLOB = "search_gen_state-*.json"  # Tune's search generator: its trial budget
@@ -174,6 +178,14 @@ def write_json(path: Location, data: Mapping[str, Any]) -> None:
 def read_driver(run_dir: Location) -> dict[str, Any] | None:
     """The sweep's :data:`DRIVER_FILE`, or None (a sweep from before it existed)."""
     return read_json(run_dir / DRIVER_FILE)
+
+
+def read_final(run_dir: Location) -> dict[str, Any] | None:
+    """The sweep's :data:`FINAL_FILE`, or None when it has none or it cannot be read."""
+    try:
+        return read_json(run_dir / FINAL_FILE)
+    except OSError:
+        return None
 
 
 # --------------------------------------------------------------------------- the run map

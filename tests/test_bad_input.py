@@ -103,6 +103,9 @@ def test_three_problems_give_three_lines(tmp_path: Path) -> None:
     (["report", ".."], "report NAME: must be a plain folder name"),
     (["sync", ".."], "sync NAME: must be a plain folder name"),
     (["ui", "../x"], "ui NAME: must be a plain folder name"),
+    (["finalize", "never-ran"], "no sweep named 'never-ran'"),
+    (["finalize", "../x"], "finalize NAME: must be a plain folder name"),
+    (["finalize", "x", "--storage", "nosuch://bucket/runs"], "storage: nosuch://bucket/runs"),
 ])
 def test_bad_cli_calls(cli: Any, tmp_path: Path, args: list[str], phrase: str) -> None:
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(GOOD))

@@ -30,7 +30,7 @@ from hpsearch.trainables.models import build_model
 from hpsearch.trainables.optim import build_optimizer, build_schedule
 from hpsearch.trainables.plugins import Reporter
 
-__all__ = ["FitResult", "Reporter", "console_reporter", "fit", "pick_device"]
+__all__ = ["FitResult", "ImageClassifier", "Reporter", "console_reporter", "fit", "pick_device"]
 
 
 @dataclass
@@ -79,6 +79,27 @@ class _Batches:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
+
+
+class ImageClassifier(nn.Module):
+    """A trained model that classifies images on its own, e.g. as an MLflow model: float
+    ``[N, C, H, W]`` pixels in ``[0, 1]`` in (uint8 images / 255), logits out; the resize and
+    the normalisation :class:`_Batches` applies in training are inside, with the training
+    split's mean and std."""
+
+    def __init__(self, model: nn.Module, data: DataBundle, config: TrialConfig) -> None:
+        super().__init__()
+        self.model = model
+        c = data.in_channels
+        self.register_buffer("mean", torch.tensor(data.mean).view(1, c, 1, 1))
+        self.register_buffer("std", torch.tensor(data.std).view(1, c, 1, 1))
+        self.size = (config.resize, config.resize) if config.resize else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.size is not None and tuple(x.shape[-2:]) != self.size:
+            x = F.interpolate(x, size=self.size, mode="bilinear", antialias=True,
+                              align_corners=False)
+        return self.model((x - self.mean) / self.std)
 
 
 def _autocast(device: torch.device, config: TrialConfig) -> contextlib.AbstractContextManager:

@@ -6,6 +6,8 @@
   :data:`HISTORY_METRICS` (every epoch) and :data:`FINAL_METRICS` (once, after the last).
 - :class:`TuneStatus`: Ray Tune's own trial statuses, as its experiment snapshot spells them.
 - :class:`SweepState`: how a whole sweep stands (``hpsearch list``/``status``/``stop``).
+- :class:`Role`: what an MLflow run of a sweep is (its tag :data:`ROLE_TAG`): the sweep's parent
+  run, a trial's nested run, or the final model ``hpsearch finalize`` retrained.
 
 It lives in trainables/ (which imports nothing of search/) because trials report these words;
 search/ imports it.
@@ -16,7 +18,8 @@ from __future__ import annotations
 from enum import StrEnum
 
 __all__ = ["CONSTANT_METRICS", "DEFAULT_OBJECTIVE", "FINAL_METRICS", "HISTORY_METRICS", "METRICS",
-           "STATUS_ORDER", "Status", "StopMode", "SweepState", "TuneStatus", "trial_status"]
+           "ROLE_TAG", "STATUS_ORDER", "Role", "Status", "StopMode", "SweepState", "TuneStatus",
+           "trial_status"]
 
 
 class Status(StrEnum):
@@ -75,6 +78,17 @@ class SweepState(StrEnum):
     def resumable(self) -> bool:
         """``hpsearch resume`` continues it."""
         return self in (SweepState.INTERRUPTED, SweepState.STOPPED)
+
+
+class Role(StrEnum):
+    """What an MLflow run of a sweep is: the value of its tag :data:`ROLE_TAG`."""
+
+    SWEEP = "sweep"  # the sweep's parent run
+    TRIAL = "trial"  # one trial, nested under the parent
+    FINAL = "final"  # the best trial retrained on train+val (``hpsearch finalize``), nested too
+
+
+ROLE_TAG = "hpsearch.role"
 
 
 class StopMode(StrEnum):

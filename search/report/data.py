@@ -54,6 +54,8 @@ class SweepData:
             ``created``, ``spec_yaml``, ``run_dir``, ``tracking_uri``, ``experiment``,
             ``cpu_per_trial``, ``gpu_per_trial``, ``max_epochs``, ``split_sizes`` (images per split
             of the trial whose confusion matrix is shown: ``train``, ``val``, ``test``).
+        final: The sweep's final model, when ``hpsearch finalize`` made one: its record
+            (:data:`~search.sweepdir.FINAL_FILE`), shown apart from the search's scores.
     """
 
     name: str
@@ -65,6 +67,7 @@ class SweepData:
     confusion_trial: str | None = None
     confusion_classes: list[str] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    final: dict[str, Any] | None = None
 
     @classmethod
     def from_rows(cls, name: str, rows: Sequence[Mapping[str, Any]], *,

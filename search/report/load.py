@@ -27,7 +27,14 @@ import pandas as pd
 from hpsearch.search.figures import CONFUSION_CSV, read_confusion
 from hpsearch.search.report.data import INT_FINALS, SweepData, best_columns, history_metrics
 from hpsearch.search.spec import SweepSpec, parse_spec
-from hpsearch.search.sweepdir import META_FILE, RESULT_FILE, STATE_GLOB, run_dir_for, sweep_names
+from hpsearch.search.sweepdir import (
+    META_FILE,
+    RESULT_FILE,
+    STATE_GLOB,
+    read_final,
+    run_dir_for,
+    sweep_names,
+)
 from hpsearch.search.yamlio import parse_yaml
 from hpsearch.trainables.config import TrialConfig
 from hpsearch.trainables.errors import UserError
@@ -35,6 +42,8 @@ from hpsearch.trainables.plugins import metric_modes
 from hpsearch.trainables.vocab import (
     DEFAULT_OBJECTIVE,
     FINAL_METRICS,
+    ROLE_TAG,
+    Role,
     Status,
     trial_status,
 )
@@ -160,8 +169,10 @@ def _from_local_dir(run_dir: Path, shown: str, name: str) -> SweepData:
     trials = [_ray_trial(files, states) for files in read_trial_dirs(run_dir, states)]
     matrices = {t.trial_id: m for t, m in trials if m}
     meta = {"source": "ray", "run_dir": shown, **_meta_from(saved, spec)}
-    return _assemble(saved.get("name") or name, spec, [t for t, _ in trials], meta,
+    data = _assemble(saved.get("name") or name, spec, [t for t, _ in trials], meta,
                      _objective(spec, None), matrices.get)
+    data.final = read_final(run_dir)
+    return data
 
 
 def _ray_trial(files: TrialFiles, states: Mapping[str, tuple[str | None, str | None]],
@@ -259,18 +270,19 @@ def from_mlflow(experiment: str, *, tracking_uri: str | None = None,
     if exp is None:
         raise UserError(f"report {experiment}: no MLflow experiment named '{experiment}' at "
                         f"{uri}")
-    parents = _search_all(client, exp.experiment_id, "tags.`hpsearch.role` = 'sweep'")
+    parents = _search_all(client, exp.experiment_id, f"tags.`{ROLE_TAG}` = '{Role.SWEEP}'")
     wanted = sweep or experiment
     parents.sort(key=lambda r: (r.data.tags.get("hpsearch.sweep") == wanted, r.info.start_time),
                  reverse=True)
     if not parents:
         raise UserError(f"report {experiment}: MLflow experiment '{experiment}' holds no sweep "
-                        f"run (tag hpsearch.role=sweep); was it written by `hpsearch sweep`?")
+                        f"run (tag {ROLE_TAG}={Role.SWEEP}); was it written by `hpsearch sweep`?")
     parent = parents[0]
     spec_yaml = _artifact_text(client, parent.info.run_id, "spec.yaml")
     spec = _spec_from_yaml(spec_yaml, f"{experiment}/spec.yaml")
-    children = _search_all(client, exp.experiment_id,
-                           f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    children = [run for run in _search_all(client, exp.experiment_id,
+                                           f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+                if run.data.tags.get(ROLE_TAG) != Role.FINAL]  # the final model is no trial
     # the runs log every setting a trial used (defaults too); the report, as from Ray's files,
     # shows the sweep's own: what it fixed and what it searched
     given = set(spec.trial_defaults()) | set(spec.space) if spec is not None else None
@@ -297,7 +309,10 @@ def from_mlflow(experiment: str, *, tracking_uri: str | None = None,
         return (matrix, _csv_classes(text, len(matrix))) if text and matrix else None
 
     name = parent.data.tags.get("hpsearch.sweep") or experiment
-    return _assemble(name, spec, trials, meta, objective, confusion)
+    data = _assemble(name, spec, trials, meta, objective, confusion)
+    folder = meta["run_dir"]  # the sweep's folder, when it is on this machine: its final model
+    data.final = read_final(Path(folder)) if folder and Path(folder).is_dir() else None
+    return data
 
 
 def _spec_from_yaml(text: str | None, source: str) -> SweepSpec | None:

@@ -48,6 +48,8 @@ from hpsearch.search.report.tables import (
     compute_table,
     cost_table,
     factor_tables,
+    final_line,
+    final_table,
     fixed_settings,
     heading_test_acc,
     leaderboard,
@@ -282,6 +284,27 @@ def write_report(data: SweepData, out_dir: Path, *, top: int | None = None,
     return files
 
 
+def _final_section(doc: _Doc, data: SweepData) -> None:
+    """The final model (``hpsearch finalize``), apart from the search's val scores."""
+    table, line = final_table(data), final_line(data)
+    if table is None or line is None:
+        return
+    doc.heading("Final model")
+    f = data.final or {}
+    dropped = f.get("dropped") or {}
+    without = f" and without {' and '.join(dropped)}" if dropped else ""
+    text = (f"{line}. Trial {f.get('trial_id')}, the best completed trial, trained again with "
+            f"its settings and seed on the whole training split (val_fraction 0: train+val)"
+            f"{without}, then tested once on the whole test set. The leaderboard's scores are the "
+            "search's: trials trained without the val split and picked by it.")
+    done = data.completed[data.completed[data.score_column].notna()]
+    if len(done) and done["trial_id"].iloc[0] != f.get("trial_id"):
+        text += (f" The best completed trial is now {done['trial_id'].iloc[0]}: `hpsearch "
+                 f"finalize {data.name}` retrains it.")
+    doc.text(text)
+    doc.table("final", table, "the final model; MLflow model: its registered name and version")
+
+
 def _build(data: SweepData, *, top: int | None, max_params: int | None,
            max_macs: int | None) -> _Doc:
     spec = data.spec
@@ -332,6 +355,7 @@ def _build(data: SweepData, *, top: int | None, max_params: int | None,
             doc.table("leaderboard_budget", within.head(top or len(within)),
                       f"{len(within)} of {len(data.trials)} trials fit {budget}; {order}.")
 
+    _final_section(doc, data)
     ofat = ofat_table(data)
     if ofat is not None:
         doc.heading("One factor at a time")

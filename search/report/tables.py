@@ -31,9 +31,9 @@ from hpsearch.trainables.config import TrialConfig
 from hpsearch.trainables.errors import UserError
 from hpsearch.trainables.vocab import STATUS_ORDER, Status
 
-__all__ = ["compute_summary", "compute_table", "cost_table", "factor_tables",
-           "fixed_settings", "leaderboard", "leaderboard_text", "ofat_table", "pareto_front",
-           "heading_test_acc"]
+__all__ = ["compute_summary", "compute_table", "cost_table", "factor_tables", "final_line",
+           "final_table", "fixed_settings", "leaderboard", "leaderboard_text", "ofat_table",
+           "pareto_front", "heading_test_acc"]
 
 # Settings named in the "fixed settings" line when they do not vary (besides spec.fixed).
 _USUAL = ("model", "optimizer", "lr", "batch_size")
@@ -150,9 +150,46 @@ def leaderboard_text(data: SweepData, *, top: int | None = None,
     head = f"sweep '{data.name}': {s['trials']} trials ({counts})"
     if budget:
         head += f"; {len(_under_budget(data.trials, max_params, max_macs))} within {budget}"
+    final = final_line(data)
+    tail = f"\n{final}" if final else ""
     if board.empty:
-        return f"{head}\n(no trial fits {budget})" if budget else head
-    return f"{head}\n{board.to_string(index=False)}"
+        return (f"{head}\n(no trial fits {budget})" if budget else head) + tail
+    return f"{head}\n{board.to_string(index=False)}{tail}"
+
+
+def final_line(data: SweepData) -> str | None:
+    """The sweep's final model (``hpsearch finalize``) in one line; None when it has none."""
+    f = data.final
+    if not f:
+        return None
+    test = (f.get("metrics") or {}).get("test_top1")
+    epochs = f.get("epochs", DASH)
+    return (f"Final model (retrained on train+val, {epochs} epoch{'' if epochs == 1 else 's'}): "
+            f"test top-1 {fmt_metric('test_top1', test)} %, params "
+            f"{format_params(f.get('params'))}, MACs {format_macs(f.get('macs'))}")
+
+
+def final_table(data: SweepData) -> pd.DataFrame | None:
+    """The final model as one table row: the trial it retrained, what it trained and was
+    tested on, its test scores and cost, and its MLflow model; None when it has none."""
+    f = data.final
+    if not f:
+        return None
+    m = f.get("metrics") or {}
+    tracked = f.get("mlflow") or {}
+    model = f"{tracked['registered_model']} v{tracked['version']}" \
+        if tracked.get("registered_model") else DASH
+
+    def count(key: str) -> str:
+        return f"{f[key]:,}" if isinstance(f.get(key), int) else DASH
+
+    return pd.DataFrame([{
+        "From trial": f.get("trial_id", DASH), "Epochs": f.get("epochs", DASH),
+        "Train images": count("train_samples"), "Test images": count("test_samples"),
+        "Test acc (%)": fmt_metric("test_top1", m.get("test_top1")),
+        "Test loss": fmt_metric("test_loss", m.get("test_loss")),
+        "Params": format_params(f.get("params")), "MACs": format_macs(f.get("macs")),
+        "Wall time": duration(f.get("wall_seconds")), "MLflow model": model}])
 
 
 

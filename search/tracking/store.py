@@ -35,7 +35,7 @@ from hpsearch.search.tracking.values import (
     result_metrics,
     stamp_ms,
 )
-from hpsearch.trainables.vocab import CONSTANT_METRICS, Status
+from hpsearch.trainables.vocab import CONSTANT_METRICS, ROLE_TAG, Role, Status
 
 __all__ = ["BEST_PREFIX", "RUN_FAILED", "RUN_FINISHED", "RUN_KILLED", "RUN_RUNNING",
            "resolve_tracking_uri"]
@@ -271,11 +271,11 @@ class _Store:
             return self.parent
         run_dir = str(self.run_dir)
         state = self._reattach(self.saved.get("parent_run_id"),
-                               f"tags.`hpsearch.role` = 'sweep' and tags.`hpsearch.sweep` = "
+                               f"tags.`{ROLE_TAG}` = '{Role.SWEEP}' and tags.`hpsearch.sweep` = "
                                f"'{quote(self.sweep)}' and tags.`hpsearch.run_dir` = "
                                f"'{quote(run_dir)}'")
         if state is None:
-            state = self._create({"hpsearch.role": "sweep", "hpsearch.sweep": self.sweep,
+            state = self._create({ROLE_TAG: Role.SWEEP.value, "hpsearch.sweep": self.sweep,
                                   "hpsearch.run_dir": run_dir,
                                   "hpsearch.objective": ":".join(self.objective)}, self.sweep)
         else:
@@ -314,7 +314,7 @@ class _Store:
                                           f"and tags.`mlflow.parentRunId` = '{parent.run_id}'")
             if found is None:
                 found = self._create({"mlflow.parentRunId": parent.run_id,
-                                      "hpsearch.role": "trial", "hpsearch.trial_id": trial_id,
+                                      ROLE_TAG: Role.TRIAL.value, "hpsearch.trial_id": trial_id,
                                       "hpsearch.sweep": self.sweep,
                                       "hpsearch.status": Status.RUNNING.value}, trial_id)
             if state is not None:
@@ -327,6 +327,15 @@ class _Store:
             state.trial_path = trial_path
             state.set_tags({"hpsearch.trial_dir": str(self.trial_folder(trial_path))})
         return state
+
+    def create_final(self, tags: Mapping[str, str], name: str) -> _Run:
+        """A new run for the sweep's final model (``hpsearch finalize``), nested under the
+        parent and tagged with :attr:`Role.FINAL`; like every run it gets the dataset input
+        and the git commit. No ``hpsearch.trial_id`` tag: it is no trial of the sweep (``sync``
+        leaves it alone)."""
+        parent = self.ensure_parent()
+        return self._create({"mlflow.parentRunId": parent.run_id, ROLE_TAG: Role.FINAL.value,
+                             "hpsearch.sweep": self.sweep, **tags}, name)
 
     def trial_folder(self, trial_path: str) -> Location:
         """A trial's own folder: on remote storage the one in the sweep's folder, not the local

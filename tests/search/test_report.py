@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -32,8 +33,11 @@ from hpsearch.search.report import (
     write_report,
 )
 from hpsearch.search.spec import parse_spec
+from hpsearch.search.sweepdir import FINAL_FILE
 from hpsearch.search.yamlio import MAX_BYTES, MAX_VALUES, parse_yaml
 from hpsearch.trainables.errors import UserError
+
+GOLDEN = Path(__file__).resolve().parent / "golden" / "sweeps"
 
 # --------------------------------------------------------------------------- pure functions
 
@@ -301,6 +305,35 @@ def test_a_kept_spec_within_the_bounds_is_parsed() -> None:
     assert spec is not None and spec.name == "hand"
     assert _spec_from_yaml("", "exp/spec.yaml") is None
     assert _spec_from_yaml("- not a mapping\n", "exp/spec.yaml") is None
+
+
+def test_the_report_shows_the_final_model_apart(tmp_path: Path) -> None:
+    golden_search = Path(shutil.copytree(GOLDEN / "golden_search", tmp_path / "golden_search"))
+    final = {"trial_id": "4ee850c1", "epochs": 2, "train_samples": 600, "test_samples": 200,
+             "dropped": {"train_limit": 200}, "metrics": {"test_top1": 0.975, "test_loss": 0.1},
+             "params": 13286, "macs": 97536, "wall_seconds": 2.5,
+             "mlflow": {"registered_model": "golden_search", "version": 3}}
+    (golden_search / FINAL_FILE).write_text(json.dumps(final))
+    data = from_ray_dir(golden_search)
+    line = ("Final model (retrained on train+val, 2 epochs): test top-1 97.50 %, params 13.3K, "
+            "MACs 97.5K")
+    assert leaderboard_text(data).splitlines()[-1] == line
+    files = write_report(data, tmp_path / "report")
+    md = files["report.md"].read_text()
+    assert "## Final model" in md and f"{line}. Trial 4ee850c1" in md
+    assert "without train_limit" in md
+    assert "| 4ee850c1 | 2 | 600 | 200 | 97.50 | 0.1 | 13.3K | 97.5K |" in md
+    assert "golden_search v3" in md
+    assert "Final model" in files["report.html"].read_text()
+    assert "golden\\_search v3" in files["final.tex"].read_text()
+    # the leaderboard and the search's scores are untouched by it
+    assert md.index("## Leaderboard") < md.index("## Final model")
+    assert "best completed trial is now" not in md
+    # a final model of a trial that is no longer the best (the sweep was resumed): said so
+    (golden_search / FINAL_FILE).write_text(json.dumps({**final, "trial_id": "061ff3b9"}))
+    md = write_report(from_ray_dir(golden_search), tmp_path / "again")["report.md"].read_text()
+    assert ("The best completed trial is now 4ee850c1: `hpsearch finalize golden_search` "
+            "retrains it.") in md
 
 
 # --------------------------------------------------------------------------- real sweeps
