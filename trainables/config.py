@@ -109,6 +109,13 @@ class TrialConfig(BaseModel):
     step_size: int = Field(1, ge=1, description="epochs between step-schedule decays")
     gamma: float = Field(0.5, gt=0.0, le=1.0, description="decay factor (step, exponential)")
     pct_start: float = Field(0.3, gt=0.0, lt=1.0, description="one-cycle warm-up fraction")
+    label_smoothing: float = Field(
+        0.0, ge=0.0, lt=1.0, description="of the training loss only; val/test loss stays plain")
+    ema: float = Field(0.0, ge=0.0, lt=1.0,
+                       description="decay of a weight EMA that val/test evaluate; 0: off")
+
+    # --- evaluation (val and test alike)
+    tta_flip: bool = Field(False, description="average the softmax of each image and its mirror")
 
     # --- loop
     epochs: int = Field(1, ge=1)

@@ -4,6 +4,10 @@ Data stays in memory as uint8 tensors (on the GPU when there is one); every batc
 scaled, resized and augmented as tensor ops on the trial's device. Each epoch reseeds its
 shuffling, augmentation and dropout from ``(seed, epoch)``, so a trial resumed from a checkpoint
 draws exactly the batches an uninterrupted one would have.
+
+Three options are off by default: ``label_smoothing`` (training loss only), ``ema`` (val and
+test evaluate an exponential moving average of the weights, kept in the checkpoint) and
+``tta_flip`` (val and test average the softmax of each image and its mirror image).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from hpsearch.trainables.augment import build_augmenter
 from hpsearch.trainables.bundle import DataBundle
@@ -30,12 +35,14 @@ from hpsearch.trainables.models import build_model
 from hpsearch.trainables.optim import build_optimizer, build_schedule
 from hpsearch.trainables.plugins import Reporter
 
-__all__ = ["FitResult", "ImageClassifier", "Reporter", "console_reporter", "fit", "pick_device"]
+__all__ = ["FitResult", "ImageClassifier", "Reporter", "console_reporter", "fit", "pick_device",
+           "predict"]
 
 
 @dataclass
 class FitResult:
-    """How a trial ended: ``completed`` or ``diverged``, its last metrics and every epoch's."""
+    """How a trial ended: ``completed`` or ``diverged``, its last metrics and every epoch's;
+    ``model`` is the model evaluated (the weight average when ``ema`` is on)."""
 
     status: str
     metrics: dict[str, Any]
@@ -109,17 +116,40 @@ def _autocast(device: torch.device, config: TrialConfig) -> contextlib.AbstractC
     return contextlib.nullcontext()
 
 
+def predict(model: nn.Module, x: torch.Tensor, tta_flip: bool = False) -> torch.Tensor:
+    """Evaluation logits (float32) of the batch ``x``.
+
+    With ``tta_flip`` the softmax of each image and of its left-right mirror are averaged; the
+    log of that mean is returned, valid logits whose softmax is the mean.
+    """
+    logits = model(x).float()
+    if not tta_flip:
+        return logits
+    both = torch.stack((logits.log_softmax(1), model(x.flip(-1)).float().log_softmax(1)))
+    return both.logsumexp(0) - math.log(2)
+
+
 def _evaluate(model: nn.Module, x_all: torch.Tensor, y_all: torch.Tensor, batches: _Batches,
               config: TrialConfig, keep_preds: bool = False) -> Meter:
+    """Plain (unsmoothed) cross-entropy and top-k of ``model`` on a split, so that val loss is
+    comparable across trials whatever their ``label_smoothing``."""
     model.eval()
     meter = Meter(keep_preds=keep_preds)
     with torch.inference_mode(), _autocast(batches.device, config):
         for i in range(0, len(y_all), config.eval_batch_size):
             x = batches(x_all[i:i + config.eval_batch_size])
             y = y_all[i:i + config.eval_batch_size].to(batches.device)
-            logits = model(x).float()
+            logits = predict(model, x, config.tta_flip)
             meter.update(logits, y, F.cross_entropy(logits, y))
     return meter
+
+
+def _weight_average(model: nn.Module, config: TrialConfig) -> AveragedModel | None:
+    """An exponential moving average of ``model``'s weights and BatchNorm buffers with decay
+    ``ema``, or None when ``ema`` is 0. Its first update copies the weights."""
+    if not config.ema:
+        return None
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
 
 
 def fit(config: TrialConfig, report: Reporter | None = None, *, data: DataBundle | None = None,
@@ -130,7 +160,8 @@ def fit(config: TrialConfig, report: Reporter | None = None, *, data: DataBundle
         config: The trial's settings.
         report: Called as ``report(metrics, make_state)`` after every epoch.
         data: Already-decoded data (e.g. from Ray's object store); loaded here if None.
-        state: A checkpoint dict from an earlier ``make_state()`` to resume from.
+        state: A checkpoint dict from an earlier ``make_state()`` to resume from. One saved
+            without a weight average (before ``ema`` existed) starts the average afresh.
 
     Returns:
         How the trial ended, with its last metrics and per-epoch history.
@@ -147,6 +178,8 @@ def fit(config: TrialConfig, report: Reporter | None = None, *, data: DataBundle
     batches = _Batches(data, config, device)
     if batches.channels_last:
         model.to(memory_format=torch.channels_last)
+    ema = _weight_average(model, config)
+    evaluated = ema.module if ema is not None else model
 
     n_train = len(data.train_y)
     bs = min(config.batch_size, n_train)
@@ -162,6 +195,8 @@ def fit(config: TrialConfig, report: Reporter | None = None, *, data: DataBundle
         optimizer.load_state_dict(state["optimizer"])
         if schedule is not None and state.get("schedule") is not None:
             schedule.load_state_dict(state["schedule"])
+        if ema is not None and state.get("ema") is not None:
+            ema.load_state_dict(state["ema"])
         history = list(state["history"])
         start = int(state["epoch"]) + 1
 
@@ -186,11 +221,13 @@ def fit(config: TrialConfig, report: Reporter | None = None, *, data: DataBundle
             x, y = batches(train_x[idx], gen), train_y[idx]
             with _autocast(device, config):
                 logits = model(x)
-                loss = F.cross_entropy(logits.float(), y)
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
+            if ema is not None:
+                ema.update_parameters(model)
             lr = optimizer.param_groups[0]["lr"]
             if schedule is not None and per_batch:
                 schedule.step()
@@ -209,13 +246,13 @@ def fit(config: TrialConfig, report: Reporter | None = None, *, data: DataBundle
         metrics = {"epoch": epoch, "train_samples": meter.samples, **meter.result("train")}
         if len(data.val_y):
             metrics["val_samples"] = len(data.val_y)
-            metrics.update(_evaluate(model, data.val_x, data.val_y, batches, config)
+            metrics.update(_evaluate(evaluated, data.val_x, data.val_y, batches, config)
                            .result("val"))
         metrics.update(lr=lr, device=str(device),
                        images_per_second=meter.samples / max(train_seconds, 1e-9), **cost)
         last = epoch == config.epochs
         if last and status != "diverged":
-            metrics.update(_test_metrics(model, data, batches, config))
+            metrics.update(_test_metrics(evaluated, data, batches, config))
         metrics["epoch_seconds"] = time.perf_counter() - t0
         metrics["status"] = status if (last or status == "diverged") else "running"
         history.append(metrics)
@@ -223,6 +260,7 @@ def fit(config: TrialConfig, report: Reporter | None = None, *, data: DataBundle
         def make_state(epoch: int = epoch) -> dict[str, Any]:
             return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "schedule": schedule.state_dict() if schedule is not None else None,
+                    "ema": ema.state_dict() if ema is not None else None,
                     "epoch": epoch, "history": history, "rng": torch.get_rng_state(),
                     "config": config.to_dict()}
 
@@ -230,7 +268,7 @@ def fit(config: TrialConfig, report: Reporter | None = None, *, data: DataBundle
             report(metrics, make_state)
         if status == "diverged":
             break
-    return FitResult(status=status, metrics=metrics, history=history, model=model)
+    return FitResult(status=status, metrics=metrics, history=history, model=evaluated)
 
 
 def _test_metrics(model: nn.Module, data: DataBundle, batches: _Batches,

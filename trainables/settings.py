@@ -24,7 +24,8 @@ from hpsearch.trainables.plugins import TrainableSpec, settings_of
 __all__ = ["ALWAYS", "used_keys"]
 
 ALWAYS = ("dataset", "val_fraction", "split_seed", "resize", "model", "activation", "augment",
-          "optimizer", "lr", "schedule", "epochs", "batch_size", "seed")
+          "optimizer", "lr", "schedule", "epochs", "batch_size", "seed", "label_smoothing", "ema",
+          "tta_flip")
 """Settings every trial reads, whatever its model, optimizer and schedule."""
 
 

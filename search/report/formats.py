@@ -23,7 +23,8 @@ DASH = "—"  # a cell with no value
 _TITLES = {"model": "Model", "optimizer": "Optimizer", "lr": "Learning rate",
            "batch_size": "Batch size", "augment": "Data augmentation",
            "activation": "Activation", "fc_depth": "FC depth", "fc_width": "FC width",
-           "channels": "Channels", "weight_decay": "Weight decay"}
+           "channels": "Channels", "weight_decay": "Weight decay", "ema": "EMA decay",
+           "tta_flip": "Flip TTA"}
 
 
 def setting_title(key: str) -> str:

@@ -115,6 +115,10 @@ MALFORMED: list[tuple[str, dict[str, Any], dict[str, Any], str, str]] = [
     ("fixed_range", {"fixed.eval_batch_size": 0}, VALID,
      "fixed.eval_batch_size", "greater than or equal"),
     ("fixed_unknown", {"fixed.lrr": 1}, VALID, "fixed.lrr", "unknown setting"),
+    ("fixed_option_range", {"fixed.label_smoothing": 1.0}, VALID,
+     "fixed.label_smoothing", "less than 1"),
+    ("choice_option_range", {"space.ema": [0.0, 0.999, 1.0]}, VALID,
+     "space.ema.values[2]", "less than 1"),
     ("fixed_epochs", {"fixed.epochs": 3}, VALID, "fixed.epochs", "budget.max_epochs"),
     ("choice_name", {"space.optimizer": ["sgd", "adam", "adamm"]}, VALID,
      "space.optimizer.values[2]", "unknown optimizer 'adamm' (did you mean 'adam'?)"),
@@ -357,6 +361,16 @@ def test_values_are_normalized_to_trial_config_types() -> None:
     # YAML 1.1 reads 1e-3 as a string; the spec hands out the float TrialConfig stores.
     spec = parse_spec(_spec({"space.lr": ["1e-3", "1e-2"], "search.start_points": DELETE}))
     assert spec.space["lr"].values == [0.001, 0.01]
+
+
+def test_trainable_options_are_fixed_or_searched_like_any_setting() -> None:
+    spec = parse_spec(_spec({
+        "fixed.tta_flip": True,
+        "space.label_smoothing": {"type": "uniform", "low": 0.0, "high": 0.2},
+        "space.ema": [0.0, 0.99, 0.999]}))
+    assert spec.trial_defaults()["tta_flip"] is True
+    assert spec.space["label_smoothing"].type == "uniform"
+    assert spec.space["ema"].values == [0.0, 0.99, 0.999]
 
 
 def test_fractional_gpu_and_gpu_counts() -> None:

@@ -130,8 +130,11 @@ def test_deterministic_under_a_seed_on_cpu(mnist: dict[str, Any]) -> None:
     assert a[-1]["train_loss"] != c[-1]["train_loss"]
 
 
-def test_resumed_trial_equals_an_uninterrupted_one(mnist: dict[str, Any]) -> None:
-    config = _config(mnist, epochs=3, schedule="onecycle", augment=("rotate",))
+@pytest.mark.parametrize("option", [{}, {"ema": 0.9}], ids=["plain", "ema"])
+def test_resumed_trial_equals_an_uninterrupted_one(mnist: dict[str, Any],
+                                                   option: dict[str, Any]) -> None:
+    # With `ema`, val and test evaluate the weight average: the checkpoint carries it on.
+    config = _config(mnist, epochs=3, schedule="onecycle", augment=("rotate",), **option)
     full = fit(config, data=mnist["bundle"]).history
     states: list[dict[str, Any]] = []
 
@@ -145,7 +148,22 @@ def test_resumed_trial_equals_an_uninterrupted_one(mnist: dict[str, Any]) -> Non
     assert [h["epoch"] for h in resumed] == [1, 2, 3]
     for a, b in zip(full[1:], resumed[1:], strict=True):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-6)
+        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-6)
         assert a["val_top1"] == b["val_top1"]
+
+
+def test_a_checkpoint_without_ema_state_still_loads(mnist: dict[str, Any]) -> None:
+    config = _config(mnist, ema=0.9)
+    states: list[dict[str, Any]] = []
+    full = fit(config, lambda m, make_state: states.append(_round_trip(make_state())),
+               data=mnist["bundle"])
+    assert states[0]["ema"]["n_averaged"].item() > 0
+    old = {k: v for k, v in states[0].items() if k != "ema"}  # saved before `ema` existed
+    resumed = fit(config, data=mnist["bundle"], state=old).history
+    assert [h["epoch"] for h in resumed] == [1, 2] and resumed[-1]["status"] == "completed"
+    assert resumed[1]["train_loss"] == pytest.approx(full.history[1]["train_loss"], rel=1e-6)
+    # The average restarts from the resumed weights, so it is not the uninterrupted one.
+    assert resumed[1]["val_loss"] != pytest.approx(full.history[1]["val_loss"], rel=1e-6)
 
 
 def _round_trip(state: dict[str, Any]) -> dict[str, Any]:
