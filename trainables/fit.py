@@ -92,21 +92,24 @@ class ImageClassifier(nn.Module):
     """A trained model that classifies images on its own, e.g. as an MLflow model: float
     ``[N, C, H, W]`` pixels in ``[0, 1]`` in (uint8 images / 255), logits out; the resize and
     the normalisation :class:`_Batches` applies in training are inside, with the training
-    split's mean and std."""
+    split's mean and std, and so is the trial's ``tta_flip`` (:func:`predict`): it predicts
+    what the trial was scored on."""
 
     def __init__(self, model: nn.Module, data: DataBundle, config: TrialConfig) -> None:
         super().__init__()
-        self.model = model
+        # a weight average holds its averaged copy as .module: export that, not the wrapper
+        self.model = model.module if isinstance(model, AveragedModel) else model
         c = data.in_channels
         self.register_buffer("mean", torch.tensor(data.mean).view(1, c, 1, 1))
         self.register_buffer("std", torch.tensor(data.std).view(1, c, 1, 1))
         self.size = (config.resize, config.resize) if config.resize else None
+        self.tta_flip = config.tta_flip
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.size is not None and tuple(x.shape[-2:]) != self.size:
             x = F.interpolate(x, size=self.size, mode="bilinear", antialias=True,
                               align_corners=False)
-        return self.model((x - self.mean) / self.std)
+        return predict(self.model, (x - self.mean) / self.std, self.tta_flip)
 
 
 def _autocast(device: torch.device, config: TrialConfig) -> contextlib.AbstractContextManager:
@@ -144,12 +147,25 @@ def _evaluate(model: nn.Module, x_all: torch.Tensor, y_all: torch.Tensor, batche
     return meter
 
 
+def _ema_warmup(decay: float) -> Callable[..., None]:
+    """torch's EMA update (:func:`~torch.optim.swa_utils.get_ema_multi_avg_fn`) with the decay
+    warmed up as timm's ``ModelEmaV3`` does: ``min(decay, (1 + n) / (10 + n))`` at update n, so
+    the average of a short trial is not dominated by its untrained first weights (without it,
+    0.999 over 316 steps kept 73 % of the initial weights: README, "Trainable options")."""
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor],
+               num_averaged: torch.Tensor | int) -> None:
+        n = int(num_averaged)
+        get_ema_multi_avg_fn(min(decay, (1 + n) / (10 + n)))(averaged, current, num_averaged)
+    return update
+
+
 def _weight_average(model: nn.Module, config: TrialConfig) -> AveragedModel | None:
     """An exponential moving average of ``model``'s weights and BatchNorm buffers with decay
-    ``ema``, or None when ``ema`` is 0. Its first update copies the weights."""
+    ``ema`` (warmed up: :func:`_ema_warmup`), or None when ``ema`` is 0. Its first update copies
+    the weights."""
     if not config.ema:
         return None
-    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
+    return AveragedModel(model, multi_avg_fn=_ema_warmup(config.ema), use_buffers=True)
 
 
 def fit(config: TrialConfig, report: Reporter | None = None, *, data: DataBundle | None = None,

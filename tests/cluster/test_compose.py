@@ -275,7 +275,8 @@ def test_submitted_sweep_runs_on_every_worker_and_reaches_mlflow(cluster: Cluste
         if tracked >= trial_ids or time.monotonic() > deadline:
             break
         time.sleep(2)
-    assert tracked == trial_ids
+    assert tracked == trial_ids, (f"MLflow has {sorted(tracked)}\n{out.stdout[-6000:]}\n"
+                                  f"{out.stderr[-2000:]}\n{cluster.logs()}")
     # ... and MLflow keeps them in PostgreSQL, not in some fallback store.
     pg = cluster.postgres
     rows = cluster.exec(

@@ -145,3 +145,38 @@ def test_flip_tta_changes_evaluation_only(mnist: dict[str, Any]) -> None:
     assert tta.metrics["val_loss"] != pytest.approx(plain.metrics["val_loss"], rel=1e-4)
     hits = (probs.argmax(1) == bundle.val_y).float().mean().item()
     assert tta.metrics["val_top1"] == pytest.approx(hits)
+
+
+def test_the_standalone_classifier_predicts_what_the_trial_was_tested_on(
+        mnist: dict[str, Any]) -> None:
+    """``hpsearch finalize`` logs :class:`ImageClassifier`: with EMA and flip TTA on, it scores
+    the test set as the trial did (the averaged weights, the mirrored images)."""
+    from hpsearch.trainables.fit import ImageClassifier
+
+    result = _fit(mnist, ema=0.5, tta_flip=True)
+    bundle = mnist["bundle"]
+    config = TrialConfig(dataset="mnist", data_dir=mnist["data_dir"], **TINY, tta_flip=True)
+    standalone = ImageClassifier(result.model, bundle, config).eval()
+    assert not isinstance(standalone.model, torch.optim.swa_utils.AveragedModel)
+    with torch.inference_mode():
+        top1 = (standalone(bundle.test_x.float() / 255).argmax(1) == bundle.test_y).float().mean()
+    assert float(top1) == pytest.approx(result.metrics["test_top1"], abs=1 / len(bundle.test_y))
+
+
+def test_ema_warms_up_so_a_short_trial_is_not_its_first_weights() -> None:
+    """Decay min(ema, (1+n)/(10+n)) at update n: after 10 updates towards weights of 1 from 0,
+    the average is 1 - prod(decays) (~0.9), where a fixed 0.999 would still be ~0.01."""
+    from hpsearch.trainables.fit import _weight_average
+
+    model = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.zeros_(model.weight)
+    average = _weight_average(model, TrialConfig(ema=0.999))
+    average.update_parameters(model)  # the first update copies
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    kept = 1.0
+    for n in range(1, 11):
+        average.update_parameters(model)
+        kept *= min(0.999, (1 + n) / (10 + n))
+    assert float(average.module.weight) == pytest.approx(1 - kept, rel=1e-5)
+    assert float(average.module.weight) > 0.8
