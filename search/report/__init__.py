@@ -15,8 +15,10 @@ every table and plot is computed once, from it:
 Rooms: :mod:`.load` (Ray | MLflow -> :class:`SweepData`, defined in :mod:`.data`),
 :mod:`.tables`, :mod:`.study` (the trials as an Optuna study: importances), :mod:`.plots`,
 :mod:`.render` (md/html/tex/csv files); :mod:`.formats` writes values as table cells,
-:mod:`.notes` the words around them (definitions, comparison method). Metric names, statuses and
-the accuracies' definitions are :mod:`trainables.vocab`'s.
+:mod:`.notes` the words around them (definitions, comparison method), :mod:`.machine` keeps the
+sweep's machine out of them (local paths as ``<local>/`` and their last part, hosts as
+``<host>``). Metric names, statuses and the accuracies' definitions are
+:mod:`trainables.vocab`'s.
 
 Trials are compared at equal fidelity: means, bests, the Pareto front and importance use the
 completed trials only (every epoch run); where ASHA stopped trials, factor tables add each

@@ -1,18 +1,15 @@
 """What the report says about its numbers, in words: where they were read from, the data and
-its split sizes, what each column means (:data:`trainables.vocab.SCORE_DEFINITIONS`), how the
-tables compare trials, and the kept spec without local paths."""
+its split sizes, what each column means (:data:`trainables.vocab.SCORE_DEFINITIONS`) and how
+the tables compare trials. (Machine paths are kept out by :mod:`.machine`.)"""
 
 from __future__ import annotations
-
-import re
 
 from hpsearch.search.report.data import SweepData
 from hpsearch.search.report.formats import metric_name
 from hpsearch.search.report.tables import eval_limit, fixed_settings, heading_test_acc
 from hpsearch.trainables.vocab import SCORE_DEFINITIONS
 
-__all__ = ["data_line", "definitions", "factor_caption", "fidelity", "server", "source",
-           "without_paths"]
+__all__ = ["data_line", "definitions", "factor_caption", "fidelity", "server", "source"]
 
 
 def factor_caption(data: SweepData) -> str:
@@ -68,16 +65,6 @@ def definitions(data: SweepData) -> list[str]:
             "Completed: ran every epoch. Stopped at epoch N: the scheduler (ASHA) ended it "
             "after epoch N, so its scores come from fewer epochs and are not compared with "
             "completed trials'. Rejected: over a cost limit, never trained."]
-
-
-_PATH_LINE = re.compile(r"^(\s*(?:data_dir|storage|tracking_uri):\s*)(['\"]?(?:/|~|\.|"
-                        r"[A-Za-z]:\\|sqlite:|file:).*)$", re.M)
-
-
-def without_paths(spec_yaml: str) -> str:
-    """The spec with its local paths (data, storage, a SQLite store) as ``<local path>``: they
-    name the sweep's machine, and another machine has its own."""
-    return _PATH_LINE.sub(r"\1<local path>", spec_yaml)
 
 
 def server(uri: str | None) -> str:

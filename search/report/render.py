@@ -34,6 +34,7 @@ from hpsearch.search.report.formats import (
     missing,
     setting_title,
 )
+from hpsearch.search.report.machine import HOST, LOCAL, MACHINE_SETTINGS, without_paths
 from hpsearch.search.report.plots import (
     CURVES,
     plot_confusion,
@@ -268,12 +269,7 @@ def write_report(data: SweepData, out_dir: Path, *, top: int | None = None,
             path.write_text(content, encoding="utf-8")
         files[name] = path
 
-    trials = data.trials.copy()
-    for column in trials.columns:  # lists as JSON, as in MLflow's params
-        if trials[column].map(lambda v: isinstance(v, tuple)).any():
-            trials[column] = trials[column].map(
-                lambda v: json.dumps(list(v)) if isinstance(v, tuple) else v)
-    put("trials.csv", trials.to_csv(index=False))
+    put("trials.csv", _trials_csv(data))
     put("history.csv", data.history.to_csv(index=False))
     for name, frame in doc.tables.items():
         put(f"{name}.tex", latex_table(frame))
@@ -282,6 +278,17 @@ def write_report(data: SweepData, out_dir: Path, *, top: int | None = None,
     put("report.md", doc.markdown())
     put("report.html", doc.html())
     return files
+
+
+def _trials_csv(data: SweepData) -> str:
+    """``trials.csv``: the trials frame without machine paths (:mod:`.machine`), lists as
+    JSON (as in MLflow's params)."""
+    trials = data.trials.drop(columns=[c for c in MACHINE_SETTINGS if c in data.trials])
+    for column in trials.columns:
+        if trials[column].map(lambda v: isinstance(v, tuple | str)).any():
+            trials[column] = trials[column].map(
+                lambda v: json.dumps(list(v)) if isinstance(v, tuple) else without_paths(v))
+    return trials.to_csv(index=False)
 
 
 def _final_section(doc: _Doc, data: SweepData) -> None:
@@ -432,6 +439,7 @@ def _build(data: SweepData, *, top: int | None, max_params: int | None,
 
         spec_yaml = yaml.safe_dump(spec.to_dict(), sort_keys=False)
     if spec_yaml:
-        doc.text("The sweep spec (local paths left out):")
-        doc.code(notes.without_paths(spec_yaml))
+        doc.text(f"The sweep spec (local paths as {LOCAL}/ and their last part, server hosts "
+                 f"as {HOST}):")
+        doc.code(without_paths(spec_yaml))
     return doc

@@ -26,6 +26,7 @@ from hpsearch.search.report.formats import (
     setting_title,
     status_label,
 )
+from hpsearch.search.report.machine import MACHINE_SETTINGS
 from hpsearch.search.spec import Choice, Grid, IntRange, LogUniform, Uniform
 from hpsearch.trainables.config import TrialConfig
 from hpsearch.trainables.errors import UserError
@@ -37,7 +38,7 @@ __all__ = ["compute_summary", "compute_table", "cost_table", "factor_tables", "f
 
 # Settings named in the "fixed settings" line when they do not vary (besides spec.fixed).
 _USUAL = ("model", "optimizer", "lr", "batch_size")
-_NOT_SHOWN = ("data_dir", "device")  # where it ran, not what it was
+_NOT_SHOWN = (*MACHINE_SETTINGS, "device")  # where it ran, not what it was
 _MAX_CATEGORIES = 6  # a numeric setting with more distinct values than this is binned
 _BINS = 4
 

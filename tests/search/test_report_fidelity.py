@@ -103,6 +103,36 @@ def test_the_report_states_its_comparison_method_and_definitions(tmp_path: Path)
     assert "Hyperparameter importance (PED-ANOVA) skipped: 3 completed trial(s)" in md
 
 
+_KEPT_SPEC = """\
+# the data: /somewhere/on/disk/mnist
+name: asha
+fixed: {model: cnn, dataset: mnist, data_dir: /somewhere/on/disk}
+storage: "/somewhere/on/disk/runs"
+tracking: {uri: "http://ann:s3cret@gpu-box.lab:5000"}
+"""
+
+
+def test_no_file_the_report_writes_names_the_machine(tmp_path: Path) -> None:
+    """Neither a table, ``trials.csv``, a trial's error nor the spec shown names a local path
+    or a server's host: paths are shortened to ``<local>/`` and their last part."""
+    data = _asha_data(error="FileNotFoundError: '/somewhere/on/disk/runs/asha/trial_d/x.pt'")
+    data.meta["spec_yaml"] = _KEPT_SPEC
+    files = write_report(data, tmp_path)
+    texts = {name: path.read_text() for name, path in files.items()
+             if path.suffix in (".md", ".html", ".csv", ".tex")}
+    assert {"report.md", "report.html", "trials.csv", "leaderboard.tex"} <= set(texts)
+    for name, text in texts.items():
+        assert "/somewhere" not in text and "gpu-box" not in text, name
+        assert "ann:" not in text and "s3cret" not in text, name
+    csv = pd.read_csv(files["trials.csv"])
+    assert "data_dir" not in csv.columns and "dataset" in csv.columns
+    assert set(csv["error"]) == {"FileNotFoundError: '<local>/x.pt'"}
+    shown = texts["report.md"].split("The sweep spec")[1]
+    assert "fixed: {model: cnn, dataset: mnist, data_dir: <local>/disk}" in shown
+    assert 'storage: "<local>/runs"' in shown and "http://<host>:5000" in shown
+    assert "# the data: <local>/mnist" in shown  # comments too
+
+
 def test_class_names_and_split_sizes_come_from_the_trial(tmp_path: Path) -> None:
     """A trial records its dataset's class names with the confusion matrix (``test_classes``);
     the report labels the matrix with them and shows each split's size."""
