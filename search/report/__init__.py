@@ -22,7 +22,7 @@ sweep's machine out of them (local paths as ``<local>/`` and their last part, ho
 
 Trials are compared at equal fidelity: means, bests, the Pareto front and importance use the
 completed trials only (every epoch run); where ASHA stopped trials, factor tables add each
-value's mean score at the first epoch it stopped one, over every trial that got that far.
+value's mean score at each rung where it stopped one, over every trial that got that far.
 """
 
 from __future__ import annotations

@@ -52,8 +52,10 @@ class SweepData:
         confusion_classes: Its rows' class names, where the trial recorded them.
         meta: Where the data came from and how to reproduce it: ``source``, ``git_commit``,
             ``created``, ``spec_yaml``, ``run_dir``, ``tracking_uri``, ``experiment``,
-            ``cpu_per_trial``, ``gpu_per_trial``, ``max_epochs``, ``split_sizes`` (images per split
-            of the trial whose confusion matrix is shown: ``train``, ``val``, ``test``).
+            ``cpu_per_trial``, ``gpu_per_trial``, ``max_epochs``, ``rungs`` (the epochs after which
+            the scheduler may stop a trial, :meth:`~search.spec.Scheduler.rungs`; None: not
+            known), ``split_sizes`` (images per split of the trial whose confusion matrix is
+            shown: ``train``, ``val``, ``test``).
         final: The sweep's final model, when ``hpsearch finalize`` made one: its record
             (:data:`~search.sweepdir.FINAL_FILE`), shown apart from the search's scores.
     """
@@ -118,13 +120,17 @@ class SweepData:
         return self.trials[self.trials["status"] == Status.COMPLETED]
 
     @property
-    def rung_epoch(self) -> int | None:
-        """The first epoch at which the scheduler stopped a trial (ASHA's first rung with a stop),
-        when the objective is scored every epoch; None if no trial was stopped early."""
+    def rung_epochs(self) -> tuple[int, ...]:
+        """The scheduler's rungs at which it stopped some trial, first to last, when the
+        objective is scored every epoch: each a fidelity at which every trial that got that far
+        compares. The rungs are ``meta["rungs"]`` (ASHA's, from the spec); where unknown, every
+        epoch at which a trial was stopped early counts as one."""
+        if self.objective[0] not in HISTORY_METRICS:
+            return ()
+        rungs = self.meta.get("rungs")
         stopped = self.trials.loc[self.trials["status"] == Status.STOPPED_EARLY, "stopped_epoch"]
-        if stopped.dropna().empty or self.objective[0] not in HISTORY_METRICS:
-            return None
-        return int(stopped.dropna().min())
+        return tuple(sorted({int(e) for e in stopped.dropna()
+                             if rungs is None or int(e) in rungs}))
 
     def at_epoch(self, epoch: int) -> pd.Series:
         """Each trial's objective at ``epoch`` (trial id -> value), for those that reached it."""

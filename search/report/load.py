@@ -240,7 +240,8 @@ def _meta_from(saved: Mapping[str, Any], spec: SweepSpec | None) -> dict[str, An
 
 def _spec_resources(spec: SweepSpec) -> dict[str, Any]:
     return {"cpu_per_trial": spec.resources.cpu, "gpu_per_trial": spec.resources.gpu,
-            "max_epochs": spec.budget.max_epochs}
+            "max_epochs": spec.budget.max_epochs,
+            "rungs": spec.scheduler.rungs(spec.budget.max_epochs)}
 
 
 # --------------------------------------------------------------------------- MLflow

@@ -9,7 +9,8 @@ from hpsearch.search.report.formats import metric_name
 from hpsearch.search.report.tables import eval_limit, fixed_settings, heading_test_acc
 from hpsearch.trainables.vocab import SCORE_DEFINITIONS
 
-__all__ = ["data_line", "definitions", "factor_caption", "fidelity", "server", "source"]
+__all__ = ["data_line", "definitions", "epochs_text", "factor_caption", "fidelity", "server",
+           "source"]
 
 
 def factor_caption(data: SweepData) -> str:
@@ -19,12 +20,21 @@ def factor_caption(data: SweepData) -> str:
     text = (f"Trials: how many had this value. Completed: how many of them ran {full}; best "
             f"and mean are over these only, so every score comes from the same number of "
             f"epochs")
-    rung = data.rung_epoch
-    if rung is not None and len(data.at_epoch(rung)):
-        text += (f". Reached epoch {rung}: trials that trained that far, however they ended, "
-                 f"and their mean {metric_name(data.objective[0]).lower()} at epoch {rung} "
-                 f"(the first epoch at which the scheduler stopped a trial)")
+    rungs = [e for e in data.rung_epochs if len(data.at_epoch(e))]
+    n = str(rungs[0]) if len(rungs) == 1 else "N"
+    if rungs:
+        text += (f". Reached epoch {n}: trials that trained that far, however they ended, "
+                 f"and their mean {metric_name(data.objective[0]).lower()} at epoch {n} ("
+                 + ("an epoch" if len(rungs) == 1 else f"for each of {epochs_text(rungs)}, the "
+                    "epochs") + " at which the scheduler stopped trials)")
     return text + "."
+
+
+def epochs_text(epochs: list[int]) -> str:
+    """``epoch 1``, ``epochs 1 and 3``, ``epochs 1, 3 and 9``."""
+    if len(epochs) == 1:
+        return f"epoch {epochs[0]}"
+    return f"epochs {', '.join(map(str, epochs[:-1]))} and {epochs[-1]}"
 
 
 def source(data: SweepData) -> str:

@@ -55,6 +55,8 @@ from hpsearch.search.report.tables import (
     heading_test_acc,
     leaderboard,
     ofat_table,
+    rung_columns,
+    table_rungs,
 )
 from hpsearch.trainables.vocab import Status
 
@@ -208,12 +210,12 @@ def _factor_display(data: SweepData, key: str, table: pd.DataFrame) -> pd.DataFr
         "Completed": table["completed"],
         f"Best {title}": table["best"].map(lambda v: fmt_metric(metric, v)),
         f"Mean {title}": table["mean"].map(lambda v: fmt_metric(metric, v))})
-    if "rung_mean" in table.columns:
-        rung = data.rung_epoch
-        out[f"Reached epoch {rung}"] = table["at_rung"]
-        unit = " (%)" if is_accuracy(metric) else ""
-        out[f"Mean {metric_name(metric).lower()} at epoch {rung}{unit}"] = \
-            table["rung_mean"].map(lambda v: fmt_metric(metric, v))
+    unit = " (%)" if is_accuracy(metric) else ""
+    for epoch in table_rungs(data, table):
+        reached, mean = rung_columns(epoch)
+        out[f"Reached epoch {epoch}"] = table[reached]
+        out[f"Mean {metric_name(metric).lower()} at epoch {epoch}{unit}"] = \
+            table[mean].map(lambda v: fmt_metric(metric, v))
     return out
 
 
@@ -375,10 +377,11 @@ def _build(data: SweepData, *, top: int | None, max_params: int | None,
         doc.heading("Factors")
         doc.text(notes.factor_caption(data))
         for key, table in factors.items():
+            rungs = table_rungs(data, table)
             doc.table(f"factor_{key}", _factor_display(data, key, table),
                       f"{setting_title(key)}: completed trials compared at "
-                      f"{notes.fidelity(data)}" + (f"; all trials at epoch {data.rung_epoch}"
-                                              if "rung_mean" in table.columns else ""))
+                      f"{notes.fidelity(data)}"
+                      + (f"; all trials at {notes.epochs_text(rungs)}" if rungs else ""))
 
     doc.heading("Cost")
     cost = cost_table(data, max_params=max_params, max_macs=max_macs)

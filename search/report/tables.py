@@ -34,7 +34,7 @@ from hpsearch.trainables.vocab import STATUS_ORDER, Status
 
 __all__ = ["compute_summary", "compute_table", "cost_table", "factor_tables", "final_line",
            "final_table", "fixed_settings", "leaderboard", "leaderboard_text", "ofat_table",
-           "pareto_front", "heading_test_acc"]
+           "pareto_front", "heading_test_acc", "rung_columns", "table_rungs"]
 
 # Settings named in the "fixed settings" line when they do not vary (besides spec.fixed).
 _USUAL = ("model", "optimizer", "lr", "batch_size")
@@ -227,19 +227,30 @@ def _bin_labels(data: SweepData, key: str, values: pd.Series) -> pd.Series:
     return pd.cut(numbers, edges, labels=labels, include_lowest=True).astype(object)
 
 
+def rung_columns(epoch: int) -> tuple[str, str]:
+    """A factor table's two columns for one rung: how many trials reached ``epoch``, and
+    their mean score at it."""
+    return f"reached_{epoch}", f"mean_at_{epoch}"
+
+
+def table_rungs(data: SweepData, table: pd.DataFrame) -> list[int]:
+    """The rungs (:attr:`SweepData.rung_epochs`) a factor table has columns for."""
+    return [e for e in data.rung_epochs if rung_columns(e)[0] in table.columns]
+
+
 def factor_tables(data: SweepData) -> dict[str, pd.DataFrame]:
     """Per searched setting that varies: each value's ``trials``, ``completed`` (ran every
     epoch) and the ``best`` and ``mean`` objective score of the completed ones (continuous
-    settings binned). When the scheduler stopped trials early, also ``at_rung`` and
-    ``rung_mean``: how many trials reached :attr:`SweepData.rung_epoch` and their mean score
-    at that epoch. Scores at different epochs are never mixed. Trials that do not use the
-    setting (momentum under Adam) or lack it (conditional) are left out of its table."""
+    settings binned). Per rung at which the scheduler stopped trials
+    (:attr:`SweepData.rung_epochs`), also ``reached_<N>`` and ``mean_at_<N>``
+    (:func:`rung_columns`): how many trials reached epoch N and their mean score at it. Scores
+    at different epochs are never mixed. Trials that do not use the setting (momentum under
+    Adam) or lack it (conditional) are left out of its table."""
     metric, mode = data.objective
     score = data.score_column
     done = (data.trials["status"] == Status.COMPLETED).to_numpy()
-    rung = data.rung_epoch
-    at_rung = data.at_epoch(rung) if rung is not None else None
-    at_rung = at_rung if at_rung is not None and len(at_rung) else None  # no history: none
+    rungs = {e: scores for e in data.rung_epochs
+             if len(scores := data.at_epoch(e))}  # no history: no rung to compare at
     keys = [k for k in data.searched if varies(data.trials[k])]
     unused = _unused_settings(data.trials, keys)
     out = {}
@@ -261,10 +272,11 @@ def factor_tables(data: SweepData) -> dict[str, pd.DataFrame]:
         table = pd.DataFrame({"trials": grouped.size(), "completed": grouped.count(),
                               "best": grouped.max() if mode == "max" else grouped.min(),
                               "mean": grouped.mean()})
-        if at_rung is not None:
-            frame["rung"] = trials["trial_id"].map(at_rung).to_numpy()
-            table["at_rung"] = frame.groupby("value", sort=False)["rung"].count()
-            table["rung_mean"] = frame.groupby("value", sort=False)["rung"].mean()
+        for epoch, scores in rungs.items():
+            reached, mean = rung_columns(epoch)
+            frame[reached] = trials["trial_id"].map(scores).to_numpy()
+            table[reached] = frame.groupby("value", sort=False)[reached].count()
+            table[mean] = frame.groupby("value", sort=False)[reached].mean()
         table = table.reindex(order)
         out[key] = table.rename_axis("value").reset_index()
     return out
