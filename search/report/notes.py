@@ -62,19 +62,38 @@ def data_line(data: SweepData) -> str | None:
 
 
 def definitions(data: SweepData) -> list[str]:
-    """What each column means; the accuracies as MLflow shows them too."""
+    """What each column the tables show means; the accuracies as MLflow shows them too."""
+    out = []
+    metric, mode = data.objective
+    if data.score_column == f"best_{metric}" != "best_val_top1":
+        out.append(f"Best {metric_name(metric).lower()}: the "
+                   f"{'highest' if mode == 'max' else 'lowest'} {metric} over the epochs the "
+                   "trial ran; ranks the trials.")
+    own = [m for m in data.own_metrics if m != metric and data.has_values(m)]
+    if own:
+        out.append(f"{', '.join(own)}: reported by the trainable itself; each after the last "
+                   "epoch the trial ran (the value MLflow's runs table shows).")
+    val = data.has_values("best_val_top1")
+    if val:
+        out.append(f"Val acc: {SCORE_DEFINITIONS['best_val_top1']}.")
+    if data.has_values("test_top1"):
+        out.append(f"{heading_test_acc(data).removesuffix(' (%)')}: {_test_definition(data)}.")
+    if val:
+        out.append(f"Last-epoch val acc: {SCORE_DEFINITIONS['val_top1']}; not a column here.")
+    if data.has_values("params") or data.has_values("macs"):
+        out.append("Params: trainable weights. MACs: multiply-accumulates for one image (K = "
+                   "thousand, M = million, G = billion).")
+    return out + ["Completed: ran every epoch. Stopped at epoch N: the scheduler (ASHA) ended "
+                  "it after epoch N, so its scores come from fewer epochs and are not compared "
+                  "with completed trials'. Rejected: over a cost limit, never trained."]
+
+
+def _test_definition(data: SweepData) -> str:
     test = SCORE_DEFINITIONS["test_top1"]
     limit = eval_limit(data)
     if limit is not None:
         test += f" (here a subset: the first {limit:,} test images, eval_limit)"
-    return [f"Val acc: {SCORE_DEFINITIONS['best_val_top1']}.",
-            f"{heading_test_acc(data).removesuffix(' (%)')}: {test}.",
-            f"Last-epoch val acc: {SCORE_DEFINITIONS['val_top1']}; not a column here.",
-            "Params: trainable weights. MACs: multiply-accumulates for one image (K = "
-            "thousand, M = million, G = billion).",
-            "Completed: ran every epoch. Stopped at epoch N: the scheduler (ASHA) ended it "
-            "after epoch N, so its scores come from fewer epochs and are not compared with "
-            "completed trials'. Rejected: over a cost limit, never trained."]
+    return test
 
 
 def server(uri: str | None) -> str:

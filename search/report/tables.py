@@ -34,7 +34,7 @@ from hpsearch.trainables.vocab import STATUS_ORDER, Status
 
 __all__ = ["compute_summary", "compute_table", "cost_table", "factor_tables", "final_line",
            "final_table", "fixed_settings", "leaderboard", "leaderboard_text", "ofat_table",
-           "pareto_front", "heading_test_acc", "rung_columns", "table_rungs"]
+           "pareto_front", "heading_test_acc", "metric_columns", "rung_columns", "table_rungs"]
 
 # Settings named in the "fixed settings" line when they do not vary (besides spec.fixed).
 _USUAL = ("model", "optimizer", "lr", "batch_size")
@@ -84,27 +84,34 @@ def leaderboard(data: SweepData, *, top: int | None = None, max_params: int | No
     if top is not None:
         trials = trials.head(top)
     unused = _unused_settings(trials, keys)
-    metric = data.objective[0]
-    score = data.score_column
+    shown = metric_columns(data)
     rows = []
     for (_, t), skip in zip(trials.iterrows(), unused, strict=True):
         row: dict[str, Any] = {"Trial": t["trial_id"]}
         for k in keys:
             row[setting_title(k)] = DASH if k in skip else fmt_value(k, t[k])
-        row["Params"] = format_params(t["params"])
-        row["MACs"] = format_macs(t["macs"])
-        if score != "best_val_top1":
-            row[f"Best {metric_title(metric).lower()}"] = fmt_metric(metric, t[score])
-        row["Val acc (%)"] = fmt_metric("val_top1", t["best_val_top1"])
-        row[heading_test_acc(data)] = fmt_metric("test_top1", t["test_top1"])
+        for title, (column, metric) in shown.items():
+            row[title] = fmt_metric(metric, t[column])
         row["Epochs run"] = DASH if missing(t["epochs_run"]) else str(int(t["epochs_run"]))
         row["Status"] = status_label(t["status"], t["stopped_epoch"])
         rows.append(row)
-    columns = ["Trial", *(setting_title(k) for k in keys),
-               "Params", "MACs", "Val acc (%)", heading_test_acc(data), "Epochs run", "Status"]
-    if score != "best_val_top1":
-        columns.insert(columns.index("Val acc (%)"), f"Best {metric_title(metric).lower()}")
+    columns = ["Trial", *(setting_title(k) for k in keys), *shown, "Epochs run", "Status"]
     return pd.DataFrame(rows, columns=columns)
+
+
+def metric_columns(data: SweepData) -> dict[str, tuple[str, str]]:
+    """The leaderboard's metric columns, title -> (trials column, metric): cost, the score,
+    the trainable's own metrics, val and test accuracy; only those some trial has a value
+    in (a plugin trainable reports no accuracy, params or MACs)."""
+    metric = data.objective[0]
+    columns = {"Params": ("params", "params"), "MACs": ("macs", "macs")}
+    if data.score_column != "best_val_top1":
+        columns[f"Best {metric_title(metric).lower()}"] = (data.score_column, metric)
+    columns.update({metric_title(m): (m, m) for m in data.own_metrics if m != metric})
+    columns["Val acc (%)"] = ("best_val_top1", "val_top1")
+    columns[heading_test_acc(data)] = ("test_top1", "test_top1")
+    return {title: (column, m) for title, (column, m) in columns.items()
+            if data.has_values(column)}
 
 
 def _varied(data: SweepData) -> list[str]:

@@ -4,19 +4,22 @@ comes from the trials' results, so a report made where the plugin cannot be impo
 in one line and loses nothing.
 
 Fast: a sweep folder written as a real one looks (``hpsearch.json``, Tune's snapshot, each
-trial's ``params.json``/``result.json``/``error.txt``)."""
+trial's ``params.json``/``result.json``/``error.txt``). The integration test runs a real one."""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 import yaml
 
-from hpsearch.search.report import from_ray_dir
+from hpsearch.search.cli import main
+from hpsearch.search.report import factor_tables, from_ray_dir, leaderboard, write_report
 from hpsearch.search.sweepdir import (
     ERROR_FILE,
     META_FILE,
@@ -26,7 +29,10 @@ from hpsearch.search.sweepdir import (
     trial_dirname,
 )
 from hpsearch.trainables.vocab import Status, TuneStatus
+from tests.driver import hpsearch
+from tests.plugin_pkg import write_plugin
 
+REPO = Path(__file__).resolve().parents[2]
 PLUGIN = "lost_lab.loops"  # imported by the sweep; nowhere to be found where it is reported
 # A line_fit sweep as `hpsearch sweep` saves its spec (validated, defaults filled in).
 SPEC = {"name": "own_loop", "plugins": [PLUGIN],
@@ -107,3 +113,88 @@ def test_the_plugins_own_metrics_come_from_the_results_without_its_code(
     assert list(trials["status"]) == ["completed", "completed", "stopped_early",
                                       "stopped_early", "failed"]
     assert list(data.history.columns[-2:]) == ["mse", "slope"]
+
+
+def test_a_plugin_sweeps_tables_show_its_metrics_not_the_classifiers(
+        plugin_sweep: Path, tmp_path: Path) -> None:
+    data = from_ray_dir(plugin_sweep)
+    board = leaderboard(data)
+    assert list(board.columns) == ["Trial", "Line lr", "Best mse", "slope", "Epochs run",
+                                   "Status"]  # no params, MACs or accuracy: none reported
+    assert list(board.iloc[0]) == ["a", "0.2", "0.01", "2.99", "4", "completed"]
+    lr = factor_tables(data)["line_lr"].set_index("value")
+    assert (lr.loc["0.01", "reached_1"], lr.loc["0.02", "reached_2"]) == (1, 1)
+    assert lr.loc["0.02", "mean_at_1"] == pytest.approx(1.6)
+
+    files = write_report(data, tmp_path / "out")
+    csv = pd.read_csv(files["trials.csv"])
+    assert {"best_mse", "slope", "line_lr", "trainable"} <= set(csv.columns)
+    assert not {"best_val_top1", "best_val_loss", "test_top1", "params", "macs",
+                "data_dir"} & set(csv.columns)
+    md = files["report.md"].read_text()
+    assert "Best trial a: mse 0.01, slope 2.99 (line lr 0.2)." in md
+    assert "| Trial | Line lr | Best mse | slope | Epochs run | Status |" in md
+    assert "| Line lr | Trials | Completed | Best mse | Mean mse | Reached epoch 1 | Mean mse " \
+           "at epoch 1 | Reached epoch 2 | Mean mse at epoch 2 |" in md
+    assert "- Best mse: the lowest mse over the epochs the trial ran; ranks the trials." in md
+    assert "- slope: reported by the trainable itself; each after the last epoch" in md
+    for absent in ("Val acc", "Test acc", "Params", "MACs", "## Cost", "confusion"):
+        assert absent not in md, absent
+    assert "![mse and slope per epoch of the top 4 trials](curves.png)" in md
+    assert "curves.png" in files and "cost.png" not in files
+    assert "/lab/ada" not in md + files["trials.csv"].read_text()
+
+
+def test_report_where_the_plugin_is_missing_warns_in_one_line(
+        plugin_sweep: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        assert main(["report", str(plugin_sweep), "--out", str(tmp_path / "out")]) == 0
+    assert [r.getMessage().split(";")[0] for r in caplog.records] == [
+        f"report: own_loop/{META_FILE}: plugins[0]: cannot import plugin '{PLUGIN}': "
+        f"ModuleNotFoundError: No module named '{PLUGIN.split('.')[0]}'"]
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == ("sweep 'own_loop': 5 trials (2 completed, 2 stopped early, "
+                                   "1 failed)")
+    assert "Best mse" in out and "slope" in out and "Val acc" not in out
+
+
+# --------------------------------------------------------------------------- a real sweep
+
+
+@pytest.mark.integration
+def test_a_real_plugin_sweep_reports_the_same_with_or_without_the_plugin(tmp_path: Path) -> None:
+    """``hpsearch sweep`` of tests.plugin_pkg's line_fit, then ``hpsearch report`` where the
+    plugin imports and where it does not: the same trials.csv, one warning line the second
+    time."""
+    root = write_plugin(tmp_path / "lab")
+    spec = {"name": "line", "plugins": ["my_lab.loops"], "fixed": {"trainable": "line_fit"},
+            "space": {"line_lr": {"type": "grid", "values": [0.01, 0.2]}},
+            "objective": {"metric": "mse"}, "search": {"algorithm": "grid"},
+            "scheduler": "none", "budget": {"max_epochs": 2},
+            "resources": {"cpu": 1, "max_failures": 0}, "storage": str(root / "runs"),
+            "tracking": {"uri": f"sqlite:///{root}/mlflow.db"}}
+    (root / "line.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    # the worktree's hpsearch, wherever the command runs
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
+    out = hpsearch("sweep", "line.yaml", cwd=root, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+
+    here = hpsearch("report", "line", "--storage", str(root / "runs"), "--out",
+                    str(tmp_path / "here"), cwd=root, env=env)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    there = hpsearch("report", str(root / "runs" / "line"), "--out", str(tmp_path / "there"),
+                     cwd=elsewhere, env=env)
+    assert here.returncode == there.returncode == 0, (here.stderr + there.stderr)[-3000:]
+    assert "my_lab" not in here.stderr
+    warned = [line for line in there.stderr.splitlines() if "my_lab" in line]
+    assert len(warned) == 1 and "cannot import plugin 'my_lab.loops'" in warned[0], there.stderr
+    tables = [pd.read_csv(tmp_path / where / "line" / "trials.csv") for where in ("here", "there")]
+    for table in tables:
+        assert {"best_mse", "slope", "line_lr"} <= set(table.columns)
+        assert not {"best_val_top1", "test_top1", "params", "macs"} & set(table.columns)
+        assert list(table["status"]) == ["completed", "completed"]
+        assert table["best_mse"].is_monotonic_increasing  # lowest first
+    pd.testing.assert_frame_equal(*(t.sort_index(axis=1) for t in tables))
