@@ -191,10 +191,19 @@ def test_a_real_plugin_sweep_reports_the_same_with_or_without_the_plugin(tmp_pat
     assert "my_lab" not in here.stderr
     warned = [line for line in there.stderr.splitlines() if "my_lab" in line]
     assert len(warned) == 1 and "cannot import plugin 'my_lab.loops'" in warned[0], there.stderr
-    tables = [pd.read_csv(tmp_path / where / "line" / "trials.csv") for where in ("here", "there")]
+    # MLflow, where the plugin cannot be imported either: the same trials
+    mlflow = hpsearch("report", "line", "--storage", str(elsewhere), "--tracking-uri",
+                      spec["tracking"]["uri"], "--out", str(tmp_path / "mlflow"), cwd=elsewhere,
+                      env=env)
+    assert mlflow.returncode == 0, mlflow.stderr[-3000:]
+    assert len([line for line in mlflow.stderr.splitlines() if "my_lab" in line]) == 1
+    tables = [pd.read_csv(tmp_path / where / "line" / "trials.csv")
+              for where in ("here", "there", "mlflow")]
     for table in tables:
         assert {"best_mse", "slope", "line_lr"} <= set(table.columns)
         assert not {"best_val_top1", "test_top1", "params", "macs"} & set(table.columns)
         assert list(table["status"]) == ["completed", "completed"]
         assert table["best_mse"].is_monotonic_increasing  # lowest first
-    pd.testing.assert_frame_equal(*(t.sort_index(axis=1) for t in tables))
+    pd.testing.assert_frame_equal(*(t.sort_index(axis=1) for t in tables[:2]))
+    shared = ["trial_id", "status", "line_lr", "best_mse", "best_epoch", "slope", "epochs_run"]
+    pd.testing.assert_frame_equal(tables[0][shared], tables[2][shared])
