@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from hpsearch.search.spec import SweepSpec
 
 __all__ = ["INT_FINALS", "SweepData", "best_columns", "fixed_columns", "hashable",
-           "own_metrics", "per_epoch", "ranked", "score_column", "varies"]
+           "metric_columns", "own_metrics", "per_epoch", "ranked", "score_column", "varies"]
 
 INT_FINALS = ("params", "macs")  # final metrics that are counts
 _TEXT_COLUMNS = ("trial_id", "status", "node", "gpus", "rejected_reason", "error")
@@ -126,10 +126,8 @@ class SweepData:
 
     @property
     def metric_columns(self) -> list[str]:
-        """The trials columns that hold a score or count: ``best_*`` and ``best_epoch``, the
-        final scores, params, MACs and the trainable's own metrics."""
-        fixed = fixed_columns(self.objective[0], self.own_metrics)
-        return fixed[2:fixed.index("epochs_run")]
+        """:func:`metric_columns` of this sweep."""
+        return metric_columns(self.objective[0], self.own_metrics)
 
     def has_values(self, column: str) -> bool:
         """Some trial has a value in this trials column (a table shows it only then)."""
@@ -208,11 +206,17 @@ def best_columns(metric: str) -> list[str]:
     return [f"best_{k}" for k in dict.fromkeys(keys)]
 
 
+def metric_columns(metric: str, own: Sequence[str] = ()) -> list[str]:
+    """The trials columns that hold a score or count, in order: ``best_*`` and ``best_epoch``,
+    the final scores, params, MACs, and each of the trainable's ``own`` metrics but the
+    objective (its value after the last epoch)."""
+    return [*best_columns(metric), "best_epoch", *FINAL_METRICS, *(m for m in own if m != metric)]
+
+
 def fixed_columns(metric: str, own: Sequence[str] = ()) -> list[str]:
     """Every trials column that is not a setting, in order; ``own``: the trainable's own
-    metrics (each but the objective a column of its last value)."""
-    return (["trial_id", "status"] + best_columns(metric) + ["best_epoch", *FINAL_METRICS]
-            + [m for m in own if m != metric]
+    metrics."""
+    return (["trial_id", "status", *metric_columns(metric, own)]
             + ["epochs_run", "stopped_epoch", "wall_seconds", "started", "ended", "node",
                "gpus", "rejected_reason", "error"])
 

@@ -34,7 +34,7 @@ from hpsearch.trainables.vocab import STATUS_ORDER, Status
 
 __all__ = ["compute_summary", "compute_table", "cost_table", "factor_tables", "final_line",
            "final_table", "fixed_settings", "leaderboard", "leaderboard_text", "ofat_table",
-           "pareto_front", "heading_test_acc", "metric_columns", "rung_columns", "table_rungs"]
+           "pareto_front", "heading_test_acc", "rung_columns", "table_rungs"]
 
 # Settings named in the "fixed settings" line when they do not vary (besides spec.fixed).
 _USUAL = ("model", "optimizer", "lr", "batch_size")
@@ -84,7 +84,7 @@ def leaderboard(data: SweepData, *, top: int | None = None, max_params: int | No
     if top is not None:
         trials = trials.head(top)
     unused = _unused_settings(trials, keys)
-    shown = metric_columns(data)
+    shown = _shown_metrics(data)
     rows = []
     for (_, t), skip in zip(trials.iterrows(), unused, strict=True):
         row: dict[str, Any] = {"Trial": t["trial_id"]}
@@ -99,7 +99,7 @@ def leaderboard(data: SweepData, *, top: int | None = None, max_params: int | No
     return pd.DataFrame(rows, columns=columns)
 
 
-def metric_columns(data: SweepData) -> dict[str, tuple[str, str]]:
+def _shown_metrics(data: SweepData) -> dict[str, tuple[str, str]]:
     """The leaderboard's metric columns, title -> (trials column, metric): cost, the score,
     the trainable's own metrics, val and test accuracy; only those some trial has a value
     in (a plugin trainable reports no accuracy, params or MACs)."""
