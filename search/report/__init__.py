@@ -3,7 +3,9 @@
 One sweep is read either from Ray's files (``<storage>/<name>/``: each trial's ``result.json``
 and ``params.json``, Tune's experiment state, ``hpsearch.json``) or from MLflow (the sweep's
 parent run and its nested trial runs). Both give a :class:`SweepData` with the same columns, so
-every table and plot is computed once, from it:
+every table and plot is computed once, from it. What a plugin trainable reports of its own is
+read from the results too, so a report needs no plugin code; a table shows only the metric
+columns some trial has a value in.
 
 * leaderboard: one row per trial, best first, only the settings that vary (or always matter);
 * factor tables: each searched setting's values with trial count, best and mean score; for
