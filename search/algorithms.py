@@ -180,6 +180,8 @@ SEARCHERS.register("random")(lambda spec: _optuna_searcher(spec, build_sampler(s
 SEARCHERS.register("grid")(lambda spec: ListSearcher(
     ofat_configs(spec) if spec.design == "ofat" else grid_configs(spec)))
 
+# ASHA's rungs follow from these three settings: search.spec.Scheduler.rungs computes them (the
+# report's fair-fidelity columns), tested against this scheduler's own milestones.
 SCHEDULERS.register("asha")(lambda spec: ASHAScheduler(
     time_attr="epoch", metric=spec.metric, mode=spec.mode, max_t=spec.budget.max_epochs,
     grace_period=spec.scheduler.grace_period, reduction_factor=spec.scheduler.reduction_factor))

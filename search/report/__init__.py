@@ -3,7 +3,9 @@
 One sweep is read either from Ray's files (``<storage>/<name>/``: each trial's ``result.json``
 and ``params.json``, Tune's experiment state, ``hpsearch.json``) or from MLflow (the sweep's
 parent run and its nested trial runs). Both give a :class:`SweepData` with the same columns, so
-every table and plot is computed once, from it:
+every table and plot is computed once, from it. What a plugin trainable reports of its own is
+read from the results too, so a report needs no plugin code; a table shows only the metric
+columns some trial has a value in.
 
 * leaderboard: one row per trial, best first, only the settings that vary (or always matter);
 * factor tables: each searched setting's values with trial count, best and mean score; for
@@ -15,12 +17,14 @@ every table and plot is computed once, from it:
 Rooms: :mod:`.load` (Ray | MLflow -> :class:`SweepData`, defined in :mod:`.data`),
 :mod:`.tables`, :mod:`.study` (the trials as an Optuna study: importances), :mod:`.plots`,
 :mod:`.render` (md/html/tex/csv files); :mod:`.formats` writes values as table cells,
-:mod:`.notes` the words around them (definitions, comparison method). Metric names, statuses and
-the accuracies' definitions are :mod:`trainables.vocab`'s.
+:mod:`.notes` the words around them (definitions, comparison method), :mod:`.machine` keeps the
+sweep's machine out of them (local paths as ``<local>/`` and their last part, hosts as
+``<host>``). Metric names, statuses and the accuracies' definitions are
+:mod:`trainables.vocab`'s.
 
 Trials are compared at equal fidelity: means, bests, the Pareto front and importance use the
 completed trials only (every epoch run); where ASHA stopped trials, factor tables add each
-value's mean score at the first epoch it stopped one, over every trial that got that far.
+value's mean score at each rung where it stopped one, over every trial that got that far.
 """
 
 from __future__ import annotations

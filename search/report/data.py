@@ -4,15 +4,15 @@ the same columns whichever source they were read from."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from hpsearch.search.report.formats import missing
-from hpsearch.trainables.plugins import metric_modes
 from hpsearch.trainables.vocab import (
+    CONSTANT_METRICS,
     DEFAULT_OBJECTIVE,
     FINAL_METRICS,
     HISTORY_METRICS,
@@ -24,10 +24,14 @@ if TYPE_CHECKING:
     from hpsearch.search.spec import SweepSpec
 
 __all__ = ["INT_FINALS", "SweepData", "best_columns", "fixed_columns", "hashable",
-           "history_metrics", "ranked", "score_column", "varies"]
+           "metric_columns", "own_metrics", "per_epoch", "ranked", "score_column", "varies"]
 
 INT_FINALS = ("params", "macs")  # final metrics that are counts
 _TEXT_COLUMNS = ("trial_id", "status", "node", "gpus", "rejected_reason", "error")
+_STEP_COLUMNS = ("trial_id", "epoch", "timestamp")  # the history's keys, besides its metrics
+# Every name the built-in image classifier reports. Any other metric in a trial's results is its
+# trainable's own (a plugin's): read from the results themselves, it needs no plugin code.
+_CLASSIFIER_METRICS = frozenset((*METRICS, *HISTORY_METRICS, *FINAL_METRICS, *CONSTANT_METRICS))
 
 
 @dataclass
@@ -40,11 +44,13 @@ class SweepData:
             ``spec.yaml``).
         trials: One row per trial, best first: ``trial_id``, ``status``, every config key,
             ``best_<metric>`` per epoch metric scored, ``best_epoch``, the test scores,
-            ``params``, ``macs``, ``epochs_run``, ``stopped_epoch``, ``wall_seconds``,
+            ``params``, ``macs``, each of :attr:`own_metrics` but the objective (its value
+            after the last epoch the trial ran), ``epochs_run``, ``stopped_epoch``,
+            ``wall_seconds``,
             ``started``/``ended`` (Unix seconds), ``node``, ``gpus`` (the GPU ids Ray gave the
             trial, empty on CPU), ``rejected_reason``, ``error``.
-        history: One row per trial and epoch: ``trial_id``, ``epoch``, ``timestamp`` and
-            :data:`~trainables.vocab.HISTORY_METRICS`.
+        history: One row per trial and epoch: ``trial_id``, ``epoch``, ``timestamp``,
+            :data:`~trainables.vocab.HISTORY_METRICS` and :attr:`own_metrics`.
         objective: ``(metric, "max" | "min")`` that ranks trials (a multi-objective sweep: its
             first metric).
         confusion: The test confusion matrix ``[true][pred]`` of the best trial that has one.
@@ -52,10 +58,14 @@ class SweepData:
         confusion_classes: Its rows' class names, where the trial recorded them.
         meta: Where the data came from and how to reproduce it: ``source``, ``git_commit``,
             ``created``, ``spec_yaml``, ``run_dir``, ``tracking_uri``, ``experiment``,
-            ``cpu_per_trial``, ``gpu_per_trial``, ``max_epochs``, ``split_sizes`` (images per split
-            of the trial whose confusion matrix is shown: ``train``, ``val``, ``test``).
+            ``cpu_per_trial``, ``gpu_per_trial``, ``max_epochs``, ``rungs`` (the epochs after which
+            the scheduler may stop a trial, :meth:`~search.spec.Scheduler.rungs`; None: not
+            known), ``split_sizes`` (images per split of the trial whose confusion matrix is
+            shown: ``train``, ``val``, ``test``).
         final: The sweep's final model, when ``hpsearch finalize`` made one: its record
             (:data:`~search.sweepdir.FINAL_FILE`), shown apart from the search's scores.
+        own_metrics: What the trials reported every epoch that the image classifier does not
+            (a plugin trainable's own metrics, :func:`own_metrics`), read from the history.
     """
 
     name: str
@@ -68,6 +78,7 @@ class SweepData:
     confusion_classes: list[str] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     final: dict[str, Any] | None = None
+    own_metrics: tuple[str, ...] = ()
 
     @classmethod
     def from_rows(cls, name: str, rows: Sequence[Mapping[str, Any]], *,
@@ -77,11 +88,13 @@ class SweepData:
                   meta: dict[str, Any] | None = None) -> SweepData:
         """Trials given as one mapping each (settings plus any of the trials columns): missing
         columns are added empty, settings placed after ``status`` (searched ones first), lists
-        made tuples, and the rows ranked best first."""
+        made tuples, and the rows ranked best first. The history's columns that are no
+        classifier metric are the trainable's :attr:`own_metrics`."""
         metric, mode = objective
+        own = own_metrics(history.columns) if history is not None else ()
         frame = pd.DataFrame.from_records(
             [{k: hashable(v) for k, v in r.items()} for r in rows])
-        order = fixed_columns(metric)
+        order = fixed_columns(metric, own)
         for column in order:
             if column not in frame.columns:
                 frame[column] = None if column in _TEXT_COLUMNS else math.nan
@@ -92,14 +105,14 @@ class SweepData:
         for key in INT_FINALS + ("stopped_epoch", "epochs_run"):
             frame[key] = frame[key].astype("Int64")
         frame = ranked(frame, metric, mode)
-        columns = ["trial_id", "epoch", "timestamp", *history_metrics()]
+        columns = [*_STEP_COLUMNS, *HISTORY_METRICS, *own]
         hist = pd.DataFrame(columns=columns) if history is None or history.empty \
             else history.reindex(columns=columns)
         rank = {t: i for i, t in enumerate(frame["trial_id"])}
         hist = hist.sort_values(["trial_id", "epoch"], key=lambda s: s.map(rank)
                                 if s.name == "trial_id" else s, kind="stable")
         return cls(name=name, spec=spec, trials=frame, history=hist.reset_index(drop=True),
-                   objective=objective, meta=dict(meta or {}))
+                   objective=objective, meta=dict(meta or {}), own_metrics=own)
 
     @property
     def score_column(self) -> str:
@@ -107,9 +120,23 @@ class SweepData:
         return score_column(self.objective[0])
 
     @property
+    def history_metrics(self) -> tuple[str, ...]:
+        """The metrics trials report every epoch: the classifier's, then their own."""
+        return HISTORY_METRICS + self.own_metrics
+
+    @property
+    def metric_columns(self) -> list[str]:
+        """:func:`metric_columns` of this sweep."""
+        return metric_columns(self.objective[0], self.own_metrics)
+
+    def has_values(self, column: str) -> bool:
+        """Some trial has a value in this trials column (a table shows it only then)."""
+        return column in self.trials.columns and bool(self.trials[column].notna().any())
+
+    @property
     def config_keys(self) -> list[str]:
         """The trial settings present as columns, searched ones first."""
-        fixed = set(fixed_columns(self.objective[0]))
+        fixed = set(fixed_columns(self.objective[0], self.own_metrics))
         return [c for c in self.trials.columns if c not in fixed]
 
     @property
@@ -118,13 +145,17 @@ class SweepData:
         return self.trials[self.trials["status"] == Status.COMPLETED]
 
     @property
-    def rung_epoch(self) -> int | None:
-        """The first epoch at which the scheduler stopped a trial (ASHA's first rung with a stop),
-        when the objective is scored every epoch; None if no trial was stopped early."""
+    def rung_epochs(self) -> tuple[int, ...]:
+        """The scheduler's rungs at which it stopped some trial, first to last, when the
+        objective is scored every epoch: each a fidelity at which every trial that got that far
+        compares. The rungs are ``meta["rungs"]`` (ASHA's, from the spec); where unknown, every
+        epoch at which a trial was stopped early counts as one."""
+        if self.objective[0] not in self.history_metrics:
+            return ()
+        rungs = self.meta.get("rungs")
         stopped = self.trials.loc[self.trials["status"] == Status.STOPPED_EARLY, "stopped_epoch"]
-        if stopped.dropna().empty or self.objective[0] not in HISTORY_METRICS:
-            return None
-        return int(stopped.dropna().min())
+        return tuple(sorted({int(e) for e in stopped.dropna()
+                             if rungs is None or int(e) in rungs}))
 
     def at_epoch(self, epoch: int) -> pd.Series:
         """Each trial's objective at ``epoch`` (trial id -> value), for those that reached it."""
@@ -140,10 +171,20 @@ class SweepData:
         return [k for k in keys if varies(self.trials[k])]
 
 
-def history_metrics() -> tuple[str, ...]:
-    """The metrics trials report every epoch: the classifier's, then those of the plugin
-    trainables imported (a spec's ``plugins``, imported when the spec is read)."""
-    return HISTORY_METRICS + tuple(m for m in metric_modes() if m not in METRICS)
+def own_metrics(names: Iterable[str]) -> tuple[str, ...]:
+    """The metric names among ``names`` that the image classifier does not report: a plugin
+    trainable's own, sorted (so Ray's files and MLflow list them alike)."""
+    return tuple(sorted({n for n in names if _own(n)}))
+
+
+def _own(name: str) -> bool:
+    return name not in _CLASSIFIER_METRICS and name not in _STEP_COLUMNS
+
+
+def per_epoch(values: Mapping[str, float]) -> dict[str, float]:
+    """The metrics of one epoch's result that the history keeps: the classifier's per-epoch
+    ones and any the trainable reported of its own (not the final scores or counts)."""
+    return {k: v for k, v in values.items() if k in HISTORY_METRICS or _own(k)}
 
 
 def hashable(value: Any) -> Any:
@@ -154,22 +195,28 @@ def hashable(value: Any) -> Any:
 
 
 def score_column(metric: str) -> str:
-    """The trials column of a metric: ``best_<metric>`` for one reported every epoch."""
-    return f"best_{metric}" if metric in history_metrics() else metric
+    """The trials column of a metric: ``best_<metric>`` for one reported every epoch (all but
+    the final scores and counts, :data:`~trainables.vocab.FINAL_METRICS`)."""
+    return metric if metric in FINAL_METRICS else f"best_{metric}"
 
 
 def best_columns(metric: str) -> list[str]:
     """The ``best_*`` columns: val accuracy, val loss and the objective's."""
-    keys = ["val_top1", "val_loss"] + ([metric] if metric in history_metrics() else [])
+    keys = ["val_top1", "val_loss"] + ([metric] if metric not in FINAL_METRICS else [])
     return [f"best_{k}" for k in dict.fromkeys(keys)]
 
 
-def fixed_columns(metric: str) -> list[str]:
-    """Every trials column that is not a setting, in order."""
-    best = best_columns(metric)
-    score = score_column(metric)  # one no list knows (a plugin's, unread): a column still
-    finals = [*FINAL_METRICS, *([score] if score not in (*best, *FINAL_METRICS) else [])]
-    return (["trial_id", "status"] + best + ["best_epoch"] + finals
+def metric_columns(metric: str, own: Sequence[str] = ()) -> list[str]:
+    """The trials columns that hold a score or count, in order: ``best_*`` and ``best_epoch``,
+    the final scores, params, MACs, and each of the trainable's ``own`` metrics but the
+    objective (its value after the last epoch)."""
+    return [*best_columns(metric), "best_epoch", *FINAL_METRICS, *(m for m in own if m != metric)]
+
+
+def fixed_columns(metric: str, own: Sequence[str] = ()) -> list[str]:
+    """Every trials column that is not a setting, in order; ``own``: the trainable's own
+    metrics."""
+    return (["trial_id", "status", *metric_columns(metric, own)]
             + ["epochs_run", "stopped_epoch", "wall_seconds", "started", "ended", "node",
                "gpus", "rejected_reason", "error"])
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 
+from hpsearch.search.report.machine import without_paths
 from hpsearch.search.units import (
     format_compact,
     parse_count,  # re-exported: the one count parser
@@ -80,7 +81,8 @@ def fmt_metric(metric: str, value: Any) -> str:
 
 
 def fmt_value(key: str, value: Any) -> str:
-    """A setting's value as a table cell: ``0.00354``, ``[8, 16]``, ``hflip+rotate``."""
+    """A setting's value as a table cell: ``0.00354``, ``[8, 16]``, ``hflip+rotate``; a path
+    without the machine's folders (:mod:`.machine`)."""
     if missing(value):
         return DASH
     if key == "augment":
@@ -91,7 +93,7 @@ def fmt_value(key: str, value: Any) -> str:
         return "yes" if value else "no"
     if isinstance(value, float):
         return f"{value:.3g}"
-    return str(value)
+    return without_paths(str(value))
 
 
 def status_label(status: str, stopped_epoch: Any) -> str:

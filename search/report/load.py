@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import math
 import os
 import shutil
@@ -25,8 +26,15 @@ from typing import TYPE_CHECKING, Any, Literal
 import pandas as pd
 
 from hpsearch.search.figures import CONFUSION_CSV, read_confusion
-from hpsearch.search.report.data import INT_FINALS, SweepData, best_columns, history_metrics
-from hpsearch.search.spec import SweepSpec, parse_spec
+from hpsearch.search.report.data import (
+    INT_FINALS,
+    SweepData,
+    best_columns,
+    own_metrics,
+    per_epoch,
+)
+from hpsearch.search.spec import Scheduler, SweepSpec, load_plugins, parse_spec
+from hpsearch.search.spec.sections import scheduler_shorthand
 from hpsearch.search.sweepdir import (
     META_FILE,
     RESULT_FILE,
@@ -38,10 +46,11 @@ from hpsearch.search.sweepdir import (
 from hpsearch.search.yamlio import parse_yaml
 from hpsearch.trainables.config import TrialConfig
 from hpsearch.trainables.errors import UserError
-from hpsearch.trainables.plugins import metric_modes
 from hpsearch.trainables.vocab import (
     DEFAULT_OBJECTIVE,
     FINAL_METRICS,
+    HISTORY_METRICS,
+    METRICS,
     ROLE_TAG,
     Role,
     Status,
@@ -53,6 +62,8 @@ if TYPE_CHECKING:
     from hpsearch.search.tracking import TrialFiles
 
 __all__ = ["from_mlflow", "from_ray_dir", "load_trials"]
+
+logger = logging.getLogger(__name__)
 
 _Confusion = tuple[list[list[float]], list[str] | None]  # a test confusion matrix, class names
 
@@ -170,7 +181,7 @@ def _from_local_dir(run_dir: Path, shown: str, name: str) -> SweepData:
     matrices = {t.trial_id: m for t, m in trials if m}
     meta = {"source": "ray", "run_dir": shown, **_meta_from(saved, spec)}
     data = _assemble(saved.get("name") or name, spec, [t for t, _ in trials], meta,
-                     _objective(spec, None), matrices.get)
+                     _objective(spec, saved.get("spec"), None), matrices.get)
     data.final = read_final(run_dir)
     return data
 
@@ -193,7 +204,7 @@ def _ray_trial(files: TrialFiles, states: Mapping[str, tuple[str | None, str | N
         values = result_metrics(r)
         metric_rows.append({"epoch": float(result_step(r)),
                             "timestamp": float(r.get("timestamp", math.nan)),
-                            **{k: values[k] for k in history_metrics() if k in values}})
+                            **per_epoch(values)})
         finals.update({k: values[k] for k in FINAL_METRICS if k in values})
         if isinstance(r.get("test_confusion"), list) and r["test_confusion"]:
             matrix = (r["test_confusion"], _names(r.get("test_classes")))
@@ -222,7 +233,17 @@ def _names(classes: Any) -> list[str] | None:
 
 
 def _spec_or_none(data: Any, source: str) -> SweepSpec | None:
+    """The saved spec validated, or None: the report goes on without it (written by another
+    version, or its plugins cannot be imported here; each such plugin is named in one warning
+    line, and the report reads what it needs unchecked: :func:`_spec_facts`)."""
     if not isinstance(data, dict):
+        return None
+    try:
+        load_plugins(data.get("plugins"), source)  # validating the spec needs their names
+    except UserError as err:
+        logger.warning("report: %s; the report goes on without it (metrics from the trials' "
+                       "results; objective, budget and scheduler from the saved spec, unchecked)",
+                       err)
         return None
     try:
         return parse_spec(data, source=source)
@@ -233,14 +254,40 @@ def _spec_or_none(data: Any, source: str) -> SweepSpec | None:
 def _meta_from(saved: Mapping[str, Any], spec: SweepSpec | None) -> dict[str, Any]:
     meta = {k: saved.get(k) for k in ("git_commit", "created", "tracking_uri", "experiment",
                                       "spec_yaml")}
+    return {**meta, **_spec_facts(spec, saved.get("spec"))}
+
+
+def _spec_facts(spec: SweepSpec | None, raw: Any) -> dict[str, Any]:
+    """What the report's compute and fidelity figures need of the spec: resources, epochs
+    and the scheduler's rungs; from the raw saved spec, where each has the right type, when
+    it could not be validated (the sweep wrote it validated)."""
     if spec is not None:
-        meta.update(_spec_resources(spec))
-    return meta
+        return {"cpu_per_trial": spec.resources.cpu, "gpu_per_trial": spec.resources.gpu,
+                "max_epochs": spec.budget.max_epochs,
+                "rungs": spec.scheduler.rungs(spec.budget.max_epochs)}
+    budget, resources = (_section(raw, key) for key in ("budget", "resources"))
+    out: dict[str, Any] = {f"{k}_per_trial": float(resources[k]) for k in ("cpu", "gpu")
+                           if _number(resources.get(k))}
+    epochs = budget.get("max_epochs")
+    if isinstance(epochs, int) and not isinstance(epochs, bool) and epochs >= 1:
+        out["max_epochs"] = epochs
+        given = raw.get("scheduler", {})  # left out: the default (ASHA); null: none
+        try:
+            out["rungs"] = Scheduler.model_validate(scheduler_shorthand(given)).resolved() \
+                .rungs(epochs)
+        except (ValueError, TypeError):  # pydantic's ValidationError is a ValueError
+            pass
+    return out
 
 
-def _spec_resources(spec: SweepSpec) -> dict[str, Any]:
-    return {"cpu_per_trial": spec.resources.cpu, "gpu_per_trial": spec.resources.gpu,
-            "max_epochs": spec.budget.max_epochs}
+def _section(raw: Any, key: str) -> dict[str, Any]:
+    value = raw.get(key) if isinstance(raw, dict) else None
+    return value if isinstance(value, dict) else {}
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and \
+        math.isfinite(value)
 
 
 # --------------------------------------------------------------------------- MLflow
@@ -279,13 +326,15 @@ def from_mlflow(experiment: str, *, tracking_uri: str | None = None,
                         f"run (tag {ROLE_TAG}={Role.SWEEP}); was it written by `hpsearch sweep`?")
     parent = parents[0]
     spec_yaml = _artifact_text(client, parent.info.run_id, "spec.yaml")
-    spec = _spec_from_yaml(spec_yaml, f"{experiment}/spec.yaml")
+    raw = _yaml_mapping(spec_yaml, f"{experiment}/spec.yaml")
+    spec = _spec_or_none(raw, f"{experiment}/spec.yaml")
     children = [run for run in _search_all(client, exp.experiment_id,
                                            f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
                 if run.data.tags.get(ROLE_TAG) != Role.FINAL]  # the final model is no trial
     # the runs log every setting a trial used (defaults too); the report, as from Ray's files,
     # shows the sweep's own: what it fixed and what it searched
-    given = set(spec.trial_defaults()) | set(spec.space) if spec is not None else None
+    given = set(spec.trial_defaults()) | set(spec.space) if spec is not None else \
+        _given(raw)
     trials = [_mlflow_trial(client, run, given) for run in children]
     run_ids = {t.trial_id: run.info.run_id for t, run in zip(trials, children, strict=True)}
     params = parent.data.params
@@ -298,9 +347,8 @@ def from_mlflow(experiment: str, *, tracking_uri: str | None = None,
             "cpu_per_trial": _float_or_none(params.get("cpu_per_trial")),
             "gpu_per_trial": _float_or_none(params.get("gpu_per_trial")),
             "max_epochs": _float_or_none(params.get("max_epochs"))}
-    if spec is not None:
-        meta.update(_spec_resources(spec))
-    objective = _objective(spec, parent.data.tags.get("hpsearch.objective"))
+    meta.update(_spec_facts(spec, raw))
+    objective = _objective(spec, raw, parent.data.tags.get("hpsearch.objective"))
 
     def confusion(trial_id: str) -> _Confusion | None:
         run_id = run_ids.get(trial_id)
@@ -315,13 +363,26 @@ def from_mlflow(experiment: str, *, tracking_uri: str | None = None,
     return data
 
 
+def _given(raw: Any) -> set[str] | None:
+    """The settings a saved spec (unchecked) fixed and searched, and ``epochs``; None when it
+    names none."""
+    keys = set(_section(raw, "fixed")) | set(_section(raw, "space"))
+    return keys | {"epochs"} if keys else None
+
+
 def _spec_from_yaml(text: str | None, source: str) -> SweepSpec | None:
     """The spec an MLflow sweep kept, or None (the report goes on without it) when it is not
     a spec: invalid YAML, or over the bounds a spec file is read within."""
+    return _spec_or_none(_yaml_mapping(text, source), source)
+
+
+def _yaml_mapping(text: str | None, source: str) -> Any:
+    """A kept spec's YAML as data, read within the bounds a spec file is; None when it is
+    not YAML or over them."""
     if not text:
         return None
     try:
-        return _spec_or_none(parse_yaml(text, source), source)
+        return parse_yaml(text, source)
     except UserError:
         return None
 
@@ -367,11 +428,10 @@ def _search_all(client: Any, experiment_id: str, filter_string: str) -> list[Any
 
 
 def _mlflow_rows(client: Any, run: Any) -> list[dict[str, float]]:
-    """Per step: ``epoch``, ``timestamp`` (seconds) and the history metrics the run holds."""
+    """Per step: ``epoch``, ``timestamp`` (seconds) and the per-epoch metrics the run holds
+    (the classifier's and its trainable's own)."""
     steps: dict[int, dict[str, float]] = {}
-    for key in history_metrics():
-        if key not in run.data.metrics:
-            continue
+    for key in per_epoch(run.data.metrics):
         for m in client.get_metric_history(run.info.run_id, key):
             row = steps.setdefault(m.step, {"epoch": float(m.step), "timestamp": -math.inf})
             row[key] = float(m.value)
@@ -417,9 +477,17 @@ def _float_or_none(text: str | None) -> float | None:
         return None
 
 
-def _objective(spec: SweepSpec | None, tag: str | None) -> tuple[str, str]:
+def _objective(spec: SweepSpec | None, raw: Any, tag: str | None) -> tuple[str, str]:
+    """The metric that ranks the trials and its mode: the spec's first, else as the saved
+    spec (unchecked) or MLflow's tag says."""
     if spec is not None:
         return spec.metrics[0], spec.modes[0]
+    objective = _section(raw, "objective")
+    goals = objective.get("metrics")
+    first = goals[0] if isinstance(goals, list) and goals and isinstance(goals[0], dict) \
+        else {"name": objective.get("metric"), "mode": objective.get("mode")}
+    if isinstance(first.get("name"), str) and first.get("mode") in ("max", "min"):
+        return first["name"], first["mode"]
     if tag and ":" in tag:
         metric, mode = tag.rsplit(":", 1)
         if mode in ("max", "min"):
@@ -438,15 +506,17 @@ def _assemble(name: str, spec: SweepSpec | None, trials: list[_Trial], meta: dic
         where = meta.get("run_dir") or meta.get("tracking_uri")
         raise UserError(f"report {name}: no trials yet in {where}")
     metric, mode = objective
+    own = own_metrics(k for t in trials for r in t.rows for k in r)
+    keys = ["trial_id", "epoch", "timestamp", *HISTORY_METRICS, *own]
     records, history = [], []
     for t in trials:
-        records.append(_record(t, metric, mode))
+        records.append(_record(t, metric, mode, own))
         history += [{"trial_id": t.trial_id, "epoch": int(r["epoch"]),
                      "timestamp": r.get("timestamp", math.nan),
-                     **{k: r.get(k, math.nan) for k in history_metrics()}}
+                     **{k: r.get(k, math.nan) for k in keys[3:]}}
                     for r in t.rows if r["epoch"] >= 1]
     data = SweepData.from_rows(name, records, spec=spec, objective=objective, meta=meta,
-                               history=pd.DataFrame(history))
+                               history=pd.DataFrame(history, columns=keys))
     frame = data.trials
     for trial_id in frame["trial_id"]:
         if frame.loc[frame["trial_id"] == trial_id, "status"].iloc[0] != Status.COMPLETED:
@@ -461,8 +531,9 @@ def _assemble(name: str, spec: SweepSpec | None, trials: list[_Trial], meta: dic
     return data
 
 
-def _record(t: _Trial, metric: str, mode: str) -> dict[str, Any]:
-    """One trial's row of the trials frame."""
+def _record(t: _Trial, metric: str, mode: str, own: tuple[str, ...]) -> dict[str, Any]:
+    """One trial's row of the trials frame; of the trainable's ``own`` metrics but the
+    objective, the value after the last epoch it ran (as MLflow's runs table shows it)."""
     record: dict[str, Any] = {"trial_id": t.trial_id, "status": t.status}
     record.update(t.config)
     trained = [r for r in t.rows if r["epoch"] >= 1]
@@ -470,12 +541,15 @@ def _record(t: _Trial, metric: str, mode: str) -> dict[str, Any]:
     for col in best_columns(metric):
         key = col.removeprefix("best_")
         values = [r[key] for r in trained if math.isfinite(r.get(key, math.nan))]
-        better = max if metric_modes().get(key, "max") == "max" else min
+        direction = mode if key == metric else METRICS.get(key, "max")
+        better = max if direction == "max" else min
         record[col] = better(values) if values and not rejected else math.nan
     record["best_epoch"] = _best_epoch(trained, metric, mode) if not rejected else math.nan
     for key in FINAL_METRICS:
         value = t.finals.get(key, math.nan)
         record[key] = int(value) if key in INT_FINALS and math.isfinite(value) else value
+    for key in (k for k in own if k != metric):
+        record[key] = next((r[key] for r in reversed(trained) if key in r), math.nan)
     stamps = [r["timestamp"] for r in t.rows if math.isfinite(r.get("timestamp", math.nan))]
     totals = [r["time_total_s"] for r in t.rows if "time_total_s" in r]
     epochs = int(max((r["epoch"] for r in trained), default=0))

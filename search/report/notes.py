@@ -1,18 +1,16 @@
 """What the report says about its numbers, in words: where they were read from, the data and
-its split sizes, what each column means (:data:`trainables.vocab.SCORE_DEFINITIONS`), how the
-tables compare trials, and the kept spec without local paths."""
+its split sizes, what each column means (:data:`trainables.vocab.SCORE_DEFINITIONS`) and how
+the tables compare trials. (Machine paths are kept out by :mod:`.machine`.)"""
 
 from __future__ import annotations
-
-import re
 
 from hpsearch.search.report.data import SweepData
 from hpsearch.search.report.formats import metric_name
 from hpsearch.search.report.tables import eval_limit, fixed_settings, heading_test_acc
 from hpsearch.trainables.vocab import SCORE_DEFINITIONS
 
-__all__ = ["data_line", "definitions", "factor_caption", "fidelity", "server", "source",
-           "without_paths"]
+__all__ = ["data_line", "definitions", "epochs_text", "factor_caption", "fidelity", "server",
+           "source"]
 
 
 def factor_caption(data: SweepData) -> str:
@@ -22,12 +20,21 @@ def factor_caption(data: SweepData) -> str:
     text = (f"Trials: how many had this value. Completed: how many of them ran {full}; best "
             f"and mean are over these only, so every score comes from the same number of "
             f"epochs")
-    rung = data.rung_epoch
-    if rung is not None and len(data.at_epoch(rung)):
-        text += (f". Reached epoch {rung}: trials that trained that far, however they ended, "
-                 f"and their mean {metric_name(data.objective[0]).lower()} at epoch {rung} "
-                 f"(the first epoch at which the scheduler stopped a trial)")
+    rungs = [e for e in data.rung_epochs if len(data.at_epoch(e))]
+    n = str(rungs[0]) if len(rungs) == 1 else "N"
+    if rungs:
+        text += (f". Reached epoch {n}: trials that trained that far, however they ended, "
+                 f"and their mean {metric_name(data.objective[0]).lower()} at epoch {n} ("
+                 + ("an epoch" if len(rungs) == 1 else f"for each of {epochs_text(rungs)}, the "
+                    "epochs") + " at which the scheduler stopped trials)")
     return text + "."
+
+
+def epochs_text(epochs: list[int]) -> str:
+    """``epoch 1``, ``epochs 1 and 3``, ``epochs 1, 3 and 9``."""
+    if len(epochs) == 1:
+        return f"epoch {epochs[0]}"
+    return f"epochs {', '.join(map(str, epochs[:-1]))} and {epochs[-1]}"
 
 
 def source(data: SweepData) -> str:
@@ -55,29 +62,38 @@ def data_line(data: SweepData) -> str | None:
 
 
 def definitions(data: SweepData) -> list[str]:
-    """What each column means; the accuracies as MLflow shows them too."""
+    """What each column the tables show means; the accuracies as MLflow shows them too."""
+    out = []
+    metric, mode = data.objective
+    if data.score_column == f"best_{metric}" != "best_val_top1":
+        out.append(f"Best {metric_name(metric).lower()}: the "
+                   f"{'highest' if mode == 'max' else 'lowest'} {metric} over the epochs the "
+                   "trial ran; ranks the trials.")
+    own = [m for m in data.own_metrics if m != metric and data.has_values(m)]
+    if own:
+        out.append(f"{', '.join(own)}: reported by the trainable itself; each after the last "
+                   "epoch the trial ran (the value MLflow's runs table shows).")
+    val = data.has_values("best_val_top1")
+    if val:
+        out.append(f"Val acc: {SCORE_DEFINITIONS['best_val_top1']}.")
+    if data.has_values("test_top1"):
+        out.append(f"{heading_test_acc(data).removesuffix(' (%)')}: {_test_definition(data)}.")
+    if val:
+        out.append(f"Last-epoch val acc: {SCORE_DEFINITIONS['val_top1']}; not a column here.")
+    if data.has_values("params") or data.has_values("macs"):
+        out.append("Params: trainable weights. MACs: multiply-accumulates for one image (K = "
+                   "thousand, M = million, G = billion).")
+    return out + ["Completed: ran every epoch. Stopped at epoch N: the scheduler (ASHA) ended "
+                  "it after epoch N, so its scores come from fewer epochs and are not compared "
+                  "with completed trials'. Rejected: over a cost limit, never trained."]
+
+
+def _test_definition(data: SweepData) -> str:
     test = SCORE_DEFINITIONS["test_top1"]
     limit = eval_limit(data)
     if limit is not None:
         test += f" (here a subset: the first {limit:,} test images, eval_limit)"
-    return [f"Val acc: {SCORE_DEFINITIONS['best_val_top1']}.",
-            f"{heading_test_acc(data).removesuffix(' (%)')}: {test}.",
-            f"Last-epoch val acc: {SCORE_DEFINITIONS['val_top1']}; not a column here.",
-            "Params: trainable weights. MACs: multiply-accumulates for one image (K = "
-            "thousand, M = million, G = billion).",
-            "Completed: ran every epoch. Stopped at epoch N: the scheduler (ASHA) ended it "
-            "after epoch N, so its scores come from fewer epochs and are not compared with "
-            "completed trials'. Rejected: over a cost limit, never trained."]
-
-
-_PATH_LINE = re.compile(r"^(\s*(?:data_dir|storage|tracking_uri):\s*)(['\"]?(?:/|~|\.|"
-                        r"[A-Za-z]:\\|sqlite:|file:).*)$", re.M)
-
-
-def without_paths(spec_yaml: str) -> str:
-    """The spec with its local paths (data, storage, a SQLite store) as ``<local path>``: they
-    name the sweep's machine, and another machine has its own."""
-    return _PATH_LINE.sub(r"\1<local path>", spec_yaml)
+    return test
 
 
 def server(uri: str | None) -> str:

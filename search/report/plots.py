@@ -37,8 +37,8 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["CURVES", "plot_confusion", "plot_cost", "plot_curves", "plot_importances",
-           "plot_parallel"]
+__all__ = ["CURVES", "curve_metrics", "plot_confusion", "plot_cost", "plot_curves",
+           "plot_importances", "plot_parallel"]
 
 CURVES = 4  # learning curves of this many top trials
 
@@ -81,11 +81,26 @@ def _optuna_png(draw: Callable[[], Axes], width: float, height: float) -> bytes:
             plt.close(fig)
 
 
+def curve_metrics(data: SweepData) -> list[str]:
+    """What the learning curves draw: train and val loss; for a trainable that reports neither,
+    its own metrics (only those some trial reported)."""
+    def reported(metric: str) -> bool:
+        return bool(data.history[metric].notna().any())
+
+    losses = [m for m in ("train_loss", "val_loss") if reported(m)]
+    return losses or [m for m in data.own_metrics if reported(m)]
+
+
 def plot_curves(data: SweepData, n: int = CURVES) -> bytes | None:
-    """Train vs val loss per epoch of the top ``n`` trials (a widening gap: overfitting)."""
+    """:func:`curve_metrics` per epoch of the top ``n`` trials: train vs val loss (a widening
+    gap: overfitting), or the trainable's own metrics."""
     ids = [t for t in data.trials["trial_id"] if (data.history["trial_id"] == t).any()][:n]
-    if not ids:
+    names = curve_metrics(data)
+    if not ids or not names:
         return None
+    metric = data.objective[0]
+    unit = "%" if is_accuracy(metric) else ""
+    ylabel = "loss" if all(m.endswith("loss") for m in names) else "value"
     cols = min(2, len(ids))
     rows = math.ceil(len(ids) / cols)
     fig = _figure(5 * cols, 3.2 * rows)
@@ -93,10 +108,11 @@ def plot_curves(data: SweepData, n: int = CURVES) -> bytes | None:
     for ax, trial_id in zip(axes, ids, strict=False):
         h = data.history[data.history["trial_id"] == trial_id]
         t = data.trials[data.trials["trial_id"] == trial_id].iloc[0]
-        draw_series(ax, list(h["epoch"]), {"train loss": list(h["train_loss"]),
-                                           "val loss": list(h["val_loss"])}, "loss")
-        ax.set_title(f"trial {trial_id}: val acc {fmt_metric('val_top1', t['best_val_top1'])}"
-                     f"%, {status_label(t['status'], t['stopped_epoch'])}", fontsize=9)
+        draw_series(ax, list(h["epoch"]),
+                    {metric_name(m).lower(): list(h[m]) for m in names}, ylabel)
+        ax.set_title(f"trial {trial_id}: {metric_name(metric).lower()} "
+                     f"{fmt_metric(metric, t[data.score_column])}{unit}, "
+                     f"{status_label(t['status'], t['stopped_epoch'])}", fontsize=9)
     for ax in axes[len(ids):]:
         ax.set_visible(False)
     return _png(fig)

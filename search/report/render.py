@@ -34,8 +34,10 @@ from hpsearch.search.report.formats import (
     missing,
     setting_title,
 )
+from hpsearch.search.report.machine import HOST, LOCAL, MACHINE_SETTINGS, without_paths
 from hpsearch.search.report.plots import (
     CURVES,
+    curve_metrics,
     plot_confusion,
     plot_cost,
     plot_curves,
@@ -54,6 +56,8 @@ from hpsearch.search.report.tables import (
     heading_test_acc,
     leaderboard,
     ofat_table,
+    rung_columns,
+    table_rungs,
 )
 from hpsearch.trainables.vocab import Status
 
@@ -207,12 +211,12 @@ def _factor_display(data: SweepData, key: str, table: pd.DataFrame) -> pd.DataFr
         "Completed": table["completed"],
         f"Best {title}": table["best"].map(lambda v: fmt_metric(metric, v)),
         f"Mean {title}": table["mean"].map(lambda v: fmt_metric(metric, v))})
-    if "rung_mean" in table.columns:
-        rung = data.rung_epoch
-        out[f"Reached epoch {rung}"] = table["at_rung"]
-        unit = " (%)" if is_accuracy(metric) else ""
-        out[f"Mean {metric_name(metric).lower()} at epoch {rung}{unit}"] = \
-            table["rung_mean"].map(lambda v: fmt_metric(metric, v))
+    unit = " (%)" if is_accuracy(metric) else ""
+    for epoch in table_rungs(data, table):
+        reached, mean = rung_columns(epoch)
+        out[f"Reached epoch {epoch}"] = table[reached]
+        out[f"Mean {metric_name(metric).lower()} at epoch {epoch}{unit}"] = \
+            table[mean].map(lambda v: fmt_metric(metric, v))
     return out
 
 
@@ -225,13 +229,13 @@ def _ofat_display(data: SweepData, table: pd.DataFrame) -> pd.DataFrame:
             return DASH
         return f"{100 * v:+.2f} pp" if acc else f"{v:+.4g}"
 
-    return pd.DataFrame({
+    return _without_empty(data, pd.DataFrame({
         "Setting": table["setting"], "Value": table["value"],
         "Trial": table["trial_id"].map(lambda v: DASH if missing(v) else v),
         metric_title(metric): table["best"].map(lambda v: fmt_metric(metric, v)),
         "Δ vs baseline": table["delta"].map(delta),
         heading_test_acc(data): table["test_top1"].map(lambda v: fmt_metric("test_top1", v)),
-        "Status": table["status"]})
+        "Status": table["status"]}), {heading_test_acc(data): "test_top1"})
 
 
 def _cost_display(data: SweepData, table: pd.DataFrame, budgeted: bool) -> pd.DataFrame:
@@ -243,7 +247,15 @@ def _cost_display(data: SweepData, table: pd.DataFrame, budgeted: bool) -> pd.Da
         heading_test_acc(data): table["test_top1"].map(lambda v: fmt_metric("test_top1", v))})
     if budgeted:
         out["Within budget"] = table["fits"].map({True: "yes", False: "no"})
-    return out
+    return _without_empty(data, out, {"Params": "params", "MACs": "macs",
+                                      heading_test_acc(data): "test_top1"})
+
+
+def _without_empty(data: SweepData, frame: pd.DataFrame,
+                   columns: dict[str, str]) -> pd.DataFrame:
+    """``frame`` without those of its metric ``columns`` (title -> trials column) that no
+    trial has a value in."""
+    return frame.drop(columns=[t for t, c in columns.items() if not data.has_values(c)])
 
 
 def write_report(data: SweepData, out_dir: Path, *, top: int | None = None,
@@ -268,12 +280,7 @@ def write_report(data: SweepData, out_dir: Path, *, top: int | None = None,
             path.write_text(content, encoding="utf-8")
         files[name] = path
 
-    trials = data.trials.copy()
-    for column in trials.columns:  # lists as JSON, as in MLflow's params
-        if trials[column].map(lambda v: isinstance(v, tuple)).any():
-            trials[column] = trials[column].map(
-                lambda v: json.dumps(list(v)) if isinstance(v, tuple) else v)
-    put("trials.csv", trials.to_csv(index=False))
+    put("trials.csv", _trials_csv(data))
     put("history.csv", data.history.to_csv(index=False))
     for name, frame in doc.tables.items():
         put(f"{name}.tex", latex_table(frame))
@@ -282,6 +289,19 @@ def write_report(data: SweepData, out_dir: Path, *, top: int | None = None,
     put("report.md", doc.markdown())
     put("report.html", doc.html())
     return files
+
+
+def _trials_csv(data: SweepData) -> str:
+    """``trials.csv``: the trials frame without machine paths (:mod:`.machine`) and without
+    the metric columns no trial has a value in (a plugin trainable's: no accuracy, params or
+    MACs), lists as JSON (as in MLflow's params)."""
+    empty = [c for c in data.metric_columns if not data.has_values(c)]
+    trials = data.trials.drop(columns=[c for c in (*MACHINE_SETTINGS, *empty) if c in data.trials])
+    for column in trials.columns:
+        if trials[column].map(lambda v: isinstance(v, tuple | str)).any():
+            trials[column] = trials[column].map(
+                lambda v: json.dumps(list(v)) if isinstance(v, tuple) else without_paths(v))
+    return trials.to_csv(index=False)
 
 
 def _final_section(doc: _Doc, data: SweepData) -> None:
@@ -305,6 +325,61 @@ def _final_section(doc: _Doc, data: SweepData) -> None:
     doc.table("final", table, "the final model; MLflow model: its registered name and version")
 
 
+def _best_line(data: SweepData, best: dict[str, Any]) -> str:
+    """The best trial in one sentence: its score, its own metrics, and its test accuracy and
+    cost where the trials report them."""
+    metric = data.objective[0]
+    first = data.trials.iloc[0]
+    stopped = "" if first["status"] == Status.COMPLETED else \
+        " (no trial completed: this one's score is from fewer epochs)"
+    values = [_metric_text(metric, best["score"])]
+    values += [_metric_text(m, first[m]) for m in data.own_metrics if m != metric]
+    if data.has_values("test_top1"):
+        values.append(_metric_text("test_top1", best["test_top1"]))
+    if data.has_values("params"):
+        values.append(f"{format_params(best['params'])} params")
+    if data.has_values("macs"):
+        values.append(f"{format_macs(best['macs'])} MACs")
+    settings = ", ".join(f"{setting_title(k).lower()} {fmt_value(k, v)}"
+                         for k, v in best["config"].items())
+    return (f"Best trial {best['trial_id']}{stopped}: {', '.join(values)}"
+            f"{' (' + settings + ')' if settings else ''}.")
+
+
+def _metric_text(metric: str, value: Any) -> str:
+    """``val acc 96.67 %``, ``mse 0.0012``."""
+    unit = " %" if is_accuracy(metric) else ""
+    return f"{metric_name(metric).lower()} {fmt_metric(metric, value)}{unit}"
+
+
+def _cost_section(doc: _Doc, data: SweepData, *, max_params: int | None,
+                  max_macs: int | None) -> None:
+    """Score against cost: the Pareto front and its plot; nothing where no trial reported a
+    cost (a plugin trainable's own training function)."""
+    if not (data.has_values("params") or data.has_values("macs")):
+        return
+    doc.heading("Cost")
+    cost = cost_table(data, max_params=max_params, max_macs=max_macs)
+    if cost.empty:
+        doc.text("No completed trial with a known cost.")
+        return
+    doc.table("pareto", _cost_display(data, cost, bool(budget_text(max_params, max_macs))),
+              "Pareto-optimal completed trials: no other completed trial scores better "
+              "with fewer params and MACs; trials stopped early are left out (their scores "
+              "are from fewer epochs)")
+    doc.image("cost", plot_cost(data, max_params=max_params, max_macs=max_macs),
+              "score vs parameters and vs MACs per image, completed trials only; red: "
+              "Pareto front")
+
+
+def _curves_text(data: SweepData) -> str:
+    """What the learning curves show: ``train vs val loss``, or the trainable's own metrics."""
+    names = curve_metrics(data)
+    if names == ["train_loss", "val_loss"]:
+        return "train vs val loss"
+    return " and ".join(metric_name(m).lower() for m in names) + " per epoch"
+
+
 def _build(data: SweepData, *, top: int | None, max_params: int | None,
            max_macs: int | None) -> _Doc:
     spec = data.spec
@@ -315,18 +390,7 @@ def _build(data: SweepData, *, top: int | None, max_params: int | None,
     metric, mode = data.objective
     doc.text(f"Objective: {mode}imise {metric}. Read from {notes.source(data)}.")
     if s["best"] is not None:
-        b = s["best"]
-        settings = ", ".join(f"{setting_title(k).lower()} {fmt_value(k, v)}"
-                             for k, v in b["config"].items())
-        unit = " %" if is_accuracy(metric) else ""
-        first = data.trials.iloc[0]
-        stopped = "" if first["status"] == Status.COMPLETED else \
-            " (no trial completed: this one's score is from fewer epochs)"
-        doc.text(f"Best trial {b['trial_id']}{stopped}: {metric_name(metric).lower()} "
-                 f"{fmt_metric(metric, b['score'])}{unit}, test acc "
-                 f"{fmt_metric('test_top1', b['test_top1'])} %, "
-                 f"{format_params(b['params'])} params, {format_macs(b['macs'])} MACs"
-                 f"{' (' + settings + ')' if settings else ''}.")
+        doc.text(_best_line(data, s["best"]))
     fixed = fixed_settings(data)
     if fixed:
         doc.text("Fixed settings (the same in every trial): " + ", ".join(
@@ -368,29 +432,19 @@ def _build(data: SweepData, *, top: int | None, max_params: int | None,
         doc.heading("Factors")
         doc.text(notes.factor_caption(data))
         for key, table in factors.items():
+            rungs = table_rungs(data, table)
             doc.table(f"factor_{key}", _factor_display(data, key, table),
                       f"{setting_title(key)}: completed trials compared at "
-                      f"{notes.fidelity(data)}" + (f"; all trials at epoch {data.rung_epoch}"
-                                              if "rung_mean" in table.columns else ""))
+                      f"{notes.fidelity(data)}"
+                      + (f"; all trials at {notes.epochs_text(rungs)}" if rungs else ""))
 
-    doc.heading("Cost")
-    cost = cost_table(data, max_params=max_params, max_macs=max_macs)
-    if cost.empty:
-        doc.text("No completed trial with a known cost.")
-    else:
-        doc.table("pareto", _cost_display(data, cost, bool(budget)),
-                  "Pareto-optimal completed trials: no other completed trial scores better "
-                  "with fewer params and MACs; trials stopped early are left out (their scores "
-                  "are from fewer epochs)")
-        doc.image("cost", plot_cost(data, max_params=max_params, max_macs=max_macs),
-                  "score vs parameters and vs MACs per image, completed trials only; red: "
-                  "Pareto front")
+    _cost_section(doc, data, max_params=max_params, max_macs=max_macs)
 
     doc.heading("Compute")
     doc.table("compute", compute_table(s))
 
     doc.heading("Plots")
-    doc.image("curves", plot_curves(data), f"train vs val loss of the top {CURVES} trials")
+    doc.image("curves", plot_curves(data), f"{_curves_text(data)} of the top {CURVES} trials")
     doc.image("confusion", plot_confusion(data),
               f"test confusion matrix of the best completed trial ({data.confusion_trial})")
     doc.image("parallel", plot_parallel(data),
@@ -432,6 +486,7 @@ def _build(data: SweepData, *, top: int | None, max_params: int | None,
 
         spec_yaml = yaml.safe_dump(spec.to_dict(), sort_keys=False)
     if spec_yaml:
-        doc.text("The sweep spec (local paths left out):")
-        doc.code(notes.without_paths(spec_yaml))
+        doc.text(f"The sweep spec (local paths as {LOCAL}/ and their last part, server hosts "
+                 f"as {HOST}):")
+        doc.code(without_paths(spec_yaml))
     return doc

@@ -26,6 +26,7 @@ from hpsearch.search.report.formats import (
     setting_title,
     status_label,
 )
+from hpsearch.search.report.machine import MACHINE_SETTINGS
 from hpsearch.search.spec import Choice, Grid, IntRange, LogUniform, Uniform
 from hpsearch.trainables.config import TrialConfig
 from hpsearch.trainables.errors import UserError
@@ -33,11 +34,11 @@ from hpsearch.trainables.vocab import STATUS_ORDER, Status
 
 __all__ = ["compute_summary", "compute_table", "cost_table", "factor_tables", "final_line",
            "final_table", "fixed_settings", "leaderboard", "leaderboard_text", "ofat_table",
-           "pareto_front", "heading_test_acc"]
+           "pareto_front", "heading_test_acc", "rung_columns", "table_rungs"]
 
 # Settings named in the "fixed settings" line when they do not vary (besides spec.fixed).
 _USUAL = ("model", "optimizer", "lr", "batch_size")
-_NOT_SHOWN = ("data_dir", "device")  # where it ran, not what it was
+_NOT_SHOWN = (*MACHINE_SETTINGS, "device")  # where it ran, not what it was
 _MAX_CATEGORIES = 6  # a numeric setting with more distinct values than this is binned
 _BINS = 4
 
@@ -83,27 +84,34 @@ def leaderboard(data: SweepData, *, top: int | None = None, max_params: int | No
     if top is not None:
         trials = trials.head(top)
     unused = _unused_settings(trials, keys)
-    metric = data.objective[0]
-    score = data.score_column
+    shown = _shown_metrics(data)
     rows = []
     for (_, t), skip in zip(trials.iterrows(), unused, strict=True):
         row: dict[str, Any] = {"Trial": t["trial_id"]}
         for k in keys:
             row[setting_title(k)] = DASH if k in skip else fmt_value(k, t[k])
-        row["Params"] = format_params(t["params"])
-        row["MACs"] = format_macs(t["macs"])
-        if score != "best_val_top1":
-            row[f"Best {metric_title(metric).lower()}"] = fmt_metric(metric, t[score])
-        row["Val acc (%)"] = fmt_metric("val_top1", t["best_val_top1"])
-        row[heading_test_acc(data)] = fmt_metric("test_top1", t["test_top1"])
+        for title, (column, metric) in shown.items():
+            row[title] = fmt_metric(metric, t[column])
         row["Epochs run"] = DASH if missing(t["epochs_run"]) else str(int(t["epochs_run"]))
         row["Status"] = status_label(t["status"], t["stopped_epoch"])
         rows.append(row)
-    columns = ["Trial", *(setting_title(k) for k in keys),
-               "Params", "MACs", "Val acc (%)", heading_test_acc(data), "Epochs run", "Status"]
-    if score != "best_val_top1":
-        columns.insert(columns.index("Val acc (%)"), f"Best {metric_title(metric).lower()}")
+    columns = ["Trial", *(setting_title(k) for k in keys), *shown, "Epochs run", "Status"]
     return pd.DataFrame(rows, columns=columns)
+
+
+def _shown_metrics(data: SweepData) -> dict[str, tuple[str, str]]:
+    """The leaderboard's metric columns, title -> (trials column, metric): cost, the score,
+    the trainable's own metrics, val and test accuracy; only those some trial has a value
+    in (a plugin trainable reports no accuracy, params or MACs)."""
+    metric = data.objective[0]
+    columns = {"Params": ("params", "params"), "MACs": ("macs", "macs")}
+    if data.score_column != "best_val_top1":
+        columns[f"Best {metric_title(metric).lower()}"] = (data.score_column, metric)
+    columns.update({metric_title(m): (m, m) for m in data.own_metrics if m != metric})
+    columns["Val acc (%)"] = ("best_val_top1", "val_top1")
+    columns[heading_test_acc(data)] = ("test_top1", "test_top1")
+    return {title: (column, m) for title, (column, m) in columns.items()
+            if data.has_values(column)}
 
 
 def _varied(data: SweepData) -> list[str]:
@@ -226,19 +234,30 @@ def _bin_labels(data: SweepData, key: str, values: pd.Series) -> pd.Series:
     return pd.cut(numbers, edges, labels=labels, include_lowest=True).astype(object)
 
 
+def rung_columns(epoch: int) -> tuple[str, str]:
+    """A factor table's two columns for one rung: how many trials reached ``epoch``, and
+    their mean score at it."""
+    return f"reached_{epoch}", f"mean_at_{epoch}"
+
+
+def table_rungs(data: SweepData, table: pd.DataFrame) -> list[int]:
+    """The rungs (:attr:`SweepData.rung_epochs`) a factor table has columns for."""
+    return [e for e in data.rung_epochs if rung_columns(e)[0] in table.columns]
+
+
 def factor_tables(data: SweepData) -> dict[str, pd.DataFrame]:
     """Per searched setting that varies: each value's ``trials``, ``completed`` (ran every
     epoch) and the ``best`` and ``mean`` objective score of the completed ones (continuous
-    settings binned). When the scheduler stopped trials early, also ``at_rung`` and
-    ``rung_mean``: how many trials reached :attr:`SweepData.rung_epoch` and their mean score
-    at that epoch. Scores at different epochs are never mixed. Trials that do not use the
-    setting (momentum under Adam) or lack it (conditional) are left out of its table."""
+    settings binned). Per rung at which the scheduler stopped trials
+    (:attr:`SweepData.rung_epochs`), also ``reached_<N>`` and ``mean_at_<N>``
+    (:func:`rung_columns`): how many trials reached epoch N and their mean score at it. Scores
+    at different epochs are never mixed. Trials that do not use the setting (momentum under
+    Adam) or lack it (conditional) are left out of its table."""
     metric, mode = data.objective
     score = data.score_column
     done = (data.trials["status"] == Status.COMPLETED).to_numpy()
-    rung = data.rung_epoch
-    at_rung = data.at_epoch(rung) if rung is not None else None
-    at_rung = at_rung if at_rung is not None and len(at_rung) else None  # no history: none
+    rungs = {e: scores for e in data.rung_epochs
+             if len(scores := data.at_epoch(e))}  # no history: no rung to compare at
     keys = [k for k in data.searched if varies(data.trials[k])]
     unused = _unused_settings(data.trials, keys)
     out = {}
@@ -260,10 +279,11 @@ def factor_tables(data: SweepData) -> dict[str, pd.DataFrame]:
         table = pd.DataFrame({"trials": grouped.size(), "completed": grouped.count(),
                               "best": grouped.max() if mode == "max" else grouped.min(),
                               "mean": grouped.mean()})
-        if at_rung is not None:
-            frame["rung"] = trials["trial_id"].map(at_rung).to_numpy()
-            table["at_rung"] = frame.groupby("value", sort=False)["rung"].count()
-            table["rung_mean"] = frame.groupby("value", sort=False)["rung"].mean()
+        for epoch, scores in rungs.items():
+            reached, mean = rung_columns(epoch)
+            frame[reached] = trials["trial_id"].map(scores).to_numpy()
+            table[reached] = frame.groupby("value", sort=False)[reached].count()
+            table[mean] = frame.groupby("value", sort=False)[reached].mean()
         table = table.reindex(order)
         out[key] = table.rename_axis("value").reset_index()
     return out

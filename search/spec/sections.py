@@ -5,6 +5,7 @@ another section live in :mod:`search.spec.rules`.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -214,6 +215,23 @@ class Scheduler(BaseModel):
     def stops_early(self) -> bool:
         """Whether trials may end before their last epoch (on one metric, per epoch)."""
         return self.name != "none"
+
+    def rungs(self, max_epochs: int) -> tuple[int, ...] | None:
+        """The epochs after which this scheduler may stop a trial, first to last (resolved
+        settings): ASHA's rungs, the milestones Ray's ``ASHAScheduler`` (one bracket, as
+        :func:`search.algorithms.build_scheduler` makes it, ``max_t = budget.max_epochs``)
+        computes, each at the first whole epoch that reaches it; none for ``none``; None when
+        not known (HyperBand's differ per bracket)."""
+        if self.name == "none":
+            return ()
+        if self.name != "asha" or self.grace_period is None or self.reduction_factor is None:
+            return None
+        import numpy as np  # Ray's own arithmetic, so a rung on a log boundary rounds alike
+
+        count = int(np.log(max_epochs / self.grace_period) / np.log(self.reduction_factor) + 1)
+        epochs = {math.ceil(self.grace_period * self.reduction_factor ** k)
+                  for k in range(max(count, 0))}
+        return tuple(sorted(e for e in epochs if e < max_epochs))
 
     def resolved(self) -> Scheduler:
         """ASHA's and HyperBand's settings filled in: grace period 1, reduction factor 3."""

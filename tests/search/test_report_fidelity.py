@@ -58,10 +58,66 @@ def test_stopped_trials_low_epoch_scores_stay_out_of_the_completed_means() -> No
     assert (sgd["trials"], sgd["completed"]) == (3, 1)
     assert sgd["mean"] == pytest.approx(0.70) and sgd["best"] == pytest.approx(0.70)  # c only
     # at ASHA's rung (epoch 1) every trial that got there is compared, each at epoch 1
-    assert data.rung_epoch == 1
-    assert sgd["at_rung"] == 3 and sgd["rung_mean"] == pytest.approx((0.30 + 0.10 + 0.20) / 3)
+    assert data.rung_epochs == (1,)
+    assert sgd["reached_1"] == 3 and sgd["mean_at_1"] == pytest.approx((0.30 + 0.10 + 0.20) / 3)
     adam = factor_tables(data)["optimizer"].set_index("value").loc["adam"]
-    assert adam["mean"] == pytest.approx(0.85) and adam["rung_mean"] == pytest.approx(0.45)
+    assert adam["mean"] == pytest.approx(0.85) and adam["mean_at_1"] == pytest.approx(0.45)
+
+
+@pytest.mark.parametrize(("grace", "factor", "epochs"), [
+    (1, 2, 4), (1, 2, 2), (1, 3, 9), (1, 3, 10), (2, 2, 16), (1, 1.5, 6), (3, 3, 3), (1, 4, 64)])
+def test_the_rungs_are_the_milestones_of_rays_asha(grace: int, factor: float,
+                                                    epochs: int) -> None:
+    """The report's rungs are the epochs at which the scheduler the sweep ran judges a trial."""
+    from hpsearch.search.algorithms import build_scheduler
+
+    spec = parse_spec({**_SPEC, "budget": {"trials": 6, "max_epochs": epochs},
+                       "scheduler": {"name": "asha", "grace_period": grace,
+                                     "reduction_factor": factor}})
+    (bracket,) = build_scheduler(spec)._brackets
+    judged = {math.ceil(milestone) for milestone, _ in bracket._rungs}
+    assert spec.scheduler.rungs(epochs) == tuple(sorted(e for e in judged if e < epochs))
+    assert parse_spec({**_SPEC, "scheduler": "none"}).scheduler.rungs(epochs) == ()
+    assert parse_spec({**_SPEC, "scheduler": "hyperband"}).scheduler.rungs(epochs) is None
+
+
+# trial -> (status, val_top1 per epoch): ASHA (grace 1, factor 2, 4 epochs: rungs 1 and 2)
+# stopped one trial at each rung; `hpsearch stop` ended one after epoch 3, which is no rung
+_RUNGS = {"a": ("completed", [0.5, 0.7, 0.8, 0.9]), "b": ("completed", [0.4, 0.6, 0.7, 0.8]),
+          "c": ("stopped_early", [0.3, 0.5]), "d": ("stopped_early", [0.1]),
+          "e": ("stopped_early", [0.45, 0.65, 0.75])}
+
+
+def test_every_rung_that_stopped_a_trial_gets_its_own_columns(tmp_path: Path) -> None:
+    spec = parse_spec({**_SPEC, "budget": {"trials": 5, "max_epochs": 4}})
+    rows, history = [], []
+    for trial_id, (status, scores) in _RUNGS.items():
+        rows.append({"trial_id": trial_id, "status": status, "optimizer": "adam",
+                     "best_val_top1": max(scores), "epochs_run": len(scores),
+                     "stopped_epoch": len(scores) if status == "stopped_early" else None})
+        history += [{"trial_id": trial_id, "epoch": e, "val_top1": v}
+                    for e, v in enumerate(scores, start=1)]
+    rows[-1]["optimizer"] = rows[-2]["optimizer"] = "sgd"
+    data = SweepData.from_rows("rungs", rows, spec=spec, history=pd.DataFrame(history),
+                               meta={"max_epochs": 4, "rungs": spec.scheduler.rungs(4)})
+    assert data.meta["rungs"] == (1, 2) and data.rung_epochs == (1, 2)  # not 3: no rung
+    sgd = factor_tables(data)["optimizer"].set_index("value").loc["sgd"]
+    assert (sgd["reached_1"], sgd["reached_2"]) == (2, 1)  # d stopped at 1, e went on
+    assert sgd["mean_at_1"] == pytest.approx(0.275) and sgd["mean_at_2"] == pytest.approx(0.65)
+    assert "reached_3" not in factor_tables(data)["optimizer"].columns
+    md = write_report(data, tmp_path)["report.md"].read_text()
+    factors = md.split("## Factors")[1].split("## Cost")[0]
+    assert "| Optimizer | Trials | Completed | Best val acc (%) | Mean val acc (%) | Reached " \
+           "epoch 1 | Mean val acc at epoch 1 (%) | Reached epoch 2 | Mean val acc at epoch 2 " \
+           "(%) |" in factors
+    assert "| sgd | 2 | 0 | — | — | 2 | 27.50 | 1 | 65.00 |" in factors
+    assert "*Optimizer: completed trials compared at 4 epochs; all trials at epochs 1 and 2*" \
+        in factors
+    assert "for each of epochs 1 and 2, the epochs at which the scheduler stopped trials" \
+        in factors
+    # where the rungs are not known (no spec), each epoch a trial was stopped at is one
+    data.meta.pop("rungs")
+    assert data.rung_epochs == (1, 2, 3)
 
 
 def test_the_cost_front_and_importance_use_completed_trials_only() -> None:
@@ -101,6 +157,36 @@ def test_the_report_states_its_comparison_method_and_definitions(tmp_path: Path)
     assert "Fixed settings (the same in every trial): model cnn, dataset mnist" in md
     assert "| Model |" not in md and "/somewhere/on/disk" not in md
     assert "Hyperparameter importance (PED-ANOVA) skipped: 3 completed trial(s)" in md
+
+
+_KEPT_SPEC = """\
+# the data: /somewhere/on/disk/mnist
+name: asha
+fixed: {model: cnn, dataset: mnist, data_dir: /somewhere/on/disk}
+storage: "/somewhere/on/disk/runs"
+tracking: {uri: "http://ann:s3cret@gpu-box.lab:5000"}
+"""
+
+
+def test_no_file_the_report_writes_names_the_machine(tmp_path: Path) -> None:
+    """Neither a table, ``trials.csv``, a trial's error nor the spec shown names a local path
+    or a server's host: paths are shortened to ``<local>/`` and their last part."""
+    data = _asha_data(error="FileNotFoundError: '/somewhere/on/disk/runs/asha/trial_d/x.pt'")
+    data.meta["spec_yaml"] = _KEPT_SPEC
+    files = write_report(data, tmp_path)
+    texts = {name: path.read_text() for name, path in files.items()
+             if path.suffix in (".md", ".html", ".csv", ".tex")}
+    assert {"report.md", "report.html", "trials.csv", "leaderboard.tex"} <= set(texts)
+    for name, text in texts.items():
+        assert "/somewhere" not in text and "gpu-box" not in text, name
+        assert "ann:" not in text and "s3cret" not in text, name
+    csv = pd.read_csv(files["trials.csv"])
+    assert "data_dir" not in csv.columns and "dataset" in csv.columns
+    assert set(csv["error"]) == {"FileNotFoundError: '<local>/x.pt'"}
+    shown = texts["report.md"].split("The sweep spec")[1]
+    assert "fixed: {model: cnn, dataset: mnist, data_dir: <local>/disk}" in shown
+    assert 'storage: "<local>/runs"' in shown and "http://<host>:5000" in shown
+    assert "# the data: <local>/mnist" in shown  # comments too
 
 
 def test_class_names_and_split_sizes_come_from_the_trial(tmp_path: Path) -> None:

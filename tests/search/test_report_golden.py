@@ -72,5 +72,7 @@ def test_the_report_of_a_committed_sweep_is_unchanged(sweep: str, tmp_path: Path
     assert sorted(got) == sorted(expected)
     for name, text in expected.items():
         assert got[name] == text, f"{sweep}/{name} differs from the golden file"
-    # the report names no path of the machine it was read on
+    # the report names no path of the machine it was read on, nor of the one the sweep ran on
     assert "<sweep>" not in got["report.md"] and "<machine>" in got["report.md"]
+    for name in ("report.md", "trials.csv"):
+        assert "/golden/" not in got[name], name
