@@ -178,5 +178,5 @@ def test_ema_warms_up_so_a_short_trial_is_not_its_first_weights() -> None:
     for n in range(1, 11):
         average.update_parameters(model)
         kept *= min(0.999, (1 + n) / (10 + n))
-    assert float(average.module.weight) == pytest.approx(1 - kept, rel=1e-5)
-    assert float(average.module.weight) > 0.8
+    assert average.module.weight.item() == pytest.approx(1 - kept, rel=1e-5)
+    assert average.module.weight.item() > 0.8
