@@ -95,8 +95,11 @@ env = os.environ
 user, password = env.get("POSTGRES_USER", "mlflow"), env["POSTGRES_PASSWORD"]
 where = f"{env.get('POSTGRES_HOST', 'postgres')}:{env.get('POSTGRES_PORT', '5432')}"
 # +psycopg2: SQLAlchemy >= 2.1 maps plain postgresql:// to psycopg 3, which is not installed.
+# client_encoding=utf8: run names and notes hold non-ASCII text (a trial's run is named
+# "<id> · completed"); a database created as SQL_ASCII (initdb without a UTF-8 locale) would
+# otherwise answer every such write with a 500.
 print(f"postgresql+psycopg2://{quote(user, safe='')}:{quote(password, safe='')}@{where}/"
-      f"{env.get('POSTGRES_DB', 'mlflow')}")
+      f"{env.get('POSTGRES_DB', 'mlflow')}?client_encoding=utf8")
 PY
 )
       export MLFLOW_BACKEND_STORE_URI

@@ -96,6 +96,7 @@ def _stop_own(temp_dir: str) -> None:
                 os.kill(pid, sig)
             except OSError:
                 pass
-        deadline = time.monotonic() + 15
+        # a few seconds for a clean exit, then SIGKILL: a test cluster keeps no state
+        deadline = time.monotonic() + (3 if sig == signal.SIGTERM else 15)
         while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in mine):
             time.sleep(0.3)

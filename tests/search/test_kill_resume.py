@@ -2,8 +2,9 @@
 life, then ``hpsearch resume``; Ray's record and MLflow must then agree, trial by trial and epoch
 by epoch.
 
-Each case kills at one moment, found from what the sweep's folder holds (the driver's own
-progress), optionally a little later. What a user checks after a resume:
+Each moment is found from what the sweep's folder holds (the driver's own progress), optionally
+a little later; a chain of moments kills one sweep's successive drivers. What a user checks
+after the last resume:
 - every planned trial is there once, in Tune's state, on disk and in MLflow; no config twice;
 - each trial's ``result.json`` holds every epoch once, and its MLflow run the same epochs;
 - no MLflow run is left RUNNING, and each run's status tag is the trial's status;
@@ -22,7 +23,7 @@ import yaml
 
 from hpsearch.search.tracking.values import run_status
 from hpsearch.trainables.vocab import Status
-from tests.driver import hpsearch, sigkill_sweep_when
+from tests.driver import hpsearch, sigkill_when
 from tests.fakedata import write_mnist
 
 pytestmark = pytest.mark.integration
@@ -191,17 +192,38 @@ def _check_consistent(tmp_path: Path, run_dir: Path, output: str) -> None:
     assert "MLflow missed" not in output, output
 
 
-@pytest.mark.parametrize("moment", list(MOMENTS))
-def test_driver_killed_at_any_moment_resumes_exactly_once(moment: str, tmp_path: Path,
+# Each chain kills one sweep's drivers one after another, each resumed driver at the next
+# moment, so that a chain costs one sweep's training: every moment of MOMENTS is in one chain,
+# in the order they come in a sweep's life. A moment that already holds when its driver starts
+# (the resume's rollback left it so) is passed over: killing a driver at its start proves
+# nothing new.
+CHAINS: dict[str, tuple[str, ...]] = {
+    "early": ("first-trial-folder", "first-result", "second-checkpoint", "four-completed"),
+    "snapshots": ("first-mlflow-run", "checkpoint-before-snapshot", "three-trials-reported",
+                  "five-mlflow-runs+0.5s"),
+    "late": ("checkpoint-before-snapshot+0.7s", "first-completed", "last-trial-started"),
+}
+assert sorted(m for chain in CHAINS.values() for m in chain) == sorted(MOMENTS)
+
+
+@pytest.mark.parametrize("chain", list(CHAINS))
+def test_driver_killed_at_any_moment_resumes_exactly_once(chain: str, tmp_path: Path,
                                                           data_dir: Path) -> None:
-    ready, delay = MOMENTS[moment]
     run_dir = tmp_path / "runs" / NAME
-    sigkill_sweep_when(_spec(tmp_path, data_dir), lambda: ready(run_dir), cwd=tmp_path,
-                       delay=delay)
-    time.sleep(1)  # let Ray's fate-shared processes of the dead driver go
+    resume = ("resume", NAME, "--storage", str(tmp_path / "runs"))
+    killed = []
+    for i, moment in enumerate(CHAINS[chain]):
+        ready, delay = MOMENTS[moment]
+        if i and ready(run_dir):
+            continue
+        sigkill_when(resume if i else ("sweep", str(_spec(tmp_path, data_dir))),
+                     lambda ready=ready: ready(run_dir), cwd=tmp_path, delay=delay,
+                     timeout=400)
+        killed.append(moment)
+        time.sleep(1)  # let Ray's fate-shared processes of the dead driver go
+    assert len(killed) >= len(CHAINS[chain]) - 1, f"killed at {killed} only"
     recorded = bool(_snapshot_ids(run_dir))  # Tune had written a readable snapshot
-    out = hpsearch("resume", NAME, "--storage", str(tmp_path / "runs"), cwd=tmp_path,
-                   timeout=400)
+    out = hpsearch(*resume, cwd=tmp_path, timeout=400)
     assert out.returncode == 0, out.stderr[-3000:]
     _check_consistent(tmp_path, run_dir, out.stdout + out.stderr)
     if recorded:  # resumed from Tune's record, not started over
