@@ -42,12 +42,16 @@ def main() -> None:
     parser.add_argument("--eval", type=int, default=None, help="val and test images (all)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ema", type=float, nargs="+", default=[0.999, 0.99], help="EMA decays")
+    parser.add_argument("--only", nargs="+", metavar="PREFIX",
+                        help="besides the baseline, only the runs whose name starts so (e.g. ema)")
     args = parser.parse_args()
     base = TrialConfig(**SMALL_CNN, epochs=args.epochs, train_limit=args.train,
                        eval_limit=args.eval, seed=args.seed)
     bundle = load_data(base)
     results: dict[str, dict[str, Any]] = {}
-    for name, change in options(args.ema).items():
+    runs = {name: change for name, change in options(args.ema).items()
+            if name == "baseline" or not args.only or name.startswith(tuple(args.only))}
+    for name, change in runs.items():
         start = time.perf_counter()
         result = fit(base.model_copy(update=change), data=bundle)
         results[name] = {**result.metrics, "wall": time.perf_counter() - start}
