@@ -47,6 +47,9 @@ def sigkill_when(args: tuple[str, ...], ready: Callable[[], bool], *, cwd: Path,
         while time.monotonic() < deadline:
             if ready() and driver.poll() is None:
                 break
+            if driver.poll() is not None:
+                pytest.fail(f"hpsearch {args[0]} ended (exit {driver.poll()}) before the point "
+                            f"of the kill")
             time.sleep(0.2)
         else:
             pytest.fail(f"hpsearch {args[0]} never got to the point of the kill "
