@@ -12,20 +12,11 @@ import torch
 
 from hpsearch.trainables.config import AUGMENTATIONS, DATASETS, OPTIMIZERS, SCHEDULES, TrialConfig
 from hpsearch.trainables.cost import count_macs, count_params
-from hpsearch.trainables.data import load_data
 from hpsearch.trainables.errors import UserError
 from hpsearch.trainables.fit import console_reporter, fit
 from hpsearch.trainables.models import build_model
 from hpsearch.trainables.optim import build_optimizer, build_schedule
-
-TINY = {"model": "cnn", "channels": (8, 16), "fc_width": 32, "epochs": 2, "batch_size": 32,
-        "eval_batch_size": 256, "device": "cpu"}
-
-
-@pytest.fixture(scope="module")
-def mnist(tiny_mnist_dir: Path) -> dict[str, Any]:
-    config = TrialConfig(dataset="mnist", data_dir=str(tiny_mnist_dir))
-    return {"data_dir": str(tiny_mnist_dir), "bundle": load_data(config)}
+from tests.trainables.conftest import TINY
 
 
 def _config(mnist: dict[str, Any], **kw: Any) -> TrialConfig:

@@ -4,7 +4,6 @@ EMA (what val/test evaluate, kept in the checkpoint) and flip TTA (val/test only
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,19 +12,10 @@ import torch.nn.functional as F
 
 from hpsearch.trainables.bundle import DataBundle
 from hpsearch.trainables.config import TrialConfig, parse_trial_config
-from hpsearch.trainables.data import load_data
 from hpsearch.trainables.errors import UserError
 from hpsearch.trainables.fit import FitResult, fit, predict
 from hpsearch.trainables.models import build_model
-
-TINY = {"model": "cnn", "channels": (8, 16), "fc_width": 32, "epochs": 2, "batch_size": 32,
-        "eval_batch_size": 256, "device": "cpu"}
-
-
-@pytest.fixture(scope="module")
-def mnist(tiny_mnist_dir: Path) -> dict[str, Any]:
-    config = TrialConfig(dataset="mnist", data_dir=str(tiny_mnist_dir))
-    return {"data_dir": str(tiny_mnist_dir), "bundle": load_data(config)}
+from tests.trainables.conftest import TINY
 
 
 def _fit(mnist: dict[str, Any], **kw: Any) -> FitResult:
