@@ -2,9 +2,8 @@
 life, then ``hpsearch resume``; Ray's record and MLflow must then agree, trial by trial and epoch
 by epoch.
 
-Each moment is found from what the sweep's folder holds (the driver's own progress), optionally
-a little later; a chain of moments kills one sweep's successive drivers. What a user checks
-after the last resume:
+Each case kills at one moment, found from what the sweep's folder holds (the driver's own
+progress), optionally a little later. What a user checks after a resume:
 - every planned trial is there once, in Tune's state, on disk and in MLflow; no config twice;
 - each trial's ``result.json`` holds every epoch once, and its MLflow run the same epochs;
 - no MLflow run is left RUNNING, and each run's status tag is the trial's status;
@@ -23,7 +22,7 @@ import yaml
 
 from hpsearch.search.tracking.values import run_status
 from hpsearch.trainables.vocab import Status
-from tests.driver import hpsearch, sigkill_when
+from tests.driver import hpsearch, sigkill_sweep_when
 from tests.fakedata import write_mnist
 
 pytestmark = pytest.mark.integration
@@ -192,46 +191,17 @@ def _check_consistent(tmp_path: Path, run_dir: Path, output: str) -> None:
     assert "MLflow missed" not in output, output
 
 
-# Each chain kills one sweep's drivers one after another, each resumed driver at the next
-# moment, so that a chain costs one sweep's training; every moment of MOMENTS is in one chain.
-# A resumed driver is killed only once it has made progress of its own (a new trial folder,
-# checkpoint or result row since it started): a moment that already holds when it starts (the
-# sweep went past it before the last kill) is then the resumed driver's first step past it.
-CHAINS: dict[str, tuple[str, ...]] = {
-    "early": ("first-trial-folder", "first-mlflow-run", "first-result", "four-completed"),
-    "snapshots": ("checkpoint-before-snapshot", "second-checkpoint"),
-    "late": ("checkpoint-before-snapshot+0.7s", "first-completed", "last-trial-started"),
-    # moments that can come only as the sweep ends (result rows and MLflow runs are copied at
-    # Tune's snapshots): first in a chain of their own, where they always come mid-sweep
-    "three-reported": ("three-trials-reported",),
-    "five-runs": ("five-mlflow-runs+0.5s",),
-}
-assert sorted(m for chain in CHAINS.values() for m in chain) == sorted(MOMENTS)
-
-
-def _progress(run_dir: Path) -> int:
-    """Trial folders, checkpoints and result rows in the sweep's folder: grows with any step."""
-    dirs = _trial_dirs(run_dir)
-    return sum(1 + len(list(d.glob("checkpoint_*"))) + len(_rows(d)) for d in dirs)
-
-
-@pytest.mark.parametrize("chain", list(CHAINS))
-def test_driver_killed_at_any_moment_resumes_exactly_once(chain: str, tmp_path: Path,
+@pytest.mark.parametrize("moment", list(MOMENTS))
+def test_driver_killed_at_any_moment_resumes_exactly_once(moment: str, tmp_path: Path,
                                                           data_dir: Path) -> None:
+    ready, delay = MOMENTS[moment]
     run_dir = tmp_path / "runs" / NAME
-    resume = ("resume", NAME, "--storage", str(tmp_path / "runs"))
-    for i, moment in enumerate(CHAINS[chain]):
-        ready, delay = MOMENTS[moment]
-        if i == 0:
-            sigkill_when(("sweep", str(_spec(tmp_path, data_dir))), lambda r=ready: r(run_dir),
-                         cwd=tmp_path, delay=delay)
-        else:
-            start = _progress(run_dir)
-            sigkill_when(resume, lambda ready=ready, start=start: (
-                _progress(run_dir) > start and ready(run_dir)), cwd=tmp_path, delay=delay)
-        time.sleep(1)  # let Ray's fate-shared processes of the dead driver go
+    sigkill_sweep_when(_spec(tmp_path, data_dir), lambda: ready(run_dir), cwd=tmp_path,
+                       delay=delay)
+    time.sleep(1)  # let Ray's fate-shared processes of the dead driver go
     recorded = bool(_snapshot_ids(run_dir))  # Tune had written a readable snapshot
-    out = hpsearch(*resume, cwd=tmp_path, timeout=400)
+    out = hpsearch("resume", NAME, "--storage", str(tmp_path / "runs"), cwd=tmp_path,
+                   timeout=400)
     assert out.returncode == 0, out.stderr[-3000:]
     _check_consistent(tmp_path, run_dir, out.stdout + out.stderr)
     if recorded:  # resumed from Tune's record, not started over

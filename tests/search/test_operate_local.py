@@ -76,8 +76,9 @@ def _no_finished_epoch_lost(run_dir: Path) -> None:
 
 
 def test_list_status_stop_resume_exactly_once(tmp_path: Path) -> None:
-    # Epochs of a second or more: a stop lands while trials train.
-    data = write_mnist(tmp_path / "data", n_train=6000, n_test=200)
+    # Epochs of a few seconds (the driver file is rewritten every 5 s): a stop lands while
+    # trials train, however fast the machine.
+    data = write_mnist(tmp_path / "data", n_train=15000, n_test=200)
     spec = _spec(tmp_path, data)
     runs, run_dir = tmp_path / "runs", tmp_path / "runs" / NAME
     storage = ["--storage", str(runs)]
