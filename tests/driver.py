@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["hpsearch", "sigkill_sweep_when", "sigkill_when"]
+__all__ = ["hpsearch", "sigkill_sweep_when"]
 
 
 def hpsearch(*args: str, cwd: Path | None = None, env: Mapping[str, str] | None = None,
@@ -30,16 +30,7 @@ def sigkill_sweep_when(spec_file: Path, ready: Callable[[], bool], *, cwd: Path,
     """Run ``hpsearch sweep spec_file`` and SIGKILL it ``delay`` seconds after ``ready()``
     holds while it still runs; the test fails if that never happens within ``timeout`` seconds
     or the sweep ends before the kill."""
-    sigkill_when(("sweep", str(spec_file)), ready, cwd=cwd, env=env, timeout=timeout,
-                 delay=delay)
-
-
-def sigkill_when(args: tuple[str, ...], ready: Callable[[], bool], *, cwd: Path,
-                 env: Mapping[str, str] | None = None, timeout: float = 240,
-                 delay: float = 0.0) -> None:
-    """Run ``hpsearch ARGS`` (a sweep or a resume) and SIGKILL it as
-    :func:`sigkill_sweep_when` does."""
-    driver = subprocess.Popen([sys.executable, "-m", "hpsearch", *args],
+    driver = subprocess.Popen([sys.executable, "-m", "hpsearch", "sweep", str(spec_file)],
                               cwd=cwd, env=dict(env) if env is not None else None,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + timeout
@@ -48,15 +39,14 @@ def sigkill_when(args: tuple[str, ...], ready: Callable[[], bool], *, cwd: Path,
             if ready() and driver.poll() is None:
                 break
             if driver.poll() is not None:
-                pytest.fail(f"hpsearch {args[0]} ended (exit {driver.poll()}) before the point "
-                            f"of the kill")
+                pytest.fail(f"the sweep ended (exit {driver.poll()}) before the point of the "
+                            "kill")
             time.sleep(0.2)
         else:
-            pytest.fail(f"hpsearch {args[0]} never got to the point of the kill "
-                        f"(exit {driver.poll()})")
+            pytest.fail(f"the sweep never got to the point of the kill (exit {driver.poll()})")
         time.sleep(delay)
         if driver.poll() is not None:
-            pytest.fail(f"hpsearch {args[0]} ended (exit {driver.poll()}) before the kill")
+            pytest.fail(f"the sweep ended (exit {driver.poll()}) before the kill")
         os.kill(driver.pid, signal.SIGKILL)
         driver.wait(timeout=30)
     finally:
