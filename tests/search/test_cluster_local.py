@@ -87,16 +87,26 @@ def test_submit_without_the_token_is_refused(two_node_cluster: tuple[str, dict[s
 def test_plugin_only_in_the_drivers_folder_runs_on_both_nodes(
         two_node_cluster: tuple[str, dict[str, str]], tmp_path: Path, how: str) -> None:
     """The plugin package lives in the folder the command runs from, on no node's path: Ray's
-    runtime environment ships it (``sweep --address`` and ``submit`` alike)."""
+    runtime environment ships it (``sweep --address`` and ``submit`` alike). ``sweep`` runs the
+    plugin's own training loop; ``submit``, the plugin's model on the plugin's dataset with the
+    plugin's augmentation, through hpsearch's own loop."""
     from tests.plugin_pkg import write_plugin
 
     address, env = two_node_cluster
     driver = write_plugin(tmp_path / "driver")
-    spec = {"name": f"plugin_{how}", "plugins": ["my_lab.models", "my_lab.loops"],
-            # trials of a few seconds each, so that both nodes' workers take some
-            "fixed": {"trainable": "line_fit", "line_sleep": 1.0},
-            "space": {"line_lr": [0.01, 0.02, 0.05, 0.1]},
-            "objective": {"metric": "mse"},
+    if how == "sweep":
+        # trials of a few seconds each, so that both nodes' workers take some
+        plugins, metric = ["my_lab.models", "my_lab.loops"], "mse"
+        fixed = {"trainable": "line_fit", "line_sleep": 1.0}
+        space: dict = {"line_lr": [0.01, 0.02, 0.05, 0.1]}
+    else:
+        plugins, metric = ["my_lab.models", "my_lab.data", "my_lab.augment"], "val_top1"
+        fixed = {"model": "deep_mlp", "mlp_width": 256, "dataset": "blobs",
+                 "blob_train": 12000, "augment": ["invert"], "invert_p": 0.2,
+                 "batch_size": 64, "device": "cpu"}
+        space = {"mlp_depth": [1, 2, 3, 4]}
+    spec = {"name": f"plugin_{how}", "plugins": plugins, "fixed": fixed, "space": space,
+            "objective": {"metric": metric},
             "search": {"algorithm": "grid"}, "scheduler": {"name": "none"},
             "budget": {"max_epochs": 3}, "resources": {"cpu": 1}}
     (driver / "plugin.yaml").write_text(yaml.safe_dump(spec))
@@ -113,7 +123,10 @@ def test_plugin_only_in_the_drivers_folder_runs_on_both_nodes(
     for path in results:
         rows = [json.loads(line) for line in path.read_text().splitlines()]
         assert [r["epoch"] for r in rows] == [1, 2, 3]
-        assert rows[-1]["status"] == "completed" and "mse" in rows[-1]
+        assert rows[-1]["status"] == "completed" and metric in rows[-1]
+        if how == "submit":  # the plugin model was built, costed and trained
+            assert rows[-1]["config"]["model"] == "deep_mlp" and rows[-1]["params"] > 0
+            assert rows[-1]["val_top1"] > 0.5  # the blobs' bands are easy to tell apart
         nodes.add(rows[-1]["node_id"])
     assert len(results) == 4
     assert len(nodes) == 2, "trials should have run on both nodes"
