@@ -8,7 +8,8 @@ import name of its own.
 The plugin API is one import, ``from hpsearch import register_model, register_dataset,
 register_augmentation, register_trainable`` (and ``TrialConfig``, ``Reporter``, ``ImageSets``,
 ``UserError``); see :mod:`hpsearch.trainables.plugins` and the README's "Bring your own model,
-data or training loop".
+data or training loop". ``check_model`` runs the contract every registered model keeps
+(:mod:`hpsearch.trainables.contract`), for a plugin author's own tests.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ _PUBLIC = {
     "TrialConfig": "hpsearch.trainables.config",
     "UserError": "hpsearch.trainables.errors",
     "ImageSets": "hpsearch.trainables.bundle",  # imports torch (a dataset plugin has it anyway)
+    "check_model": "hpsearch.trainables.contract",  # a plugin model's own tests (imports torch)
+    "ContractError": "hpsearch.trainables.contract",
 }
 
 __all__ = sorted(_PUBLIC)

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from hpsearch.trainables.config import ACTIVATIONS, MODELS, TrialConfig, parse_trial_config
+from hpsearch.trainables.contract import check_model
 from hpsearch.trainables.cost import count_params, dry_forward
 from hpsearch.trainables.errors import UserError
 from hpsearch.trainables.models import BasicBlock, ModelSpec, build_model, make_activation
@@ -49,6 +50,13 @@ def test_every_declared_model_has_an_implementation(name: str) -> None:
     spec = MODELS.get(name)
     assert isinstance(spec, ModelSpec) and callable(spec.build)
     assert set(spec.uses) <= set(TrialConfig.model_fields)
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+def test_every_registered_model_keeps_the_contract(name: str) -> None:
+    """The contract a plugin author runs on their own model (``hpsearch.check_model``)."""
+    cost = check_model(name, **SMALL[name])
+    assert cost["params"] > 0 and cost["macs"] > 0
 
 
 @pytest.mark.parametrize("name", ACTIVATIONS.names())

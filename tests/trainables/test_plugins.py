@@ -42,6 +42,30 @@ _SCRIPT = textwrap.dedent('''
     b = build_augmenter(config)(x, torch.Generator().manual_seed(1))
     assert torch.equal(a, b) and a.shape == x.shape  # the seeded generator decides
 
+    # ... keeps the contract every registered model keeps, checked as its author would
+    import random
+    from torch import nn
+    from hpsearch import ContractError, check_model, register_model
+    assert check_model("deep_mlp", mlp_depth=2, mlp_width=8)["params"] > 0
+
+    class Stateful(nn.Module):  # a scale kept outside parameters and buffers: lost on resume
+        def __init__(self, size):
+            super().__init__()
+            self.fc, self.scale = nn.Linear(size, 10), 0.5 + random.random()
+        def forward(self, x):
+            return self.fc(x.flatten(1)) * self.scale
+
+    @register_model("stateful_net")
+    def stateful_net(config, in_channels, image_size, num_classes):
+        return Stateful(in_channels * image_size[0] * image_size[1])
+
+    try:
+        check_model("stateful_net")
+        raise SystemExit("stateful_net passed the contract")
+    except ContractError as err:
+        assert str(err).startswith("model 'stateful_net' on 1x28x28 images: a build loaded "
+                                   "from the model's state_dict gives other outputs"), err
+
     # a plugin trainable: epochs counted, status set, its state wrapped for resume
     line = parse_trial_config({"trainable": "line_fit", "epochs": 3, "line_lr": 0.2})
     assert used_keys(line) == ("trainable", "epochs", "line_lr", "line_points", "line_fail",
