@@ -147,14 +147,18 @@ def _evaluate(model: nn.Module, x_all: torch.Tensor, y_all: torch.Tensor, batche
     return meter
 
 
-def _ema_warmup(decay: float) -> Callable[..., None]:
+def _ema_warmup(decay: float, average: AveragedModel) -> Callable[..., None]:
     """torch's EMA update (:func:`~torch.optim.swa_utils.get_ema_multi_avg_fn`) with the decay
     warmed up as timm's ``ModelEmaV3`` does: ``min(decay, (1 + n) / (10 + n))`` at update n, so
     the average of a short trial is not dominated by its untrained first weights (without it,
-    0.999 over 316 steps kept 73 % of the initial weights: README, "Trainable options")."""
+    0.999 over 316 steps kept 73 % of the initial weights: README, "Trainable options").
+
+    n is read from ``average.n_averaged``, the update counter that :func:`_weight_average`
+    leaves on the CPU (restored with the average's state), not from the copy torch hands the
+    function on the weights' device: reading that one would wait for the GPU at every step."""
     def update(averaged: list[torch.Tensor], current: list[torch.Tensor],
                num_averaged: torch.Tensor | int) -> None:
-        n = int(num_averaged)
+        n = int(average.n_averaged)
         get_ema_multi_avg_fn(min(decay, (1 + n) / (10 + n)))(averaged, current, num_averaged)
     return update
 
@@ -165,7 +169,9 @@ def _weight_average(model: nn.Module, config: TrialConfig) -> AveragedModel | No
     the weights."""
     if not config.ema:
         return None
-    return AveragedModel(model, multi_avg_fn=_ema_warmup(config.ema), use_buffers=True)
+    ema = AveragedModel(model, use_buffers=True)  # its n_averaged counter on the CPU
+    ema.multi_avg_fn = _ema_warmup(config.ema, ema)
+    return ema
 
 
 def fit(config: TrialConfig, report: Reporter | None = None, *, data: DataBundle | None = None,

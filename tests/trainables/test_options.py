@@ -170,3 +170,26 @@ def test_ema_warms_up_so_a_short_trial_is_not_its_first_weights() -> None:
         kept *= min(0.999, (1 + n) / (10 + n))
     assert average.module.weight.item() == pytest.approx(1 - kept, rel=1e-5)
     assert average.module.weight.item() > 0.8
+
+
+def test_ema_warm_up_continues_from_a_restored_average() -> None:
+    """A resumed trial's average counts on from its checkpoint: the same decay at the next
+    update as the uninterrupted one (the counter lives in the average's own state)."""
+    from hpsearch.trainables.fit import _weight_average
+
+    model = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.zeros_(model.weight)
+    config = TrialConfig(ema=0.999)
+    running = _weight_average(model, config)
+    for step in range(6):
+        with torch.no_grad():
+            model.weight.fill_(float(step))
+        running.update_parameters(model)
+    restored = _weight_average(model, config)
+    restored.load_state_dict(running.state_dict())
+    with torch.no_grad():
+        model.weight.fill_(10.0)
+    running.update_parameters(model)
+    restored.update_parameters(model)
+    assert int(restored.n_averaged) == int(running.n_averaged) == 7
+    assert restored.module.weight.item() == pytest.approx(running.module.weight.item())
