@@ -105,11 +105,12 @@ def _one_error(capsys: pytest.CaptureFixture[str]) -> str:
     return err
 
 
-def test_status_of_an_unknown_name_lists_the_known_ones(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("command", ["status", "stop"])
+def test_an_unknown_name_lists_the_known_ones(tmp_path: Path, command: str,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
     _sweep(tmp_path, "resnet-lr", _driver("finished"))
     _sweep(tmp_path, "vgg", _driver("finished"))
-    assert main(["status", "resnet-l", "--storage", str(tmp_path)]) == 2
+    assert main([command, "resnet-l", "--storage", str(tmp_path)]) == 2
     err = _one_error(capsys)
     assert "no sweep named 'resnet-l'" in err and "(did you mean 'resnet-lr'?)" in err
     assert "known: resnet-lr, vgg" in err

@@ -84,7 +84,7 @@ def test_list_status_stop_resume_of_a_submitted_sweep(two_node_cluster: Cluster,
     address, gcs, env = two_node_cluster
     data = write_mnist(tmp_path / "data", n_train=3000, n_test=200)
     job_id = _submit(env, address, _spec_file(tmp_path, "remote", data,
-                                              [0.001, 0.002, 0.004, 0.008], epochs=4))
+                                              [0.001, 0.002, 0.004, 0.008], epochs=3))
     _wait("a trial of the submitted sweep past epoch 1", lambda: any(
         r["epoch"] >= 1 for r in _driver(env, "remote").get("progress", {}).get("running", [])))
 
