@@ -217,16 +217,17 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
     name = plain_name(args.name, "status NAME")
     if args.follow:
-        follow_status(name, args.storage)
+        follow_status(name, args.storage, address=args.address)
     else:
-        print(status_text(name, args.storage))
+        print(status_text(name, args.storage, address=args.address))
     return 0
 
 
 def _cmd_stop(args: argparse.Namespace) -> int:
     from hpsearch.search.operate import stop_sweep
 
-    stop_sweep(plain_name(args.name, "stop NAME"), args.storage, now=args.now)
+    stop_sweep(plain_name(args.name, "stop NAME"), args.storage, now=args.now,
+               address=args.address)
     return 0
 
 
@@ -243,6 +244,9 @@ def _positive(text: str) -> int:
 
 _STORAGE_HELP = ("where sweeps are: a folder or a URI such as s3://bucket/runs "
                  "(default $HPSEARCH_STORAGE or ./runs)")
+_JOB_API_HELP = "the cluster's dashboard / job API, e.g. http://127.0.0.1:8265"
+_RECORDED_JOB_API_HELP = (f"{_JOB_API_HELP}, for a submitted sweep (default: the address it was "
+                          "submitted to)")
 
 
 def _version() -> str:
@@ -299,8 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     submit = sub.add_parser("submit", help="send a sweep to a running Ray cluster as a Ray Job")
     submit.add_argument("spec", help="sweep spec YAML")
-    submit.add_argument("--address", required=True,
-                        help="the cluster's dashboard / job API, e.g. http://127.0.0.1:8265")
+    submit.add_argument("--address", required=True, help=_JOB_API_HELP)
     submit.add_argument("--set", action="append", metavar="KEY=VALUE",
                         help="override a spec value by dotted path (sent with the job)")
     submit.add_argument("--follow", action="store_true", help="stream the job's logs until done")
@@ -345,6 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--storage", help=_STORAGE_HELP)
     status.add_argument("--follow", action="store_true",
                         help="keep printing progress until the sweep is no longer running")
+    status.add_argument("--address", help=_RECORDED_JOB_API_HELP)
     status.set_defaults(func=_cmd_status)
 
     stop = sub.add_parser("stop", help="stop a running sweep; `hpsearch resume` continues it")
@@ -353,6 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     stop.add_argument("--now", action="store_true",
                       help="stop at once (epochs in progress are dropped, finished ones kept) "
                       "instead of letting running trials finish their epoch")
+    stop.add_argument("--address", help=_RECORDED_JOB_API_HELP + "; stops the job with --now")
     stop.set_defaults(func=_cmd_stop)
 
     ui = sub.add_parser("ui", help="start the MLflow UI on a sweep's tracking store")

@@ -33,8 +33,8 @@ from hpsearch.search.sweepdir import (
 from hpsearch.trainables.errors import UserError
 from hpsearch.trainables.vocab import StopMode, SweepState
 
-__all__ = ["SweepView", "list_sweeps", "list_text", "status_text", "stop_sweep", "sweep_state",
-           "view_sweep"]
+__all__ = ["SweepView", "job_api_error", "list_sweeps", "list_text", "status_text", "stop_sweep",
+           "sweep_state", "view_sweep"]
 
 _LOG_LINES = 5  # lines of a submitted sweep's Ray job log that `status` shows
 
@@ -214,9 +214,38 @@ def _mlflow_link(driver: dict[str, Any] | None, meta: dict[str, Any], run_dir: L
     return f"{uri} (experiment '{meta.get('experiment') or name}'; open it: hpsearch ui {name})"
 
 
-def _job_lines(driver: dict[str, Any]) -> list[str]:
+def job_api_error(address: str, err: BaseException) -> str:
+    """The one line for a Ray job API that refused or could not be reached."""
+    text = str(err).strip()
+    first = text.splitlines()[0] if text else type(err).__name__
+    return (f"--address {address}: the Ray job API refused or could not be reached "
+            f"({first[:300]}); is the cluster up, and RAY_AUTH_MODE=token with the cluster's "
+            "RAY_AUTH_TOKEN set?")
+
+
+def _job_address(command: str, name: str, driver: dict[str, Any], address: str | None,
+                 ) -> str | None:
+    """The job API to reach a submitted sweep's job at: ``--address``, checked to answer for
+    the job (one line otherwise), or the address the sweep recorded."""
+    if address is None:
+        return driver.get("job_address")
+    job_id = driver.get("job_id")
+    if not job_id:
+        raise UserError(f"{command} {name} --address: the sweep was not submitted as a Ray job "
+                        f"(where: {_where(driver)}); --address is the job API of a submitted "
+                        "sweep")
+    try:
+        from ray.job_submission import JobSubmissionClient
+
+        JobSubmissionClient(address).get_job_status(job_id)
+    except Exception as err:  # noqa: BLE001 - refused, auth, unknown job: one line
+        raise UserError(job_api_error(address, err)) from None
+    return address
+
+
+def _job_lines(driver: dict[str, Any], address: str | None) -> list[str]:
     """A submitted sweep's Ray job: its status, dashboard and the tail of its log."""
-    job_id, address = driver.get("job_id"), driver.get("job_address")
+    job_id = driver.get("job_id")
     if not job_id:
         return []
     lines = [f"Ray job: {job_id} | dashboard: {address or '-'} | full log: ray job logs "
@@ -232,12 +261,15 @@ def _job_lines(driver: dict[str, Any]) -> list[str]:
             lines += [f"  {ln[:200]}" for ln in tail[-_LOG_LINES:]]
         except Exception as err:  # noqa: BLE001 - the job API is a plus; the storage is the record
             lines.append(f"Ray job API at {address} not reachable from here "
-                         f"({str(err).splitlines()[0][:120] if str(err) else type(err).__name__})")
+                         f"({str(err).splitlines()[0][:120] if str(err) else type(err).__name__}"
+                         "; another address: --address)")
     return lines
 
 
-def status_text(name: str, storage: str | None = None, now: float | None = None) -> str:
-    """``hpsearch status NAME``: state, progress line, running trials, links."""
+def status_text(name: str, storage: str | None = None, now: float | None = None,
+                address: str | None = None) -> str:
+    """``hpsearch status NAME``: state, progress line, running trials, links; ``address``: the
+    Ray job API to ask about a submitted sweep's job instead of the one it recorded."""
     run_dir, meta = find_known(name, storage)
     now = time.time() if now is None else now
     try:
@@ -262,7 +294,7 @@ def status_text(name: str, storage: str | None = None, now: float | None = None)
         out.append(f"heartbeat {now - float(driver.get('heartbeat', now)):.0f}s ago "
                    f"(host {driver.get('host')}, pid {driver.get('pid')})")
     out.append(f"MLflow: {_mlflow_link(driver, meta, run_dir, view.name)}")
-    out += _job_lines(driver or {})
+    out += _job_lines(driver or {}, _job_address("status", name, driver or {}, address))
     out.append(f"folder: {run_dir}")
     if SweepState(view.state).resumable:
         out.append(f"continue it: hpsearch resume {view.name}")
@@ -270,10 +302,10 @@ def status_text(name: str, storage: str | None = None, now: float | None = None)
 
 
 def follow_status(name: str, storage: str | None, echo: Callable[[str], None] = print,
-                  every_s: float = HEARTBEAT_S) -> None:
+                  every_s: float = HEARTBEAT_S, address: str | None = None) -> None:
     """``status --follow``: the status now, then each new progress line until the sweep is no
     longer running, then the status again."""
-    first = status_text(name, storage)
+    first = status_text(name, storage, address=address)
     echo(first)
     if f": {SweepState.RUNNING} (" not in first.splitlines()[0]:
         return
@@ -291,14 +323,15 @@ def follow_status(name: str, storage: str | None, echo: Callable[[str], None] = 
             echo(line)
             last = line
         time.sleep(every_s)
-    echo(status_text(name, storage))
+    echo(status_text(name, storage, address=address))
 
 
 def stop_sweep(name: str, storage: str | None = None, *, now: bool = False,
-               echo: Callable[[str], None] = print) -> StopMode:
+               address: str | None = None, echo: Callable[[str], None] = print) -> StopMode:
     """Ask a running sweep to stop: gracefully (trials finish their epoch), or at once when
     ``now`` or when a stop was asked before. A submitted sweep's job is also stopped through
-    the Ray job API when at once (it sends SIGINT: Tune saves its state)."""
+    the Ray job API when at once (it sends SIGINT: Tune saves its state); ``address``: that
+    API's address instead of the one the sweep recorded."""
     run_dir, meta = find_known(name, storage)
     try:
         driver = read_driver(run_dir)
@@ -310,13 +343,14 @@ def stop_sweep(name: str, storage: str | None = None, *, now: bool = False,
         hint = f"; `hpsearch resume {name}` continues it" if SweepState(view.state).resumable \
             else ""
         raise UserError(f"stop {name}: the sweep is not running (it is {view.state}){hint}")
+    job_id = (driver or {}).get("job_id")
+    address = _job_address("stop", name, driver or {}, address)  # checked before any request
     mode = StopMode.NOW if now or earlier else StopMode.GRACEFUL
     try:
         write_json(run_dir / STOP_FILE, {"mode": str(mode), "requested": time.time(),
                                          "by": socket.gethostname()})
     except OSError as err:
         raise UserError(storage_error(run_dir, err)) from None
-    job_id, address = (driver or {}).get("job_id"), (driver or {}).get("job_address")
     if mode == StopMode.NOW and job_id and address:
         try:
             from ray.job_submission import JobSubmissionClient

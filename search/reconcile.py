@@ -41,7 +41,7 @@ from hpsearch.search.sweepdir import (
 )
 
 __all__ = ["STATE_GLOB", "RecordedTrial", "TuneRecord", "read_record", "rollback",
-           "set_trial_budget"]
+           "set_concurrency", "set_trial_budget"]
 
 logger = logging.getLogger(__name__)
 
@@ -111,33 +111,70 @@ def rollback(run_dir: Location, record: TuneRecord) -> dict[str, int]:
     return {"orphans": orphans, "rows": rows}
 
 
+_LIMITER = "name:ConcurrencyLimiter"  # Tune's key of the concurrency cap in that snapshot
+
+
+def _newest_search_state(run_dir: Location) -> tuple[Location, dict[str, Any]] | None:
+    """Tune's newest search generator snapshot (the one it restores) and its state, unpickled:
+    trusted, our own file."""
+    import ray.cloudpickle as cloudpickle
+
+    snapshots = sorted(run_dir.glob(SEARCH_STATE_GLOB), key=lambda p: p.name)
+    if not snapshots:
+        return None
+    newest = snapshots[-1]  # Tune restores max(paths)
+    return newest, cloudpickle.loads(newest.read_bytes())
+
+
+def _write_search_state(path: Location, state: dict[str, Any]) -> None:
+    import ray.cloudpickle as cloudpickle
+
+    data = cloudpickle.dumps(state)
+    if isinstance(path, RemotePath):
+        path.write_bytes(data)
+    else:
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+
+
 def set_trial_budget(run_dir: Location, total: int) -> int:
     """Tune's restored search generator told that the sweep now runs ``total`` trials (``resume
     --set budget.trials=N``); returns how many trials it had already started.
 
     Tune keeps the trial budget in its searcher snapshot, not in the spec it is restored with;
-    the newest snapshot (the one Tune restores) is rewritten. Unpickled: trusted, our own file.
+    the newest snapshot (the one Tune restores) is rewritten.
     """
-    import ray.cloudpickle as cloudpickle
-
     from hpsearch.trainables.errors import UserError
 
-    snapshots = sorted(run_dir.glob(SEARCH_STATE_GLOB), key=lambda p: p.name)
-    if not snapshots:
+    found = _newest_search_state(run_dir)
+    if found is None:
         raise UserError(f"{run_dir}: Tune's searcher snapshot ({SEARCH_STATE_GLOB}) is missing; "
                         "the trial budget cannot be changed")
-    newest = snapshots[-1]  # Tune restores max(paths)
-    state = cloudpickle.loads(newest.read_bytes())
+    newest, state = found
     started = int(state["counter"])
     if total < started:
         raise UserError(f"budget.trials: {started} trials have already started, so the budget "
                         f"cannot be {total}; give at least {started}")
     state["total_samples"], state["finished"] = total, False
-    data = cloudpickle.dumps(state)
-    if isinstance(newest, RemotePath):
-        newest.write_bytes(data)
-    else:
-        tmp = newest.with_name(f".{newest.name}.tmp")
-        tmp.write_bytes(data)
-        tmp.replace(newest)
+    _write_search_state(newest, state)
     return started
+
+
+def set_concurrency(run_dir: Location, cap: int) -> int | None:
+    """Tune's restored search generator told to run at most ``cap`` trials at once; returns the
+    cap it had (``None``: no snapshot or no cap in it, nothing changed).
+
+    Like the trial budget, Tune restores the cap from its searcher snapshot, whatever
+    ``max_concurrent_trials`` the restored Tuner is given: without this, a resumed sweep would
+    keep the share it was started with.
+    """
+    found = _newest_search_state(run_dir)
+    if found is None or not isinstance(found[1].get(_LIMITER), dict):
+        return None
+    newest, state = found
+    before = state[_LIMITER].get("max_concurrent")
+    if before != cap:
+        state[_LIMITER]["max_concurrent"] = cap
+        _write_search_state(newest, state)
+    return before

@@ -216,9 +216,7 @@ def run_sweep(spec: SweepSpec, spec_text: str, *, address: str | None = None,
             search_alg=build_searcher(spec),
             scheduler=build_scheduler(spec),
             num_samples=total,
-            # HyperBand pauses a rung's trials until the whole bracket reaches it: paused
-            # trials hold no slot, so the cap counts them apart (pending stays at `slots`)
-            max_concurrent_trials=total if spec.scheduler.name == "hyperband" else slots,
+            max_concurrent_trials=_concurrency_cap(spec, slots),
             time_budget_s=spec.time_limit_seconds,
             trial_dirname_creator=lambda t: trial_dirname(t.trial_id),
             # One warm worker process per slot, reused trial after trial: no Python + torch
@@ -236,6 +234,15 @@ def run_sweep(spec: SweepSpec, spec_text: str, *, address: str | None = None,
         ),
     )
     return _fit(tuner, callbacks, spec, run_dir, tracking_uri, stopper, echo)
+
+
+def _concurrency_cap(spec: SweepSpec, slots: int) -> int:
+    """Tune's cap on live trials. HyperBand pauses a rung's trials until the whole bracket
+    reaches it: paused trials hold no slot, so the cap counts them apart (its trials placed at
+    once stay at ``slots`` through ``TUNE_MAX_PENDING_TRIALS_PG``)."""
+    from hpsearch.search.algorithms import planned_trials
+
+    return planned_trials(spec) if spec.scheduler.name == "hyperband" else slots
 
 
 def _search_words(spec: SweepSpec) -> str:
@@ -258,7 +265,7 @@ def resume_sweep(name: str, *, storage: str | None = None, spec: SweepSpec | Non
     """
     from ray import tune
 
-    from hpsearch.search.reconcile import read_record, rollback
+    from hpsearch.search.reconcile import read_record, rollback, set_concurrency
 
     meta = load_meta(name, storage)
     saved = parse_spec(meta["spec"], source=f"{name}/{META_FILE}")
@@ -286,6 +293,9 @@ def resume_sweep(name: str, *, storage: str | None = None, spec: SweepSpec | Non
         write_meta(run_dir, {**meta, "spec": spec.to_dict()})
         echo(f"hpsearch resume '{name}': the budget is now {planned_trials(spec)} trials "
              f"(was {planned_trials(saved)}; {started} started)")
+    # the share (or resources.max_concurrent) as of now, not as of the start: Tune would
+    # restore the cap its searcher snapshot holds
+    set_concurrency(run_dir, _concurrency_cap(spec, slots))
     _reconcile_mlflow(spec, run_dir, meta)
 
     tuner = tune.Tuner.restore(str(run_dir), _trainable(spec, bundle), resume_unfinished=True,

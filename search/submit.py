@@ -38,10 +38,9 @@ def submit_sweep(spec_text: str, spec: SweepSpec, address: str, *, follow: bool 
             if "try again later" in text and time.monotonic() < deadline:
                 time.sleep(3)  # the head's job agent is still starting
                 continue
-            first = text.splitlines()[0] if text else type(err).__name__
-            raise UserError(f"--address {address}: the Ray job API refused or could not be "
-                            f"reached ({first[:300]}); is the cluster up, and RAY_AUTH_MODE=token "
-                            "with the cluster's RAY_AUTH_TOKEN set?") from None
+            from hpsearch.search.operate import job_api_error
+
+            raise UserError(job_api_error(address, err)) from None
     echo(f"submitted sweep '{spec.name}' as Ray job {job_id} to {address}")
     echo(f"  follow:  ray job logs {job_id} --address {address} --follow")
     echo(f"  status:  hpsearch status {spec.name}  (or: ray job status {job_id} "

@@ -142,7 +142,10 @@ def _spec(tmp_path: Path, data: Path) -> Path:
     return path
 
 
-def _check_consistent(tmp_path: Path, run_dir: Path, output: str) -> None:
+def _check_consistent(tmp_path: Path, run_dir: Path, output: str, *, trials: int = 6,
+                      keys: tuple[str, ...] = ("lr", "optimizer")) -> None:
+    """Every one of ``trials`` trials (distinct in ``keys``) and every epoch once in Ray's
+    record and in MLflow (``tmp_path``/mlflow.db, the experiment named as the folder)."""
     from mlflow import MlflowClient
 
     states = _state_files(run_dir)
@@ -151,12 +154,12 @@ def _check_consistent(tmp_path: Path, run_dir: Path, output: str) -> None:
     for entry in state["trial_data"]:
         trial = json.loads(entry[0])
         tune[trial["trial_id"]] = trial
-    assert len(tune) == 6, f"Tune's record has {len(tune)} trials, 6 planned"
+    assert len(tune) == trials, f"Tune's record has {len(tune)} trials, {trials} planned"
     folders = {d.name.removeprefix("trial_") for d in _trial_dirs(run_dir)}
     assert folders == set(tune), f"trial folders Tune does not know: {folders - set(tune)}"
-    configs = [json.dumps({k: t["config"][k] for k in ("lr", "optimizer")}, sort_keys=True)
+    configs = [json.dumps({k: t["config"][k] for k in keys}, sort_keys=True)
                for t in tune.values()]
-    assert len(set(configs)) == 6, f"a config was trained twice: {sorted(configs)}"
+    assert len(set(configs)) == trials, f"a config was trained twice: {sorted(configs)}"
 
     epochs, statuses = {}, {}
     for trial_id in tune:
@@ -169,7 +172,7 @@ def _check_consistent(tmp_path: Path, run_dir: Path, output: str) -> None:
         statuses[trial_id] = "stopped_early" if last == "running" else last
 
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
-    exp = client.get_experiment_by_name(NAME)
+    exp = client.get_experiment_by_name(run_dir.name)
     runs = client.search_runs([exp.experiment_id], "tags.`hpsearch.role` = 'trial'")
     by_trial: dict[str, list] = {}
     for run in runs:

@@ -105,11 +105,12 @@ def _one_error(capsys: pytest.CaptureFixture[str]) -> str:
     return err
 
 
-def test_status_of_an_unknown_name_lists_the_known_ones(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("command", ["status", "stop"])
+def test_an_unknown_name_lists_the_known_ones(tmp_path: Path, command: str,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
     _sweep(tmp_path, "resnet-lr", _driver("finished"))
     _sweep(tmp_path, "vgg", _driver("finished"))
-    assert main(["status", "resnet-l", "--storage", str(tmp_path)]) == 2
+    assert main([command, "resnet-l", "--storage", str(tmp_path)]) == 2
     err = _one_error(capsys)
     assert "no sweep named 'resnet-l'" in err and "(did you mean 'resnet-lr'?)" in err
     assert "known: resnet-lr, vgg" in err
@@ -176,3 +177,46 @@ def test_operating_files_are_not_among_those_tune_copies_back() -> None:
     with every snapshot: a resumed sweep would see a dead driver's state come back."""
     assert not DRIVER_FILE.endswith((".json", ".pkl"))
     assert not STOP_FILE.endswith((".json", ".pkl"))
+
+
+def _submitted(root: Path, name: str, address: str) -> Path:
+    return _sweep(root, name, {**_driver("running"), "heartbeat": time.time(),
+                               "job_id": f"hpsearch-{name}-1", "job_address": address})
+
+
+@pytest.mark.parametrize("command", [["status"], ["status", "--follow"], ["stop"],
+                                     ["stop", "--now"]])
+def test_an_address_given_is_used_and_must_answer(tmp_path: Path, command: list[str],
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.mlflow_server import free_port
+
+    recorded, given = (f"http://127.0.0.1:{free_port()}" for _ in range(2))
+    run_dir = _submitted(tmp_path, "remote", recorded)
+    assert main([command[0], "remote", *command[1:], "--storage", str(tmp_path),
+                 "--address", given]) == 2
+    err = _one_error(capsys)
+    assert f"--address {given}: the Ray job API refused or could not be reached" in err
+    assert not (run_dir / STOP_FILE).exists(), "nothing is asked of a sweep before the check"
+
+
+def test_without_an_address_an_unreachable_job_api_is_one_line_of_status(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.mlflow_server import free_port
+
+    recorded = f"http://127.0.0.1:{free_port()}"
+    _submitted(tmp_path, "remote", recorded)
+    assert main(["status", "remote", "--storage", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"Ray job API at {recorded} not reachable from here" in out
+    assert "another address: --address" in out and out.startswith("sweep 'remote': running")
+
+
+@pytest.mark.parametrize("command", ["status", "stop"])
+def test_an_address_for_a_sweep_that_is_not_a_ray_job(tmp_path: Path, command: str,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    _sweep(tmp_path, "alpha", {**_driver("running"), "heartbeat": time.time()})
+    assert main([command, "alpha", "--storage", str(tmp_path), "--address",
+                 "http://127.0.0.1:8265"]) == 2
+    err = _one_error(capsys)
+    assert f"{command} alpha --address: the sweep was not submitted as a Ray job " \
+           "(where: local node-a)" in err

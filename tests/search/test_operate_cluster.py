@@ -1,6 +1,7 @@
 """Sweeps submitted as Ray Jobs to a real 2-node ``ray start`` cluster (1 CPU per node): list,
-status and stop from outside the cluster through the shared storage and the Ray job API; two
-sweeps submitted at once share the cluster, both make progress and both finish."""
+status and stop from outside the cluster through the shared storage and the Ray job API, then
+resume on the cluster to the end; two sweeps submitted at once share the cluster, both make
+progress and both finish."""
 
 from __future__ import annotations
 
@@ -18,16 +19,17 @@ import yaml
 from hpsearch.search.sweepdir import DRIVER_FILE
 from tests.fakedata import write_mnist
 from tests.raycluster import cluster_env, two_nodes
+from tests.search.test_kill_resume import _check_consistent
 
 pytestmark = pytest.mark.integration
-Cluster = tuple[str, dict[str, str]]
+Cluster = tuple[str, str, dict[str, str]]  # job API URL, GCS address, environment
 
 
 @pytest.fixture
 def two_node_cluster(tmp_path: Path) -> Iterator[Cluster]:
     env = cluster_env(tmp_path)
-    with two_nodes(env) as (address, _gcs):
-        yield address, env
+    with two_nodes(env) as (address, gcs):
+        yield address, gcs, env
 
 
 def _cli(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -77,12 +79,12 @@ def _submit(env: dict[str, str], address: str, spec: Path) -> str:
     return out.stdout.split("as Ray job ")[1].split()[0]
 
 
-def test_list_status_stop_on_a_submitted_sweep(two_node_cluster: Cluster,
-                                               tmp_path: Path) -> None:
-    address, env = two_node_cluster
+def test_list_status_stop_resume_of_a_submitted_sweep(two_node_cluster: Cluster,
+                                                      tmp_path: Path) -> None:
+    address, gcs, env = two_node_cluster
     data = write_mnist(tmp_path / "data", n_train=3000, n_test=200)
     job_id = _submit(env, address, _spec_file(tmp_path, "remote", data,
-                                              [0.001, 0.002, 0.004, 0.008], epochs=4))
+                                              [0.001, 0.002, 0.004, 0.008], epochs=3))
     _wait("a trial of the submitted sweep past epoch 1", lambda: any(
         r["epoch"] >= 1 for r in _driver(env, "remote").get("progress", {}).get("running", [])))
 
@@ -107,12 +109,22 @@ def test_list_status_stop_on_a_submitted_sweep(two_node_cluster: Cluster,
           == "stopped", 300, env, "remote")
     _wait("its Ray job ended", lambda: _job_status(env, "remote") == "SUCCEEDED", 240, env,
           "remote")
-    status = _cli(env, "status", "remote")
+    status = _cli(env, "status", "remote", "--address", address)
+    assert status.returncode == 0, status.stderr
     assert status.stdout.startswith(f"sweep 'remote': stopped (ray job {job_id})")
     assert "continue it: hpsearch resume remote" in status.stdout
     assert "stopped after" in status.stdout  # the job's log says how it ended
     again = _cli(env, "stop", "remote")
     assert again.returncode == 2 and "not running (it is stopped)" in again.stderr
+
+    # resumed on the cluster (a driver that joins it) to the end: every trial and every
+    # epoch once in Ray's results and in MLflow
+    resume = _cli(env, "resume", "remote", "--address", gcs, timeout=400)
+    assert resume.returncode == 0, resume.stderr[-3000:]
+    run_dir = Path(env["HPSEARCH_STORAGE"]) / "remote"
+    _check_consistent(tmp_path, run_dir, resume.stdout + resume.stderr, trials=4, keys=("lr",))
+    (view,) = json.loads(_cli(env, "list", "--json").stdout)
+    assert (view["state"], view["done"], view["total"]) == ("finished", 4, 4), view
 
 
 def _intervals(run_dir: Path) -> list[tuple[float, float]]:
@@ -125,7 +137,7 @@ def _intervals(run_dir: Path) -> list[tuple[float, float]]:
 
 def test_two_sweeps_submitted_at_once_share_the_cluster(two_node_cluster: Cluster,
                                                         tmp_path: Path) -> None:
-    address, env = two_node_cluster
+    address, _, env = two_node_cluster
     data = write_mnist(tmp_path / "data", n_train=3000, n_test=200)
     lrs = [0.001, 0.002, 0.004]
     jobs = {name: _submit(env, address, _spec_file(tmp_path, name, data, lrs, epochs=3))
@@ -150,7 +162,7 @@ def test_two_sweeps_submitted_at_once_share_the_cluster(two_node_cluster: Cluste
 
 def test_stop_now_goes_through_the_ray_job_api(two_node_cluster: Cluster,
                                                tmp_path: Path) -> None:
-    address, env = two_node_cluster
+    address, _, env = two_node_cluster
     data = write_mnist(tmp_path / "data", n_train=6000, n_test=200)  # epochs of seconds
     job_id = _submit(env, address, _spec_file(tmp_path, "hurry", data, [0.001, 0.002], 10))
     _wait("a trial of the submitted sweep past epoch 1", lambda: any(

@@ -96,3 +96,35 @@ def test_a_trusted_read_learns_the_epoch_tune_resumes_from(tmp_path: Path) -> No
     _snapshot(tmp_path, "2026-01-01_00-00-00", {"b2": ("RUNNING", 3)}, payload=manager)
     trial = read_record(tmp_path, trusted=True).trials["b2"]
     assert (trial.epoch, trial.checkpoint_epoch, trial.kept_epochs) == (3, 2, 2)
+
+
+def test_a_resumed_search_runs_as_many_trials_at_once_as_it_is_told(tmp_path: Path) -> None:
+    """Tune restores its concurrency cap from the searcher snapshot, not from the restored
+    Tuner: the cap rewritten there is the one the restored search generator applies (Tune's
+    own save and restore, no Ray cluster needed)."""
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.search_generator import SearchGenerator
+    from ray.tune.search.searcher import Searcher
+
+    from hpsearch.search.reconcile import set_concurrency
+
+    class _Fixed(Searcher):  # a do-nothing searcher: only the wrapper's state matters here
+        def suggest(self, trial_id: str) -> dict | None:
+            return {"lr": 0.1}
+
+        def save(self, checkpoint_path: str) -> None:
+            Path(checkpoint_path).write_text("{}")
+
+        def restore(self, checkpoint_path: str) -> None:
+            pass
+
+    def generator(cap: int) -> SearchGenerator:
+        return SearchGenerator(ConcurrencyLimiter(_Fixed(metric="m", mode="max"), cap))
+
+    generator(2).save_to_dir(str(tmp_path), "2026-01-01_00-00-00")
+    assert set_concurrency(tmp_path, 1) == 2
+    restored = generator(2)  # as Tuner.restore builds it: the cap the sweep started with
+    restored.restore_from_dir(str(tmp_path))
+    assert restored.searcher.max_concurrent == 1
+    assert set_concurrency(tmp_path, 1) == 1  # unchanged: nothing rewritten
+    assert set_concurrency(tmp_path / "nowhere", 3) is None  # no snapshot: nothing to change
