@@ -70,9 +70,11 @@ def _trainable(spec: SweepSpec, bundle: Any) -> Any:
     objective = dict(zip(spec.metrics, spec.modes, strict=True)) if spec.is_multi_objective \
         else {spec.metric: spec.mode}
     limits = {"max_params": spec.max_params, "max_macs": spec.max_macs}
+    # Under PBT another trial may copy any checkpoint a trial kept: each keeps them all.
+    keep = {"keep": None} if spec.scheduler.name == "pbt" else {}
     trainable = tune.with_parameters(
         train_trial, data=bundle.to_arrays() if bundle is not None else None, limits=limits,
-        objective=objective, plugins=list(spec.plugins))
+        objective=objective, plugins=list(spec.plugins), **keep)
     return tune.with_resources(trainable, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
 
 
@@ -216,9 +218,11 @@ def run_sweep(spec: SweepSpec, spec_text: str, *, address: str | None = None,
             search_alg=build_searcher(spec),
             scheduler=build_scheduler(spec),
             num_samples=total,
-            # HyperBand pauses a rung's trials until the whole bracket reaches it: paused
-            # trials hold no slot, so the cap counts them apart (pending stays at `slots`)
-            max_concurrent_trials=total if spec.scheduler.name == "hyperband" else slots,
+            # HyperBand pauses a rung's trials until the whole bracket reaches it, PBT until
+            # the whole population does: paused trials hold no slot, so the cap counts them
+            # apart (pending stays at `slots`)
+            max_concurrent_trials=total if spec.scheduler.name in ("hyperband", "pbt")
+            else slots,
             time_budget_s=spec.time_limit_seconds,
             trial_dirname_creator=lambda t: trial_dirname(t.trial_id),
             # One warm worker process per slot, reused trial after trial: no Python + torch
