@@ -392,16 +392,15 @@ def _yaml_mapping(text: str | None, source: str) -> Any:
 def _mlflow_trial(client: Any, run: Any, given: set[str] | None = None) -> _Trial:
     """One nested trial run: its params (decoded; only the ``given`` settings when known),
     metric histories and status tags."""
-    from hpsearch.search.tracking.lineage import SETTINGS_NOW_TAG
+    from hpsearch.search.tracking.lineage import settings_now_of
 
     tags = run.data.tags
     status = tags.get("hpsearch.status", Status.UNKNOWN.value)
     # the settings it ended with: its params, where PBT did not change them since
-    now = _yaml_mapping(tags.get(SETTINGS_NOW_TAG), SETTINGS_NOW_TAG)
     params = {k: _decode_param(k, v) for k, v in run.data.params.items()}
     return _Trial(
         trial_id=tags.get("hpsearch.trial_id") or run.info.run_name,
-        config={k: v for k, v in {**params, **(now if isinstance(now, dict) else {})}.items()
+        config={k: v for k, v in {**params, **settings_now_of(tags)}.items()
                 if given is None or k in given},
         rows=_mlflow_rows(client, run),
         finals={k: v for k, v in run.data.metrics.items() if k in FINAL_METRICS},

@@ -20,7 +20,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 __all__ = ["COPIED_CHANGES_TAG", "COPIED_EPOCH_TAG", "COPIED_FROM_TAG", "LINEAGE_TAG",
-           "SETTINGS_NOW_TAG", "changes_text", "copy_tags", "lineage_of", "settings_now"]
+           "SETTINGS_NOW_TAG", "changes_text", "copy_tags", "lineage_of", "settings_now",
+           "settings_now_of"]
 
 COPIED_FROM_TAG = "hpsearch.copied_from"
 COPIED_EPOCH_TAG = "hpsearch.copied_epoch"
@@ -68,6 +69,15 @@ def settings_now(params: Mapping[str, str], logged: Callable[[str], str | None],
         return {}
     return {SETTINGS_NOW_TAG: json.dumps({k: json.loads(v) if _is_json(v) else v
                                           for k, v in sorted(now.items())})}
+
+
+def settings_now_of(tags: Mapping[str, str]) -> dict[str, Any]:
+    """The settings a run's :data:`SETTINGS_NOW_TAG` says it has now (none when absent)."""
+    try:
+        now = json.loads(tags.get(SETTINGS_NOW_TAG) or "{}")
+    except ValueError:
+        return {}
+    return now if isinstance(now, dict) else {}
 
 
 def _is_json(text: str) -> bool:

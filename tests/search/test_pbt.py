@@ -166,7 +166,12 @@ def test_another_trials_checkpoint_wins_over_the_trials_own_newer_one(tmp_path: 
 
 
 def test_mlflow_tags_keep_every_copy_once_and_the_settings_now() -> None:
-    from hpsearch.search.tracking.lineage import copy_tags, lineage_of, settings_now
+    from hpsearch.search.tracking.lineage import (
+        copy_tags,
+        lineage_of,
+        settings_now,
+        settings_now_of,
+    )
 
     first = copy_tags({}, {"from": "a", "epoch": 1, "changes": {"lr": [0.1, 0.12]}})
     assert first["hpsearch.copied_changes"] == "lr: 0.1 → 0.12"
@@ -175,8 +180,9 @@ def test_mlflow_tags_keep_every_copy_once_and_the_settings_now() -> None:
     assert [(e["epoch"], e["from"]) for e in lineage_of(later)] == [(1, "a"), (3, "c")]
     assert later["hpsearch.copied_from"] == "c" and later["hpsearch.copied_epoch"] == "3"
     logged = {"lr": "0.1", "optimizer": "sgd"}
-    assert settings_now({"lr": "0.12", "optimizer": "sgd"}, logged.get, False) == \
-        {"hpsearch.settings_now": '{"lr": 0.12}'}
+    now = settings_now({"lr": "1e-05", "optimizer": "sgd"}, logged.get, False)
+    assert now == {"hpsearch.settings_now": '{"lr": 1e-05}'}
+    assert settings_now_of(now) == {"lr": 1e-05}  # a number, as the report reads it back
     assert settings_now(logged, logged.get, False) == {}
     assert settings_now(logged, logged.get, True) == {"hpsearch.settings_now": "{}"}
 
