@@ -12,6 +12,8 @@
   the ``epoch`` attribute / FIFO. With the Optuna searcher, ``hyperband`` is the BOHB-style
   model-based multi-fidelity search (TPE learns from every rung: pruned trials carry their
   per-epoch values).
+* ``pbt``: Tune's ``PopulationBasedTraining``, synchronous, with its first population from
+  :mod:`search.population` in place of a searcher (Ray's PBT takes none).
 """
 
 from __future__ import annotations
@@ -28,9 +30,10 @@ from ray.tune.schedulers import (
     HyperBandScheduler,
     TrialScheduler,
 )
-from ray.tune.search import Searcher
+from ray.tune.search import SearchAlgorithm, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from hpsearch.search.population import PopulationGenerator, build_pbt, first_population
 from hpsearch.search.space import define_by_run, encode_point, grid_configs, ofat_configs
 from hpsearch.search.spec import SweepSpec
 from hpsearch.search.warmstart import warm_start
@@ -41,7 +44,7 @@ __all__ = ["SCHEDULERS", "SEARCHERS", "ListSearcher", "TruthfulOptunaSearch", "b
 
 SEARCHERS: Registry = Registry("search algorithm", ("optuna", "grid", "random"),
                                "hpsearch.search.algorithms")
-SCHEDULERS: Registry = Registry("scheduler", ("asha", "hyperband", "none"),
+SCHEDULERS: Registry = Registry("scheduler", ("asha", "hyperband", "pbt", "none"),
                                 "hpsearch.search.algorithms")
 
 class TruthfulOptunaSearch(OptunaSearch):
@@ -189,10 +192,14 @@ SCHEDULERS.register("hyperband")(lambda spec: HyperBandScheduler(
     time_attr="epoch", metric=spec.metric, mode=spec.mode, max_t=spec.budget.max_epochs,
     reduction_factor=spec.scheduler.reduction_factor))
 SCHEDULERS.register("none")(lambda spec: FIFOScheduler())
+SCHEDULERS.register("pbt")(lambda spec: build_pbt(spec))
 
 
-def build_searcher(spec: SweepSpec) -> Searcher:
-    """The searcher named by ``spec.search.algorithm`` (``design: ofat`` lists its configs)."""
+def build_searcher(spec: SweepSpec) -> Searcher | SearchAlgorithm:
+    """The searcher named by ``spec.search.algorithm`` (``design: ofat`` lists its configs);
+    under ``scheduler: pbt``, the generator of its first population."""
+    if spec.scheduler.name == "pbt":
+        return PopulationGenerator(first_population(spec, planned_trials(spec)))
     name = "grid" if spec.design == "ofat" else spec.search.algorithm
     return SEARCHERS.get(name, "search.algorithm")(spec)
 

@@ -70,9 +70,11 @@ def _trainable(spec: SweepSpec, bundle: Any) -> Any:
     objective = dict(zip(spec.metrics, spec.modes, strict=True)) if spec.is_multi_objective \
         else {spec.metric: spec.mode}
     limits = {"max_params": spec.max_params, "max_macs": spec.max_macs}
+    # Under PBT another trial may copy any checkpoint a trial kept: each keeps them all.
+    keep = {"keep": None} if spec.scheduler.name == "pbt" else {}
     trainable = tune.with_parameters(
         train_trial, data=bundle.to_arrays() if bundle is not None else None, limits=limits,
-        objective=objective, plugins=list(spec.plugins))
+        objective=objective, plugins=list(spec.plugins), **keep)
     return tune.with_resources(trainable, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
 
 
@@ -238,11 +240,12 @@ def run_sweep(spec: SweepSpec, spec_text: str, *, address: str | None = None,
 
 def _concurrency_cap(spec: SweepSpec, slots: int) -> int:
     """Tune's cap on live trials. HyperBand pauses a rung's trials until the whole bracket
-    reaches it: paused trials hold no slot, so the cap counts them apart (its trials placed at
-    once stay at ``slots`` through ``TUNE_MAX_PENDING_TRIALS_PG``)."""
+    reaches it, PBT until the whole population does: paused trials hold no slot, so the cap
+    counts them apart (the trials placed at once stay at ``slots`` through
+    ``TUNE_MAX_PENDING_TRIALS_PG``)."""
     from hpsearch.search.algorithms import planned_trials
 
-    return planned_trials(spec) if spec.scheduler.name == "hyperband" else slots
+    return planned_trials(spec) if spec.scheduler.name in ("hyperband", "pbt") else slots
 
 
 def _search_words(spec: SweepSpec) -> str:

@@ -18,6 +18,8 @@ __all__ = [
     "AUGMENTATIONS",
     "DATASETS",
     "MODELS",
+    "MUTABLE_SETTINGS",
+    "OPTIMIZER_STEP_SETTINGS",
     "OPTIMIZERS",
     "SCHEDULES",
     "ACTIVATIONS",
@@ -51,6 +53,17 @@ SCHEDULES: Registry = Registry("schedule", ("none", "step", "exponential", "cosi
 BUILTIN_TRAINABLE = "classifier"  # trainables.fit: the image classifier every setting below is for
 # Whole training functions (plugins); the built-in one is run by the adapter itself.
 TRAINABLES: Registry = Registry("trainable", (BUILTIN_TRAINABLE,), "hpsearch.trainables.fit")
+
+# Settings that may change between two epochs of the same weights (population-based training
+# continues a trial from another trial's checkpoint with some of them mutated): the optimizer's
+# step settings, which fit writes into the optimizer it loads, and the built-in augmentations'
+# strengths, read afresh whenever training (re)starts. Every other setting shapes the weights,
+# the data or the schedule and stays fixed for the life of the weights.
+OPTIMIZER_STEP_SETTINGS = ("lr", "momentum", "weight_decay")
+MUTABLE_SETTINGS = OPTIMIZER_STEP_SETTINGS + (
+    "flip_p", "rotate_degrees", "affine_shear", "affine_scale_min", "affine_scale_max",
+    "jitter_brightness", "jitter_contrast", "jitter_saturation", "crop_padding", "elastic_alpha",
+    "elastic_sigma")
 
 
 class TrialConfig(BaseModel):

@@ -26,7 +26,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from hpsearch.trainables.augment import build_augmenter
 from hpsearch.trainables.bundle import DataBundle
-from hpsearch.trainables.config import TrialConfig
+from hpsearch.trainables.config import OPTIMIZER_STEP_SETTINGS, TrialConfig
 from hpsearch.trainables.cost import model_cost
 from hpsearch.trainables.data import load_data
 from hpsearch.trainables.errors import UserError
@@ -174,6 +174,23 @@ def _weight_average(model: nn.Module, config: TrialConfig) -> AveragedModel | No
     return ema
 
 
+def _take_step_settings(optimizer: torch.optim.Optimizer, saved: dict[str, Any] | None,
+                        config: TrialConfig) -> None:
+    """Train on with ``config``'s lr, momentum and weight decay where the checkpoint was saved
+    under others (population-based training mutated them): loading the optimizer's state
+    brought back the saved ones. Settings an optimizer does not have (Adam's momentum) are
+    left alone; a plain resume (same config) changes nothing."""
+    for key in OPTIMIZER_STEP_SETTINGS:
+        new = getattr(config, key)
+        if saved is None or saved.get(key) == new:
+            continue
+        for group in optimizer.param_groups:
+            if key in group:
+                group[key] = new
+            if key == "lr" and "initial_lr" in group:
+                group["initial_lr"] = new
+
+
 def fit(config: TrialConfig, report: Reporter | None = None, *, data: DataBundle | None = None,
         state: dict[str, Any] | None = None) -> FitResult:
     """Train and evaluate one config; ``report`` is called once per epoch.
@@ -215,6 +232,7 @@ def fit(config: TrialConfig, report: Reporter | None = None, *, data: DataBundle
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        _take_step_settings(optimizer, state.get("config"), config)
         if schedule is not None and state.get("schedule") is not None:
             schedule.load_state_dict(state["schedule"])
         if ema is not None and state.get("ema") is not None:

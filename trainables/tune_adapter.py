@@ -3,6 +3,11 @@
 Tune hands a flat config dict; this turns it into a TrialConfig, fetches the decoded dataset from
 Ray's object store (zero-copy on the node), enforces the sweep's cost constraints before any
 training, reports every epoch with a checkpoint and resumes from the newest complete one.
+
+Each checkpoint names the trial that wrote it and the copies its weights went through. Under
+population-based training Tune restarts a trial from another trial's checkpoint with mutated
+settings: the trial sees a checkpoint of another trial, trains on from it, and reports the copy
+(:data:`~trainables.vocab.COPIED`) with its next epoch.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from hpsearch.trainables.cost import constraint_violation
 from hpsearch.trainables.fit import fit
 from hpsearch.trainables.models import trial_cost
 from hpsearch.trainables.plugins import import_plugins, run_trainable
+from hpsearch.trainables.vocab import COPIED
 
 __all__ = ["CHECKPOINT_FILE", "COMPLETE_FILE", "TrialFolder", "checkpoint_state",
            "latest_checkpoint_state", "load_state", "train_trial"]
@@ -98,9 +104,41 @@ def latest_checkpoint_state(folder: TrialFolder | Path | None,
         best = folder.state(path)
         if best is not None:
             break
-    if recorded is not None and (best is None or recorded["epoch"] > best["epoch"]):
-        best = recorded
+    if recorded is not None and (best is None or recorded["epoch"] > best["epoch"]
+                                 or _generation(recorded) != _generation(best)):
+        best = recorded  # Tune's, or weights Tune gave it from another trial (PBT's copy)
     return best
+
+
+def _generation(state: dict[str, Any]) -> tuple[Any, int]:
+    """Which weights a checkpoint continues: its trial and how many copies they went through.
+    A checkpoint of the trial's own folder is newer than Tune's only within one generation."""
+    return state.get("trial_id"), len(state.get("lineage") or ())
+
+
+def _copied(state: dict[str, Any] | None, trial_id: str | None,
+            config: dict[str, Any]) -> list[dict[str, Any]]:
+    """The copies the weights of ``state`` went through, oldest first; one more when the
+    checkpoint is another trial's (population-based training), with the settings that
+    differ from that trial's as ``changes``."""
+    lineage = list((state or {}).get("lineage") or [])
+    owner = (state or {}).get("trial_id")
+    if state is None or owner is None or trial_id is None or owner == trial_id:
+        return lineage
+    saved = state.get("config") or {}
+    changes = {k: [saved.get(k), v] for k, v in config.items() if saved.get(k) != v}
+    return [*lineage, {"trial": trial_id, "from": owner, "epoch": int(state["epoch"]),
+                       "changes": changes}]
+
+
+def _copy_note(lineage: list[dict[str, Any]], trial_id: str | None,
+               epoch: int) -> dict[str, Any]:
+    """``{COPIED: ...}`` for the first epoch this trial trained on copied weights, else {}."""
+    for event in lineage:
+        if event["trial"] == trial_id and event["epoch"] + 1 == epoch:
+            return {COPIED: {"from": event["from"], "epoch": event["epoch"],
+                             "changes": event["changes"]}}
+    return {}
 
 
 def _recorded_epochs(folder: TrialFolder | None) -> int:
@@ -115,10 +153,10 @@ def _recorded_epochs(folder: TrialFolder | None) -> int:
     return last
 
 
-def _prune(folder: TrialFolder | None) -> None:
-    if folder is None:
+def _prune(folder: TrialFolder | None, keep: int | None) -> None:
+    if folder is None or keep is None:
         return
-    for old in folder.checkpoints()[:-_KEEP]:
+    for old in folder.checkpoints()[:-keep]:
         folder.delete(old)
 
 
@@ -134,6 +172,15 @@ def _trial_folder() -> TrialFolder | None:
         storage = get_storage()
         return TrialFolder(storage.storage_filesystem, storage.trial_fs_path)
     except Exception:  # noqa: BLE001 - API moved: fall back to Tune's record alone
+        return None
+
+
+def _trial_id() -> str | None:
+    try:
+        from ray.tune import get_context
+
+        return get_context().get_trial_id()
+    except Exception:  # noqa: BLE001 - outside a Tune session
         return None
 
 
@@ -161,7 +208,7 @@ def _claim_gpus() -> str:
 def train_trial(config: dict[str, Any], data: dict[str, Any] | None,
                 limits: dict[str, int | None] | None = None,
                 objective: dict[str, str] | None = None,
-                plugins: list[str] | None = None) -> None:
+                plugins: list[str] | None = None, keep: int | None = _KEEP) -> None:
     """Tune function trainable: one trial of ``fit`` (or of a plugin's training function) with
     per-epoch reports and checkpoints.
 
@@ -173,6 +220,8 @@ def train_trial(config: dict[str, Any], data: dict[str, Any] | None,
             is reported once as ``status: rejected`` and never trained.
         objective: ``{metric: "min" | "max"}``, so a rejected trial reports its worst values.
         plugins: The spec's plugin modules, imported here before the config is read.
+        keep: Checkpoints kept in the trial's folder; None: every one (population-based
+            training: another trial may copy any of them).
     """
     gpus = _claim_gpus()
     import_plugins(plugins or [])
@@ -183,6 +232,8 @@ def train_trial(config: dict[str, Any], data: dict[str, Any] | None,
     tune_state = checkpoint_state(get_checkpoint())
     state = latest_checkpoint_state(folder, tune_state)
     bundle = DataBundle.from_arrays(data) if data is not None else None
+    me = _trial_id()
+    lineage = _copied(state, me, trial_config.to_dict())
 
     if bundle is not None and state is None and limits and any(
             v is not None for v in limits.values()):
@@ -198,16 +249,17 @@ def train_trial(config: dict[str, Any], data: dict[str, Any] | None,
     node = _node_id()
 
     def on_epoch(metrics: dict[str, Any], make_state: Any) -> None:
-        metrics = {**metrics, "node_id": node, "gpu_ids": gpus}
+        metrics = {**metrics, "node_id": node, "gpu_ids": gpus,
+                   **_copy_note(lineage, me, int(metrics["epoch"]))}
         if make_state is None:  # a plugin trainable that keeps no state: no checkpoint
             report(metrics)
             return
-        state = make_state()
+        state = {**make_state(), "trial_id": me, "lineage": lineage}
         with tempfile.TemporaryDirectory() as tmp:
             torch.save(state, Path(tmp) / CHECKPOINT_FILE)
             (Path(tmp) / COMPLETE_FILE).touch()
             report(metrics, checkpoint=Checkpoint.from_directory(tmp))
-        _prune(folder)
+        _prune(folder, keep)
 
     if state is not None:
         # A driver killed between a checkpoint and writing its result leaves epochs that were
@@ -217,7 +269,7 @@ def train_trial(config: dict[str, Any], data: dict[str, Any] | None,
                        int(tune_state["epoch"]) if tune_state is not None else 0)
         for past in state["history"]:
             if past["epoch"] > recorded:
-                report(dict(past))
+                report({**past, **_copy_note(lineage, me, int(past["epoch"]))})
     if trial_config.trainable != BUILTIN_TRAINABLE:
         run_trainable(trial_config, on_epoch, state, list(objective or {}))
         return

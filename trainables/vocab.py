@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["CONSTANT_METRICS", "DEFAULT_OBJECTIVE", "FINAL_METRICS", "HISTORY_METRICS", "METRICS",
-           "ROLE_TAG", "STATUS_ORDER", "Role", "Status", "StopMode", "SweepState", "TuneStatus",
-           "trial_status"]
+__all__ = ["CONSTANT_METRICS", "COPIED", "DEFAULT_OBJECTIVE", "FINAL_METRICS", "HISTORY_METRICS",
+           "METRICS", "ROLE_TAG", "STATUS_ORDER", "Role", "Status", "StopMode", "SweepState",
+           "TuneStatus", "trial_status"]
 
 
 class Status(StrEnum):
@@ -145,3 +145,8 @@ FINAL_METRICS = ("test_loss", "test_top1", "test_top3", "test_precision", "test_
                  "test_f1", "params", "macs")
 # Reported with every epoch but the same in each one of a trial: MLflow logs them once.
 CONSTANT_METRICS = ("params", "macs", "train_samples", "val_samples")
+
+# The result key of the first epoch a trial trains on weights copied from another trial
+# (population-based training): ``{"from": trial id, "epoch": the copy's epoch, "changes":
+# {setting: [the other trial's value, this trial's]}}``.
+COPIED = "copied_from"

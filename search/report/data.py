@@ -66,6 +66,9 @@ class SweepData:
             (:data:`~search.sweepdir.FINAL_FILE`), shown apart from the search's scores.
         own_metrics: What the trials reported every epoch that the image classifier does not
             (a plugin trainable's own metrics, :func:`own_metrics`), read from the history.
+        lineage: Population-based training's copies, one row per copy of another trial's
+            weights a trial trained on (:data:`~search.report.lineage.LINEAGE_COLUMNS`);
+            empty for other sweeps.
     """
 
     name: str
@@ -79,6 +82,7 @@ class SweepData:
     meta: dict[str, Any] = field(default_factory=dict)
     final: dict[str, Any] | None = None
     own_metrics: tuple[str, ...] = ()
+    lineage: pd.DataFrame | None = None
 
     @classmethod
     def from_rows(cls, name: str, rows: Sequence[Mapping[str, Any]], *,

@@ -33,6 +33,7 @@ from hpsearch.search.report.data import (
     own_metrics,
     per_epoch,
 )
+from hpsearch.search.report.lineage import copies_in_results, copies_in_tags, lineage_frame
 from hpsearch.search.spec import Scheduler, SweepSpec, load_plugins, parse_spec
 from hpsearch.search.spec.sections import scheduler_shorthand
 from hpsearch.search.sweepdir import (
@@ -82,6 +83,7 @@ class _Trial:
     node: str | None = None
     gpus: str | None = None  # the GPU ids Ray gave the trial (CUDA_VISIBLE_DEVICES)
     sizes: dict[str, int] | None = None  # images per split it last ran on: train, val
+    copies: list[dict[str, Any]] | None = None  # PBT: other trials' weights it trained on
 
 
 def load_trials(source: str, *, storage: str | None = None,
@@ -214,7 +216,7 @@ def _ray_trial(files: TrialFiles, states: Mapping[str, tuple[str | None, str | N
                    rejected_reason=last.get("rejected_reason")
                    if status == Status.REJECTED else None,
                    node=last.get("hostname"), sizes=_sizes(last),
-                   gpus=last.get("gpu_ids") or None)
+                   gpus=last.get("gpu_ids") or None, copies=copies_in_results(rows))
     return trial, matrix
 
 
@@ -390,11 +392,15 @@ def _yaml_mapping(text: str | None, source: str) -> Any:
 def _mlflow_trial(client: Any, run: Any, given: set[str] | None = None) -> _Trial:
     """One nested trial run: its params (decoded; only the ``given`` settings when known),
     metric histories and status tags."""
+    from hpsearch.search.tracking.lineage import settings_now_of
+
     tags = run.data.tags
     status = tags.get("hpsearch.status", Status.UNKNOWN.value)
+    # the settings it ended with: its params, where PBT did not change them since
+    params = {k: _decode_param(k, v) for k, v in run.data.params.items()}
     return _Trial(
         trial_id=tags.get("hpsearch.trial_id") or run.info.run_name,
-        config={k: _decode_param(k, v) for k, v in run.data.params.items()
+        config={k: v for k, v in {**params, **settings_now_of(tags)}.items()
                 if given is None or k in given},
         rows=_mlflow_rows(client, run),
         finals={k: v for k, v in run.data.metrics.items() if k in FINAL_METRICS},
@@ -403,7 +409,7 @@ def _mlflow_trial(client: Any, run: Any, given: set[str] | None = None) -> _Tria
         rejected_reason=tags.get("hpsearch.rejected_reason")
         if status == Status.REJECTED else None,
         node=tags.get("hpsearch.node"), sizes=_sizes(run.data.metrics),
-        gpus=tags.get("hpsearch.gpu_ids"))
+        gpus=tags.get("hpsearch.gpu_ids"), copies=copies_in_tags(tags))
 
 
 def _csv_classes(text: str, n: int) -> list[str] | None:
@@ -517,6 +523,7 @@ def _assemble(name: str, spec: SweepSpec | None, trials: list[_Trial], meta: dic
                     for r in t.rows if r["epoch"] >= 1]
     data = SweepData.from_rows(name, records, spec=spec, objective=objective, meta=meta,
                                history=pd.DataFrame(history, columns=keys))
+    data.lineage = lineage_frame((t.trial_id, t.copies or []) for t in trials)
     frame = data.trials
     for trial_id in frame["trial_id"]:
         if frame.loc[frame["trial_id"] == trial_id, "status"].iloc[0] != Status.COMPLETED:

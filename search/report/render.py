@@ -34,6 +34,7 @@ from hpsearch.search.report.formats import (
     missing,
     setting_title,
 )
+from hpsearch.search.report.lineage import LINEAGE_CAPTION, lineage_table
 from hpsearch.search.report.machine import HOST, LOCAL, MACHINE_SETTINGS, without_paths
 from hpsearch.search.report.plots import (
     CURVES,
@@ -419,6 +420,10 @@ def _build(data: SweepData, *, top: int | None, max_params: int | None,
             doc.table("leaderboard_budget", within.head(top or len(within)),
                       f"{len(within)} of {len(data.trials)} trials fit {budget}; {order}.")
 
+    lineage = lineage_table(data)
+    if lineage is not None:
+        doc.heading("Lineage")
+        doc.table("lineage", lineage, LINEAGE_CAPTION)
     _final_section(doc, data)
     ofat = ofat_table(data)
     if ofat is not None:

@@ -36,6 +36,7 @@ from hpsearch.search.spec.errors import (
     raise_problems,
     reraised,
 )
+from hpsearch.search.spec.pbt import pbt_problems, pbt_search
 from hpsearch.search.spec.sections import Budget, Objective, Scheduler, Search
 from hpsearch.search.spec.settings import (
     EPOCHS,
@@ -279,12 +280,16 @@ def across_sections(ctx: SpecContext) -> tuple[Problems, dict[str, Any]]:
     out: Problems = []
     space: dict[str, Entry] = ctx.valid.get("space", {})
     search = ctx.valid.get("search")
-    if search is not None:
-        search = _checked_search(search, space, ctx, out)
     scheduler, budget = ctx.valid.get("scheduler"), ctx.valid.get("budget")
+    pbt = scheduler is not None and scheduler.name == "pbt"
+    if search is not None:
+        search = _checked_search(pbt_search(search, out) if pbt else search, space, ctx, out)
     objective = ctx.valid.get("objective")
     if scheduler is not None:
         out += _scheduler_problems(scheduler, objective, budget)
+    if pbt:
+        out += pbt_problems(scheduler, ctx.mapping("fixed"), ctx.mapping("space"), budget,
+                            ctx.valid.get("design"))
     if search is not None and objective is not None and objective.metrics is not None \
             and search.sampler == "cmaes":
         out.append(problem(("search", "sampler"), f"CMA-ES optimises one objective, but the "
@@ -382,10 +387,10 @@ def _start_point(i: int, point: dict[str, Any], space: dict[str, Entry], ctx: Sp
 
 def _scheduler_problems(sched: Scheduler, objective: Objective | None,
                         budget: Budget | None) -> Problems:
-    if not sched.stops_early:
+    if not sched.compares:
         return []
     out: Problems = []
-    who = {"asha": "ASHA", "hyperband": "HyperBand"}[sched.name]
+    who = {"asha": "ASHA", "hyperband": "HyperBand", "pbt": "PBT"}[sched.name]
     if objective is not None and objective.metrics is not None:
         names = ", ".join(m.name for m in objective.metrics)
         out.append(problem(("scheduler", "name"), f"{who} compares trials on one metric, but "

@@ -188,41 +188,55 @@ def scheduler_shorthand(raw: Any) -> Any:
 
 class Scheduler(BaseModel):
     """When to stop a trial: ASHA (early stopping per epoch), HyperBand (synchronous brackets,
-    pausing trials at each rung) or none (every trial runs out)."""
+    pausing trials at each rung), PBT (population-based training: every few epochs the worst
+    trials continue from a copy of the best ones' weights with mutated settings) or none
+    (every trial runs out)."""
 
     model_config = FROZEN
     # which settings each scheduler reads
     USES: ClassVar[dict[str, tuple[str, ...]]] = {
         "asha": ("grace_period", "reduction_factor"), "hyperband": ("reduction_factor",),
+        "pbt": ("perturbation_interval", "quantile_fraction", "resample_probability"),
         "none": ()}
 
-    name: Literal["asha", "hyperband", "none"] = "asha"
+    name: Literal["asha", "hyperband", "pbt", "none"] = "asha"
     grace_period: int | None = Field(None, ge=1)
     reduction_factor: float | None = Field(None, gt=1)
+    # PBT: epochs between two exploit/explore steps; the share of trials that copy (the
+    # bottom) and are copied (the top); how often a mutation resamples instead of perturbing
+    perturbation_interval: int | None = Field(None, ge=1)
+    quantile_fraction: float | None = Field(None, gt=0, le=0.5)
+    resample_probability: float | None = Field(None, ge=0, le=1)
 
     @model_validator(mode="after")
-    def _asha_settings(self) -> Scheduler:
+    def _own_settings(self) -> Scheduler:
         def users(key: str) -> str:
             return " and ".join(n for n, keys in self.USES.items() if key in keys)
 
+        keys = dict.fromkeys(k for used in self.USES.values() for k in used)
         raise_problems([problem((key,), f"not used by scheduler {self.name}; only by "
                                         f"{users(key)}")
-                        for key in ("grace_period", "reduction_factor")
+                        for key in keys
                         if getattr(self, key) is not None and key not in self.USES[self.name]])
         return self
 
     @property
     def stops_early(self) -> bool:
         """Whether trials may end before their last epoch (on one metric, per epoch)."""
+        return self.name in ("asha", "hyperband")
+
+    @property
+    def compares(self) -> bool:
+        """Whether the scheduler compares trials on one metric as they train."""
         return self.name != "none"
 
     def rungs(self, max_epochs: int) -> tuple[int, ...] | None:
         """The epochs after which this scheduler may stop a trial, first to last (resolved
         settings): ASHA's rungs, the milestones Ray's ``ASHAScheduler`` (one bracket, as
         :func:`search.algorithms.build_scheduler` makes it, ``max_t = budget.max_epochs``)
-        computes, each at the first whole epoch that reaches it; none for ``none``; None when
-        not known (HyperBand's differ per bracket)."""
-        if self.name == "none":
+        computes, each at the first whole epoch that reaches it; none for ``none`` and ``pbt``
+        (which stops no trial); None when not known (HyperBand's differ per bracket)."""
+        if not self.stops_early:
             return ()
         if self.name != "asha" or self.grace_period is None or self.reduction_factor is None:
             return None
@@ -234,9 +248,17 @@ class Scheduler(BaseModel):
         return tuple(sorted(e for e in epochs if e < max_epochs))
 
     def resolved(self) -> Scheduler:
-        """ASHA's and HyperBand's settings filled in: grace period 1, reduction factor 3."""
+        """Each scheduler's settings filled in: ASHA's grace period 1 and HyperBand's and
+        ASHA's reduction factor 3; PBT's perturbation interval 1 epoch, quantile fraction and
+        resample probability 0.25 (Ray's)."""
         if self.name == "none":
             return self
+        if self.name == "pbt":
+            return self.model_copy(update={
+                "perturbation_interval": self.perturbation_interval or 1,
+                "quantile_fraction": self.quantile_fraction or 0.25,
+                "resample_probability": 0.25 if self.resample_probability is None
+                else self.resample_probability})
         if self.name == "hyperband":
             return self.model_copy(update={"reduction_factor": self.reduction_factor or 3.0})
         return self.model_copy(update={"grace_period": self.grace_period or 1,

@@ -97,7 +97,11 @@ def _sync(run_dir: Location, source: Path, sweep_name: str, tracking_uri: str | 
                                 for t in trials})
     complete: set[str] = set()  # finished runs whose tracker logged every step: no replay
     for t in trials:
-        if is_complete(store.ensure_child(t.trial_id, t.config, str(t.dir)), by_step(t.rows)):
+        # params are the settings a trial started with (its first result's; params.json holds
+        # its latest, which population-based training may have changed)
+        first = next((r["config"] for r in t.rows if isinstance(r.get("config"), dict)), None)
+        if is_complete(store.ensure_child(t.trial_id, first or t.config, str(t.dir)),
+                       by_step(t.rows)):
             complete.add(t.trial_id)
 
     statuses = {t.trial_id: trial_status(by_step(t.rows), states.get(t.trial_id, (None, None))[0],

@@ -22,6 +22,7 @@ from hpsearch.search.storage import Location, RemotePath
 from hpsearch.search.sweepdir import read_run_map, result_step, write_run_map
 from hpsearch.search.tracking.commit import git_commit
 from hpsearch.search.tracking.dataset import dataset_input, read_dataset
+from hpsearch.search.tracking.lineage import SETTINGS_NOW_TAG, copy_tags, settings_now
 from hpsearch.search.tracking.values import (
     RUN_FAILED,
     RUN_FINISHED,
@@ -35,7 +36,7 @@ from hpsearch.search.tracking.values import (
     result_metrics,
     stamp_ms,
 )
-from hpsearch.trainables.vocab import CONSTANT_METRICS, ROLE_TAG, Role, Status
+from hpsearch.trainables.vocab import CONSTANT_METRICS, COPIED, ROLE_TAG, Role, Status
 
 __all__ = ["BEST_PREFIX", "RUN_FAILED", "RUN_FINISHED", "RUN_KILLED", "RUN_RUNNING",
            "resolve_tracking_uri"]
@@ -322,7 +323,11 @@ class _Store:
             state = self.children[trial_id] = found
             self.save_map()
         if config:
-            state.add_params(flatten_params(resolved_config(config)))
+            params = flatten_params(resolved_config(config))
+            state.add_params(params)
+            # a trial population-based training gave other settings: params keep the first
+            state.set_tags(settings_now(params, state.setting, SETTINGS_NOW_TAG in {
+                **state.tags, **state.pending_tags}))
         if trial_path and state.trial_path != trial_path:
             state.trial_path = trial_path
             state.set_tags({"hpsearch.trial_dir": str(self.trial_folder(trial_path))})
@@ -356,11 +361,16 @@ class _Store:
 
     def add_metrics(self, state: _Run, metrics: Mapping[str, float], step: int,
                     timestamp_ms: int) -> None:
-        """Buffer what is not yet logged; ``lr`` only when a schedule changes it."""
+        """Buffer what is not yet logged; ``lr`` only when a schedule or PBT changes it."""
         self.seed(state)
-        if "lr" in metrics and state.setting("schedule") == "none":
+        if "lr" in metrics and state.setting("schedule") == "none" and not self.lr_mutates:
             metrics = {k: v for k, v in metrics.items() if k != "lr"}  # the param ``lr`` says
         state.add_metrics(metrics, step, timestamp_ms)
+
+    @property
+    def lr_mutates(self) -> bool:
+        """Trials' learning rates change as they train (``scheduler: pbt``)."""
+        return self.parent is not None and self.parent.setting("scheduler") == "pbt"
 
     def add_result(self, trial_id: str, result: Mapping[str, Any],
                    trial_path: str | None = None, metrics: bool = True) -> _Run:
@@ -376,6 +386,8 @@ class _Store:
                 if result.get(k)}
         state.set_tags({f"hpsearch.{'node' if k == 'hostname' else k}": v
                         for k, v in tags.items()})
+        if isinstance(result.get(COPIED), Mapping):  # trained on from another trial's weights
+            state.set_tags(copy_tags({**state.tags, **state.pending_tags}, result[COPIED]))
         best = self.best.update(trial_id, result)
         if best is not None:
             self.best_due = best
