@@ -1,4 +1,4 @@
-"""Study-level stopping: a sweep that ends itself on a target or on a plateau.
+"""Study-level stopping: a sweep that ends itself on a target, a plateau or Optuna's Terminator.
 
 * ``budget.target: {val_top1: 0.93}``: the sweep ends as soon as one trial reports every target
   metric at least that good (in each metric's direction, :data:`trainables.vocab.METRICS`), at
@@ -9,9 +9,11 @@
   Gaussian process fitted to the completed trials bounds how much better than the best the
   space could still be) falls below 0.002, the objective's noise in its units: trials then
   gain less than the noise. hpsearch trials report no cross-validation folds, so the noise is
-  given, not estimated (Optuna's ``StaticErrorEvaluator``). The trials that ran every epoch
-  are told, with their configs and last-epoch objective as the searcher tells its study, to a
-  study of the rule's own; it judges after each, from ``TERMINATOR_MIN_TRIALS`` on.
+  given, not estimated (Optuna's ``StaticErrorEvaluator``; its fold-free heuristic,
+  ``MedianErrorEvaluator``, puts the threshold at 1% of the early bounds, which on a smooth
+  two-setting objective never fired within 100 trials of TPE or random). The trials that ran
+  every epoch are told, with their configs and last-epoch objective as the searcher tells its
+  study, to a study of the rule's own; it judges after each, from ``TERMINATOR_MIN_TRIALS`` on.
 
 Tune asks :class:`SweepStopper` after every result and stops every trial once it says so; the
 trials keep their per-epoch checkpoints, and the summary says why the sweep ended. A resumed
