@@ -95,7 +95,7 @@ def regrets(rows: dict[str, list[dict[str, Any]]], best: float, ref: float) -> l
 
 def at(curve_: list[float], spent: int) -> float:
     """Regret after ``spent`` trial-epochs (the last one if the run spent fewer)."""
-    return curve_[min(spent, len(curve_)) - 1]
+    return curve_[max(1, min(spent, len(curve_))) - 1]
 
 
 def reach(curve_: list[float], goal: float, budget: int) -> int | None:
