@@ -40,6 +40,7 @@ from hpsearch.search.spec.sections import (
     DEFAULT_TRACKING_URI,
     METRICS,
     SAMPLERS,
+    TERMINATOR_MIN_TRIALS,
     Budget,
     Constraints,
     MetricGoal,
@@ -57,6 +58,7 @@ from hpsearch.trainables.errors import UserError, shown
 __all__ = [
     "DEFAULT_TRACKING_URI",
     "METRICS",
+    "TERMINATOR_MIN_TRIALS",
     "Budget",
     "Choice",
     "Constraints",

@@ -37,7 +37,13 @@ from hpsearch.search.spec.errors import (
     reraised,
 )
 from hpsearch.search.spec.pbt import pbt_problems, pbt_search
-from hpsearch.search.spec.sections import Budget, Objective, Scheduler, Search
+from hpsearch.search.spec.sections import (
+    TERMINATOR_MIN_TRIALS,
+    Budget,
+    Objective,
+    Scheduler,
+    Search,
+)
 from hpsearch.search.spec.settings import (
     EPOCHS,
     normalized,
@@ -298,6 +304,8 @@ def across_sections(ctx: SpecContext) -> tuple[Problems, dict[str, Any]]:
             and objective.metrics is not None:
         out.append(problem(("budget", "plateau"), "a plateau is watched on one objective; "
                            "the objective has several (use budget.target)"))
+    if budget is not None and budget.terminator is not None:
+        out += _terminator_problems(budget, search, space, objective, ctx.ofat)
     if budget is not None and search is not None and budget.trials is None \
             and search.algorithm != "grid":
         out.append(problem(("budget", "trials"), f"required with search.algorithm "
@@ -314,6 +322,25 @@ def across_sections(ctx: SpecContext) -> tuple[Problems, dict[str, Any]]:
         out.append(problem(("constraints",), f"limits the built-in classifier's models; "
                                              f"trainable '{trainable}' has none to measure"))
     return out, ({"search": search} if search is not None else {})
+
+
+def _terminator_problems(budget: Budget, search: Search | None, space: dict[str, Entry],
+                         objective: Objective | None, ofat: bool) -> Problems:
+    """Optuna's Terminator judges one objective over Optuna-sampled trials, from
+    :data:`TERMINATOR_MIN_TRIALS` completed trials on. (Its regret bound needs a setting every
+    trial searches: a space always has one, as a `when` condition names a searched setting.)"""
+    where, why = ("budget", "terminator"), None
+    if search is not None and search.algorithm not in ("optuna", "random"):
+        why = (f"Optuna's Terminator judges trials Optuna sampled: it needs search.algorithm "
+               f"optuna or random (got {'design: ofat' if ofat else search.algorithm}); use "
+               f"budget.plateau")
+    elif objective is not None and objective.metrics is not None:
+        why = "Optuna's Terminator judges one objective; the objective has several"
+    elif budget.trials is not None and budget.trials <= TERMINATOR_MIN_TRIALS:
+        why = (f"Optuna's Terminator judges from {TERMINATOR_MIN_TRIALS} completed trials on, "
+               f"so it needs budget.trials above {TERMINATOR_MIN_TRIALS} (got {budget.trials}); "
+               f"use budget.plateau")
+    return [problem(where, why)] if why else []
 
 
 def _objective_problems(objective: Objective, trainable: str) -> Problems:

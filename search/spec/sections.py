@@ -41,6 +41,7 @@ __all__ = [
     "SAMPLERS",
     "Scheduler",
     "Search",
+    "TERMINATOR_MIN_TRIALS",
     "Tracking",
     "mapping",
     "plugin_list",
@@ -265,6 +266,10 @@ class Scheduler(BaseModel):
                                        "reduction_factor": self.reduction_factor or 3.0})
 
 
+# Completed trials before Optuna's Terminator judges (its own default, min_n_trials).
+TERMINATOR_MIN_TRIALS = 20
+
+
 class Budget(BaseModel):
     """How much to run: trials, epochs per trial (ASHA's max_t), an optional wall-clock limit."""
 
@@ -274,9 +279,12 @@ class Budget(BaseModel):
     max_epochs: int = Field(ge=1)
     time_limit: Annotated[float | None, _optional(parse_duration)] = None
     # Study-level stopping: the sweep ends when one trial reaches every target (each in its
-    # metric's direction), or when the best has not improved in `plateau` finished trials.
+    # metric's direction), when the best has not improved in `plateau` finished trials, or when
+    # Optuna's Terminator bounds what the best could still gain below `terminator` (the
+    # objective's noise, in its units; judged from TERMINATOR_MIN_TRIALS completed trials on).
     target: dict[str, float] | None = None
     plateau: int | None = Field(None, ge=1)
+    terminator: float | None = Field(None, gt=0, allow_inf_nan=False)
 
     @field_validator("target")
     @classmethod

@@ -1,5 +1,6 @@
 """Search strategies a user picks in the spec: Optuna's samplers, study-level stopping (target,
-plateau) and warm starts from an earlier sweep. Fast: no Ray cluster, real Optuna."""
+plateau, Optuna's Terminator) and warm starts from an earlier sweep. Fast: no Ray cluster, real
+Optuna."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ import optuna
 import pytest
 
 from hpsearch.search.algorithms import build_sampler, build_searcher
-from hpsearch.search.spec import SAMPLERS, parse_spec
-from hpsearch.search.stopping import SweepStopper, study_stopping
+from hpsearch.search.spec import SAMPLERS, TERMINATOR_MIN_TRIALS, parse_spec
+from hpsearch.search.stopping import SweepStopper, TerminatorRule, study_stopping
 from hpsearch.search.warmstart import incompatibility, warm_start
 from hpsearch.trainables.errors import UserError
 
@@ -82,6 +83,15 @@ def test_algorithm_random_is_the_random_sampler() -> None:
     ({"budget": {"plateau": 0}}, "budget.plateau", "greater than or equal to 1"),
     ({"search": {"algorithm": "grid", "warm_start": ["a"]}, "space": {"lr": [0.1, 0.01]}},
      "search.warm_start", "warm starts are for optuna and random"),
+    ({"budget": {"terminator": 0}}, "budget.terminator", "greater than 0"),
+    ({"budget": {"terminator": 0.01}, "search": {"algorithm": "grid"},
+      "space": {"lr": [0.1, 0.01]}}, "budget.terminator",
+     "needs search.algorithm optuna or random (got grid); use budget.plateau"),
+    ({"budget": {"terminator": 0.01, "trials": 50}, "scheduler": {"name": "none"},
+      "objective": {"metrics": [{"name": "val_top1"}, {"name": "params"}]}},
+     "budget.terminator", "judges one objective"),
+    ({"budget": {"terminator": 0.01, "trials": 20}}, "budget.terminator",
+     "judges from 20 completed trials on, so it needs budget.trials above 20 (got 20)"),
 ])
 def test_strategy_settings_are_checked_in_one_line(sections: dict[str, Any], where: str,
                                                    says: str) -> None:
@@ -117,6 +127,52 @@ def test_a_plateau_counts_finished_trials_without_a_better_best() -> None:
     assert stopper.stop_all()
     assert stopper.reason == ("plateau: the best val_loss (0.4000) has not improved in 2 "
                               "finished trials")
+
+
+def _told(spec: Any, stopper: SweepStopper, values: list[float],
+          status: str = "completed") -> int:
+    """Trials through the stopper as Tune runs them (configs from hpsearch's searcher, real
+    Optuna); how many were told before the sweep should end (all of them if it should not)."""
+    searcher = build_searcher(spec)
+    for i, value in enumerate(values):
+        config = {**spec.trial_defaults(), **searcher.suggest(f"t{i}")}
+        stopper(f"t{i}", {"epoch": 2, "status": status, "val_top1": value})
+        stopper.trial_finished(f"t{i}", config)
+        if stopper.stop_all():
+            return i + 1
+    return len(values)
+
+
+def test_optunas_terminator_ends_the_sweep_when_the_best_cannot_gain_more_than_the_noise(
+        ) -> None:
+    # A conditional space (momentum only with sgd, list choices): the study takes it as is.
+    spec = _spec(budget={"trials": 40, "terminator": 0.05}, search={"algorithm": "random"})
+    stopper, callbacks = study_stopping(spec)
+    assert isinstance(stopper.terminator, TerminatorRule) and callbacks
+    # val_top1 between 0.90 and 0.92: nothing left to gain beyond a noise of 0.05 ...
+    flat = [0.9 + 0.02 * ((i * 7) % 10) / 10 for i in range(40)]
+    # ... but the Terminator judges only from its 20th completed trial on
+    assert _told(spec, stopper, flat) == TERMINATOR_MIN_TRIALS
+    assert stopper.reason.startswith(f"Optuna's Terminator: after {TERMINATOR_MIN_TRIALS} "
+                                     f"completed trials the best val_top1 (0.9180) could gain "
+                                     f"at most ")
+    assert stopper.reason.endswith("(regret bound), less than its noise 0.05")
+    bound = float(stopper.reason.split("at most ")[1].split()[0])
+    assert 0 <= bound < 0.05
+
+
+def test_the_terminator_goes_on_while_the_scores_spread_wider_than_the_noise() -> None:
+    spec = _spec(budget={"trials": 40, "terminator": 0.001})
+    stopper, _ = study_stopping(spec)
+    spread = [0.5 + 0.4 * ((i * 7) % 10) / 10 for i in range(23)]  # 0.5 .. 0.86, no pattern
+    assert _told(spec, stopper, spread) == 23 and not stopper.stop_all()
+
+
+def test_the_terminator_is_told_only_trials_that_ran_every_epoch() -> None:
+    spec = _spec(budget={"trials": 40, "terminator": 0.05})
+    stopper, _ = study_stopping(spec)
+    _told(spec, stopper, [0.9] * 25, status="stopped_early")  # ASHA's: lower fidelity
+    assert len(stopper.terminator.study.trials) == 0 and not stopper.stop_all()
 
 
 def test_no_target_and_no_plateau_adds_nothing() -> None:

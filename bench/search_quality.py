@@ -1,0 +1,203 @@
+"""Search quality: every strategy on a cheap objective with a known optimum, over several seeds.
+
+The objective is ``bench/synthetic_curves.py``: synthetic learning curves whose loss depends on
+four settings (log-uniform, log-int, uniform, a choice), a plugin training function whose epochs
+cost nothing, so only the search is measured. Each strategy runs as a real sweep (Ray Tune,
+Optuna, MLflow); its incumbent after each reported epoch is the result with the lowest
+*observed* (noisy) loss so far, and its regret is that result's *true* loss minus the optimum
+at the last epoch, normalised so that 0 is the optimum and 1 is the median random config.
+
+Budgets: ``--trials`` trials of ``--epochs`` epochs (B trial-epochs) for strategies without
+early stopping; ``--mf-trials`` (default 3x) for ASHA / HyperBand, which spend fewer epochs per
+trial. Regret is read at fractions of B, so every strategy is compared at equal trial-epochs.
+
+Targets: ASHA+TPE reaches random search's final best within 1/3 of random's trial-epochs, and
+the best strategy's regret at B is at most 1/2 of random search's.
+
+Usage: python bench/search_quality.py [--seeds 3] [--trials 20] [--epochs 9] [--mf-trials 60]
+       [--strategies random tpe asha_tpe ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from _common import machine, sweep, trial_rows
+from synthetic_curves import ACT_OFFSET, SPACE, curve
+
+ASHA = {"name": "asha", "grace_period": 1, "reduction_factor": 3}
+HYPERBAND = {"name": "hyperband", "reduction_factor": 3}
+# name -> (search section, scheduler section); multi-fidelity ones get --mf-trials
+STRATEGIES: dict[str, tuple[dict[str, Any], dict[str, Any] | str]] = {
+    "random": ({"algorithm": "random"}, "none"),
+    "grid": ({"algorithm": "grid"}, "none"),
+    "qmc": ({"algorithm": "optuna", "sampler": "qmc"}, "none"),
+    "tpe": ({"algorithm": "optuna", "sampler": "tpe"}, "none"),
+    "gp": ({"algorithm": "optuna", "sampler": "gp"}, "none"),
+    "cmaes": ({"algorithm": "optuna", "sampler": "cmaes"}, "none"),
+    "asha_random": ({"algorithm": "random"}, ASHA),
+    "asha_tpe": ({"algorithm": "optuna", "sampler": "tpe"}, ASHA),
+    "hyperband_tpe": ({"algorithm": "optuna", "sampler": "tpe"}, HYPERBAND),
+}
+FRACTIONS = (1 / 8, 1 / 4, 1 / 2, 1.0)
+Results = dict[str, dict[int, tuple[list[float], float]]]  # strategy -> seed -> (regrets, s)
+
+
+def optimum(epochs: int) -> tuple[float, dict[str, Any]]:
+    """The lowest noise-free loss at ``epochs`` and its config. Dropout and activation enter
+    the loss separably (best at 0.2 and gelu at every epoch); lr and width by a fine grid."""
+    lr = np.logspace(-4, 0, 4001)[:, None]
+    width = np.arange(8, 513)[None, :]
+    loss = curve(lr, width, 0.2, ACT_OFFSET["gelu"], epochs)
+    i, j = np.unravel_index(np.argmin(loss), loss.shape)
+    return float(loss[i, j]), {"syn_lr": float(lr[i, 0]), "syn_width": int(width[0, j]),
+                               "syn_dropout": 0.2, "syn_act": "gelu"}
+
+
+def median_random(epochs: int, n: int = 100_000) -> float:
+    """The median noise-free loss of random configs from SPACE at ``epochs`` (regret 1)."""
+    rng = np.random.default_rng(0)
+    lr = 10 ** rng.uniform(-4, 0, n)
+    width = np.round(2 ** rng.uniform(3, 9, n))
+    acts = np.array([ACT_OFFSET[a] for a in ACT_OFFSET])[rng.integers(0, len(ACT_OFFSET), n)]
+    return float(np.median(curve(lr, width, rng.uniform(0, 0.8, n), acts, epochs)))
+
+
+def grid_space(trials: int) -> dict[str, Any]:
+    """A grid over SPACE of at most ``trials`` points: k levels per setting, cell-centred."""
+    k = max(2, int(trials ** 0.25))
+    mid = [(i + 0.5) / k for i in range(k)]
+    return {"syn_lr": {"type": "grid", "values": [float(f"{10 ** (-4 + 4 * m):.3g}")
+                                                   for m in mid]},
+            "syn_width": {"type": "grid", "values": [int(round(2 ** (3 + 6 * m))) for m in mid]},
+            "syn_dropout": {"type": "grid", "values": [round(0.8 * m, 3) for m in mid]},
+            "syn_act": {"type": "grid", "values": list(ACT_OFFSET)[:k]}}
+
+
+def regrets(rows: dict[str, list[dict[str, Any]]], best: float, ref: float) -> list[float]:
+    """Normalised regret of the incumbent after each reported epoch, in the order they came."""
+    events = sorted((r["syn_clock"], r["syn_loss"], r["syn_true"])
+                    for trial in rows.values() for r in trial if "syn_loss" in r)
+    out, seen, true = [], float("inf"), float("nan")
+    for _, observed, true_loss in events:
+        if observed < seen:
+            seen, true = observed, true_loss
+        out.append((true - best) / (ref - best))
+    return out
+
+
+def at(curve_: list[float], spent: int) -> float:
+    """Regret after ``spent`` trial-epochs (the last one if the run spent fewer)."""
+    return curve_[max(1, min(spent, len(curve_))) - 1]
+
+
+def reach(curve_: list[float], goal: float, budget: int) -> int | None:
+    """Trial-epochs until the regret is ``goal`` or better, within ``budget`` (None: never)."""
+    return next((i for i, r in enumerate(curve_[:budget], 1) if r <= goal), None)
+
+
+def run(args: argparse.Namespace, workdir: Path) -> Results:
+    """Every strategy's sweep for every seed: its regret per trial-epoch and wall seconds."""
+    best, _ = optimum(args.epochs)
+    ref = median_random(args.epochs)
+    out: Results = {}
+    for seed in range(args.seeds):
+        for name in args.strategies:
+            search, scheduler = STRATEGIES[name]
+            multi = scheduler != "none"
+            spec = {"name": f"q_{name}_{seed}", "plugins": ["synthetic_curves"],
+                    "fixed": {"trainable": "synthetic_curves", "seed": seed,
+                              "syn_noise": args.noise},
+                    "space": grid_space(args.trials) if name == "grid" else SPACE,
+                    "objective": {"metric": "syn_loss", "mode": "min"},
+                    "search": {**search, **({} if name == "grid" else {"seed": seed})},
+                    "scheduler": scheduler,
+                    "budget": {"trials": args.mf_trials if multi else args.trials,
+                               "max_epochs": args.epochs},
+                    "resources": {"cpu": 1}}
+            outcome, wall = sweep(spec, workdir)  # one MLflow database for all
+            curve_ = regrets(trial_rows(outcome), best, ref)
+            out.setdefault(name, {})[seed] = (curve_, wall)
+            print(f"  seed {seed} {name}: {len(curve_)} trial-epochs, final regret "
+                  f"{curve_[-1]:.3f}, {wall:.0f} s", file=sys.stderr, flush=True)
+    return out
+
+
+def report(args: argparse.Namespace, results: Results, wall: float) -> None:
+    budget = args.trials * args.epochs
+    best, where = optimum(args.epochs)
+    print(f"machine: {machine()}")
+    print(f"sizes: {args.seeds} seeds; {args.trials} trials x {args.epochs} epochs = {budget} "
+          f"trial-epochs (B) without early stopping, {args.mf_trials} trials with ASHA / "
+          f"HyperBand (reduction factor 3); noise std {args.noise}; {wall:.0f} s in all")
+    print(f"optimum at epoch {args.epochs}: loss {best:.4f} at {where}; regret 1 = the median "
+          f"random config (loss {median_random(args.epochs):.4f})")
+    random_final = {s: at(c, budget) for s, (c, _) in results.get("random", {}).items()}
+    head = ["strategy", "trial-epochs", *(f"regret@{f:g}B" for f in FRACTIONS),
+            "reach random@B", "s/sweep"]
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for name, by_seed in results.items():
+        curves = [c for c, _ in by_seed.values()]
+        cells = [name, f"{statistics.mean(len(c) for c in curves):.0f}"]
+        cells += [f"{statistics.mean(at(c, int(f * budget)) for c in curves):.3f}"
+                  for f in FRACTIONS]
+        reached = [reach(c, random_final[s], budget) for s, (c, _) in by_seed.items()
+                   if s in random_final]
+        got = [r / budget for r in reached if r is not None]
+        cells.append((f"{statistics.mean(got):.2f} B" if got else "-")
+                     + (f" ({len(reached) - len(got)} of {len(reached)} not)"
+                        if len(got) < len(reached) else ""))
+        cells.append(f"{statistics.mean(w for _, w in by_seed.values()):.0f}")
+        print("| " + " | ".join(cells) + " |")
+    print("regret: mean over seeds of the incumbent's true loss minus the optimum, normalised; "
+          "reach: trial-epochs to first match random search's regret at B, as a fraction of B")
+    if "random" in results:
+        _targets(results, random_final, budget)
+
+
+def _targets(results: Results, random_final: dict[int, float], budget: int) -> None:
+    if "asha_tpe" in results:
+        curves = results["asha_tpe"]
+        reached = [reach(c, random_final[s], budget) for s, (c, _) in curves.items()]
+        worst = None if None in reached else max(reached) / budget
+        print(f"target 1: ASHA+TPE reaches random's final best within 1/3 of B on every seed: "
+              f"{'met' if worst is not None and worst <= 1 / 3 else 'NOT met'} (worst seed "
+              f"{'never' if worst is None else f'{worst:.2f} B'})")
+    final = {name: statistics.mean(at(c, budget) for c, _ in by_seed.values())
+             for name, by_seed in results.items()}
+    top = min(final, key=final.get)
+    ratio = final[top] / final["random"] if final["random"] > 0 else float("nan")
+    print(f"target 2: best strategy ({top}) regret at B / random's: {ratio:.2f} "
+          f"({'met' if ratio <= 0.5 else 'NOT met'}, target <= 0.5)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=9)
+    parser.add_argument("--mf-trials", type=int, default=None,
+                        help="trials for ASHA / HyperBand (default 3x --trials)")
+    parser.add_argument("--noise", type=float, default=0.005)
+    parser.add_argument("--strategies", nargs="+", choices=list(STRATEGIES),
+                        default=list(STRATEGIES))
+    args = parser.parse_args()
+    args.mf_trials = args.mf_trials or 3 * args.trials
+    if "random" not in args.strategies:
+        args.strategies.insert(0, "random")  # the baseline every row is read against
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        results = run(args, Path(tmp))
+    report(args, results, time.perf_counter() - start)
+
+
+if __name__ == "__main__":
+    main()
