@@ -32,23 +32,10 @@ def hpsearch(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture
-def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Any:
-    """``hpsearch ARGS`` run in this process: the same ``main()`` as the command, without an
-    interpreter and torch start per case (the cases above keep the real command)."""
-    from hpsearch.search.cli import main
-
-    def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-        monkeypatch.chdir(cwd)
-        monkeypatch.setenv("HPSEARCH_CONNECT_TIMEOUT", "2")
-        capsys.readouterr()
-        try:
-            code = main(list(args))
-        except SystemExit as exit_:  # argparse's own usage errors
-            code = exit_.code
-        captured = capsys.readouterr()
-        return subprocess.CompletedProcess(list(args), code, captured.out, captured.err)
-
-    return run
+def cli(cli: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The in-process command (tests/conftest.py), with the short wait for a cluster."""
+    monkeypatch.setenv("HPSEARCH_CONNECT_TIMEOUT", "2")
+    return cli
 
 
 def _assert_clean_failure(out: subprocess.CompletedProcess[str], phrase: str,
