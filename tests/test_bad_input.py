@@ -17,9 +17,10 @@ from tests.badspecs import BAD_SPECS, GOOD, LAUGHS, write_spec
 from tests.badspecs import spec_with as _with
 from tests.driver import hpsearch as run_hpsearch
 
-# A handful of bad spec files through the real command; tests/search/test_spec.py checks every
-# case of BAD_SPECS in-process. Together they pass through YAML syntax, the top level, an
-# unknown key, a trial setting, a rule across sections and the bounded reading of a file.
+# A handful of bad spec files through the command (one of them through the real one);
+# tests/search/test_spec.py checks every case of BAD_SPECS. Together they pass through YAML
+# syntax, the top level, an unknown key, a trial setting, a rule across sections and the
+# bounded reading of a file.
 CLI_CASES = ("yaml-syntax", "top-level-list", "typo-top-level", "unknown-model",
              "grace-over-max-epochs", "not-utf8")
 SPECS = [case for case in BAD_SPECS if case[0] in CLI_CASES]
@@ -49,20 +50,27 @@ def _assert_clean_failure(out: subprocess.CompletedProcess[str], phrase: str,
 
 
 @pytest.mark.parametrize("case, spec, phrase", SPECS, ids=[c[0] for c in SPECS])
-def test_bad_spec(tmp_path: Path, case: str, spec: Any, phrase: str) -> None:
+def test_bad_spec(cli: Any, tmp_path: Path, case: str, spec: Any, phrase: str) -> None:
     path = write_spec(tmp_path / f"{case}.yaml", spec)
-    out = hpsearch("sweep", str(path), cwd=tmp_path)
+    out = cli("sweep", str(path), cwd=tmp_path)
     _assert_clean_failure(out, phrase, tmp_path)
     assert len(out.stderr.splitlines()) == 1, out.stderr
 
 
-def test_three_problems_give_three_lines(tmp_path: Path) -> None:
+def test_a_bad_spec_through_the_real_command(tmp_path: Path) -> None:
+    case, spec, phrase = SPECS[0]
+    out = hpsearch("sweep", str(write_spec(tmp_path / f"{case}.yaml", spec)), cwd=tmp_path)
+    _assert_clean_failure(out, phrase, tmp_path)
+    assert len(out.stderr.splitlines()) == 1, out.stderr
+
+
+def test_three_problems_give_three_lines(cli: Any, tmp_path: Path) -> None:
     spec = _with("budget.trials", 0)
     spec["scheduler"]["grace_perod"] = 1
     spec["fixed"]["model"] = "cnnn"
     path = tmp_path / "three.yaml"
     path.write_text(yaml.safe_dump(spec))
-    out = hpsearch("sweep", str(path), cwd=tmp_path)
+    out = cli("sweep", str(path), cwd=tmp_path)
     _assert_clean_failure(out, "did you mean 'grace_period'", tmp_path)
     assert len(out.stderr.strip().splitlines()) == 3
 
@@ -110,12 +118,14 @@ _BOMB = "more than 10,000 values with aliases expanded"
     (["sweep", "spec.yaml", "--set", "fixed={" + LAUGHS.replace("\n", ", ") + "}"],
      f"--set 'fixed': {_BOMB}"),
 ], ids=["sweep", "check", "train", "train-binary", "set"])
-def test_hostile_yaml_is_refused_at_once(tmp_path: Path, args: list[str], phrase: str) -> None:
+def test_hostile_yaml_is_refused_at_once(cli: Any, tmp_path: Path, args: list[str],
+                                         phrase: str) -> None:
+    """The first case through the real command, the others in this process."""
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(GOOD))
     (tmp_path / "laughs.yaml").write_text(LAUGHS)
     (tmp_path / "junk.yaml").write_bytes(bytes(range(256)) * 4)
     start = time.monotonic()
-    out = hpsearch(*args, cwd=tmp_path)
+    out = (hpsearch if args == ["sweep", "laughs.yaml"] else cli)(*args, cwd=tmp_path)
     assert time.monotonic() - start < 10, "reading the spec must not hang"
     _assert_clean_failure(out, phrase, tmp_path)
     assert len(out.stderr.splitlines()) == 1 and len(out.stderr) < 300, out.stderr[:1000]
