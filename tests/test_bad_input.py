@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -284,15 +285,18 @@ _PLUGIN_CASES = [
      {"space": {"trainable": ["classifier", "line_fit"]}},
      "space.trainable: set it in fixed: a sweep runs one trainable"),
 ]
-# Each case starts the real command (and torch, for the plugin): three run by default.
+# Each case starts the real command (and torch, for the plugin): three run by default, one of
+# them in this process (it registers nothing; a name a plugin registers stays for the process).
 _DEFAULT_PLUGIN_CASES = ("missing", "builtin-name", "bounds")
+_IN_PROCESS_PLUGIN_CASES = ("builtin-name",)
 
 
-@pytest.mark.parametrize("modules, plugins, change, phrase", [
-    pytest.param(*case[1:], id=case[0], marks=() if case[0] in _DEFAULT_PLUGIN_CASES
+@pytest.mark.parametrize("case, modules, plugins, change, phrase", [
+    pytest.param(*case, id=case[0], marks=() if case[0] in _DEFAULT_PLUGIN_CASES
                  else pytest.mark.integration) for case in _PLUGIN_CASES])
-def test_bad_plugin(tmp_path: Path, modules: dict[str, str], plugins: Any,
-                    change: dict[str, Any], phrase: str) -> None:
+def test_bad_plugin(cli: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, case: str,
+                    modules: dict[str, str], plugins: Any, change: dict[str, Any],
+                    phrase: str) -> None:
     """A plugin that cannot be imported or registers what it may not, and plugin settings
     used wrongly: one line, exit 2, before anything starts. The plugin lives in the folder the
     command runs from, outside the repository."""
@@ -307,7 +311,14 @@ def test_bad_plugin(tmp_path: Path, modules: dict[str, str], plugins: Any,
     if "space" in change:
         spec["space"] = {**GOOD["space"], **change["space"]}
     path = write_spec(tmp_path / "spec.yaml", {**spec, "storage": str(tmp_path / "runs")})
-    out = hpsearch("sweep", str(path), cwd=tmp_path)
+    if case in _IN_PROCESS_PLUGIN_CASES:
+        monkeypatch.setattr(sys, "path", list(sys.path))  # the command adds its folder
+        out = cli("sweep", str(path), cwd=tmp_path)
+        tops = {m.partition(".")[0] for m in modules}
+        for name in [m for m in sys.modules if m.partition(".")[0] in tops]:
+            del sys.modules[name]  # the plugin's own package, imported from tmp_path
+    else:
+        out = hpsearch("sweep", str(path), cwd=tmp_path)
     _assert_clean_failure(out, phrase, tmp_path)
 
 
