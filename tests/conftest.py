@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -52,3 +53,25 @@ def tiny_cifar_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_image_folder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data_dir with 3 class folders of 80 RGB 16x16 PNGs each (no train/test dirs)."""
     return write_image_folder(tmp_path_factory.mktemp("image-folder"), per_class=80)
+
+
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        ) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``hpsearch ARGS`` run in this process: the same ``main()`` as the command, without an
+    interpreter and torch start per case (each command path keeps a test of the real command,
+    :func:`tests.driver.hpsearch`)."""
+    from hpsearch.search.cli import main
+
+    def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+        if cwd is not None:
+            monkeypatch.chdir(cwd)
+        capsys.readouterr()
+        try:
+            code = main(list(args))
+        except SystemExit as exit_:  # argparse's own usage errors
+            code = exit_.code
+        captured = capsys.readouterr()
+        return subprocess.CompletedProcess(list(args), code, captured.out, captured.err)
+
+    return run

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,10 @@ from tests.badspecs import BAD_SPECS, GOOD, LAUGHS, write_spec
 from tests.badspecs import spec_with as _with
 from tests.driver import hpsearch as run_hpsearch
 
-# A handful of bad spec files through the real command; tests/search/test_spec.py checks every
-# case of BAD_SPECS in-process. Together they pass through YAML syntax, the top level, an
-# unknown key, a trial setting, a rule across sections and the bounded reading of a file.
+# A handful of bad spec files through the command (one of them through the real one);
+# tests/search/test_spec.py checks every case of BAD_SPECS. Together they pass through YAML
+# syntax, the top level, an unknown key, a trial setting, a rule across sections and the
+# bounded reading of a file.
 CLI_CASES = ("yaml-syntax", "top-level-list", "typo-top-level", "unknown-model",
              "grace-over-max-epochs", "not-utf8")
 SPECS = [case for case in BAD_SPECS if case[0] in CLI_CASES]
@@ -32,23 +34,10 @@ def hpsearch(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture
-def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Any:
-    """``hpsearch ARGS`` run in this process: the same ``main()`` as the command, without an
-    interpreter and torch start per case (the cases above keep the real command)."""
-    from hpsearch.search.cli import main
-
-    def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-        monkeypatch.chdir(cwd)
-        monkeypatch.setenv("HPSEARCH_CONNECT_TIMEOUT", "2")
-        capsys.readouterr()
-        try:
-            code = main(list(args))
-        except SystemExit as exit_:  # argparse's own usage errors
-            code = exit_.code
-        captured = capsys.readouterr()
-        return subprocess.CompletedProcess(list(args), code, captured.out, captured.err)
-
-    return run
+def cli(cli: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The in-process command (tests/conftest.py), with the short wait for a cluster."""
+    monkeypatch.setenv("HPSEARCH_CONNECT_TIMEOUT", "2")
+    return cli
 
 
 def _assert_clean_failure(out: subprocess.CompletedProcess[str], phrase: str,
@@ -62,20 +51,27 @@ def _assert_clean_failure(out: subprocess.CompletedProcess[str], phrase: str,
 
 
 @pytest.mark.parametrize("case, spec, phrase", SPECS, ids=[c[0] for c in SPECS])
-def test_bad_spec(tmp_path: Path, case: str, spec: Any, phrase: str) -> None:
+def test_bad_spec(cli: Any, tmp_path: Path, case: str, spec: Any, phrase: str) -> None:
     path = write_spec(tmp_path / f"{case}.yaml", spec)
-    out = hpsearch("sweep", str(path), cwd=tmp_path)
+    out = cli("sweep", str(path), cwd=tmp_path)
     _assert_clean_failure(out, phrase, tmp_path)
     assert len(out.stderr.splitlines()) == 1, out.stderr
 
 
-def test_three_problems_give_three_lines(tmp_path: Path) -> None:
+def test_a_bad_spec_through_the_real_command(tmp_path: Path) -> None:
+    case, spec, phrase = SPECS[0]
+    out = hpsearch("sweep", str(write_spec(tmp_path / f"{case}.yaml", spec)), cwd=tmp_path)
+    _assert_clean_failure(out, phrase, tmp_path)
+    assert len(out.stderr.splitlines()) == 1, out.stderr
+
+
+def test_three_problems_give_three_lines(cli: Any, tmp_path: Path) -> None:
     spec = _with("budget.trials", 0)
     spec["scheduler"]["grace_perod"] = 1
     spec["fixed"]["model"] = "cnnn"
     path = tmp_path / "three.yaml"
     path.write_text(yaml.safe_dump(spec))
-    out = hpsearch("sweep", str(path), cwd=tmp_path)
+    out = cli("sweep", str(path), cwd=tmp_path)
     _assert_clean_failure(out, "did you mean 'grace_period'", tmp_path)
     assert len(out.stderr.strip().splitlines()) == 3
 
@@ -123,12 +119,14 @@ _BOMB = "more than 10,000 values with aliases expanded"
     (["sweep", "spec.yaml", "--set", "fixed={" + LAUGHS.replace("\n", ", ") + "}"],
      f"--set 'fixed': {_BOMB}"),
 ], ids=["sweep", "check", "train", "train-binary", "set"])
-def test_hostile_yaml_is_refused_at_once(tmp_path: Path, args: list[str], phrase: str) -> None:
+def test_hostile_yaml_is_refused_at_once(cli: Any, tmp_path: Path, args: list[str],
+                                         phrase: str) -> None:
+    """The first case through the real command, the others in this process."""
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(GOOD))
     (tmp_path / "laughs.yaml").write_text(LAUGHS)
     (tmp_path / "junk.yaml").write_bytes(bytes(range(256)) * 4)
     start = time.monotonic()
-    out = hpsearch(*args, cwd=tmp_path)
+    out = (hpsearch if args == ["sweep", "laughs.yaml"] else cli)(*args, cwd=tmp_path)
     assert time.monotonic() - start < 10, "reading the spec must not hang"
     _assert_clean_failure(out, phrase, tmp_path)
     assert len(out.stderr.splitlines()) == 1 and len(out.stderr) < 300, out.stderr[:1000]
@@ -287,15 +285,18 @@ _PLUGIN_CASES = [
      {"space": {"trainable": ["classifier", "line_fit"]}},
      "space.trainable: set it in fixed: a sweep runs one trainable"),
 ]
-# Each case starts the real command (and torch, for the plugin): three run by default.
+# Each case starts the real command (and torch, for the plugin): three run by default, one of
+# them in this process (it registers nothing; a name a plugin registers stays for the process).
 _DEFAULT_PLUGIN_CASES = ("missing", "builtin-name", "bounds")
+_IN_PROCESS_PLUGIN_CASES = ("builtin-name",)
 
 
-@pytest.mark.parametrize("modules, plugins, change, phrase", [
-    pytest.param(*case[1:], id=case[0], marks=() if case[0] in _DEFAULT_PLUGIN_CASES
+@pytest.mark.parametrize("case, modules, plugins, change, phrase", [
+    pytest.param(*case, id=case[0], marks=() if case[0] in _DEFAULT_PLUGIN_CASES
                  else pytest.mark.integration) for case in _PLUGIN_CASES])
-def test_bad_plugin(tmp_path: Path, modules: dict[str, str], plugins: Any,
-                    change: dict[str, Any], phrase: str) -> None:
+def test_bad_plugin(cli: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, case: str,
+                    modules: dict[str, str], plugins: Any, change: dict[str, Any],
+                    phrase: str) -> None:
     """A plugin that cannot be imported or registers what it may not, and plugin settings
     used wrongly: one line, exit 2, before anything starts. The plugin lives in the folder the
     command runs from, outside the repository."""
@@ -310,7 +311,14 @@ def test_bad_plugin(tmp_path: Path, modules: dict[str, str], plugins: Any,
     if "space" in change:
         spec["space"] = {**GOOD["space"], **change["space"]}
     path = write_spec(tmp_path / "spec.yaml", {**spec, "storage": str(tmp_path / "runs")})
-    out = hpsearch("sweep", str(path), cwd=tmp_path)
+    if case in _IN_PROCESS_PLUGIN_CASES:
+        monkeypatch.setattr(sys, "path", list(sys.path))  # the command adds its folder
+        out = cli("sweep", str(path), cwd=tmp_path)
+        tops = {m.partition(".")[0] for m in modules}
+        for name in [m for m in sys.modules if m.partition(".")[0] in tops]:
+            del sys.modules[name]  # the plugin's own package, imported from tmp_path
+    else:
+        out = hpsearch("sweep", str(path), cwd=tmp_path)
     _assert_clean_failure(out, phrase, tmp_path)
 
 

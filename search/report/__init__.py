@@ -14,13 +14,14 @@ columns some trial has a value in.
 * compute: trial-epochs against a full-budget run (ASHA's savings), wall time, CPU/GPU-hours;
 * plots: learning curves, confusion matrix, parallel coordinates, hyperparameter importance.
 
-Rooms: :mod:`.load` (Ray | MLflow -> :class:`SweepData`, defined in :mod:`.data`),
-:mod:`.tables`, :mod:`.study` (the trials as an Optuna study: importances), :mod:`.plots`,
-:mod:`.render` (md/html/tex/csv files); :mod:`.formats` writes values as table cells,
-:mod:`.notes` the words around them (definitions, comparison method), :mod:`.machine` keeps the
-sweep's machine out of them (local paths as ``<local>/`` and their last part, hosts as
-``<host>``). Metric names, statuses and the accuracies' definitions are
-:mod:`trainables.vocab`'s.
+Rooms: :mod:`.load` (Ray | MLflow -> :class:`SweepData`, defined in :mod:`.data`: Ray's files read
+by :mod:`.ray_files`, MLflow's runs by :mod:`.mlflow_runs`, both assembled by :mod:`.assemble`, the
+spec the sweep kept read back by :mod:`.saved_spec`), :mod:`.tables`, :mod:`.study` (the trials as
+an Optuna study: importances), :mod:`.plots`, :mod:`.render` (md/html/tex/csv files);
+:mod:`.formats` writes values as table cells, :mod:`.notes` the words around them (definitions,
+comparison method), :mod:`.machine` keeps the sweep's machine out of them (local paths as
+``<local>/`` and their last part, hosts as ``<host>``). Metric names, statuses and the accuracies'
+definitions are :mod:`trainables.vocab`'s.
 
 Trials are compared at equal fidelity: means, bests, the Pareto front and importance use the
 completed trials only (every epoch run); where ASHA stopped trials, factor tables add each
@@ -31,9 +32,6 @@ from __future__ import annotations
 
 from hpsearch.search.report.data import SweepData
 from hpsearch.search.report.formats import format_macs, format_params, parse_count
-from hpsearch.search.report.load import (
-    _spec_from_yaml as _spec_from_yaml,  # the tests read kept specs
-)
 from hpsearch.search.report.load import from_mlflow, from_ray_dir, load_trials
 from hpsearch.search.report.render import latex_table, write_report
 from hpsearch.search.report.study import param_importances

@@ -1,9 +1,12 @@
-"""``hpsearch train`` as a user runs it: a real subprocess, real files."""
+"""``hpsearch train`` as a user runs it: a real subprocess, real files; the many ways to get a
+setting wrong through the same ``main()`` in this process (the ``cli`` fixture)."""
 
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,7 +30,7 @@ def test_train_prints_one_line_per_epoch_and_phase(tiny_mnist_dir: Path, tmp_pat
     assert (tmp_path / "out" / "model.pt").stat().st_size > 0
 
 
-@pytest.mark.parametrize("args, expected", [
+BAD_SETTINGS = [
     (["--set", "modle=cnn"], "modle: unknown setting (did you mean 'model'?)"),
     (["--set", "model=resnet"], "model: unknown model 'resnet'"),
     (["--set", "dataset=fashion"], "unknown dataset 'fashion'"),
@@ -43,12 +46,24 @@ def test_train_prints_one_line_per_epoch_and_phase(tiny_mnist_dir: Path, tmp_pat
     (["--set", "lr"], "expected key=value"),
     (["--set", "device=tpu"], "device: allowed: auto, cpu, cuda"),
     (["no-such.yaml"], "no-such.yaml: no such file"),
-])
-def test_bad_input_is_one_line_exit_2_no_traceback(args: list[str], expected: str) -> None:
-    out = hpsearch("train", *args)
+]
+
+
+def _assert_one_line(out: subprocess.CompletedProcess[str], expected: str) -> None:
     assert out.returncode == 2
     assert expected in out.stderr
     assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("args, expected", BAD_SETTINGS)
+def test_bad_input_is_one_line_exit_2_no_traceback(cli: Any, tmp_path: Path, args: list[str],
+                                                    expected: str) -> None:
+    _assert_one_line(cli("train", *args, cwd=tmp_path), expected)
+
+
+def test_a_bad_setting_through_the_real_command() -> None:
+    args, expected = BAD_SETTINGS[0]
+    _assert_one_line(hpsearch("train", *args), expected)
 
 
 def test_bad_yaml_names_its_line(tmp_path: Path) -> None:

@@ -16,7 +16,6 @@ import yaml
 
 from hpsearch.search.report import (
     SweepData,
-    _spec_from_yaml,
     compute_summary,
     factor_tables,
     format_macs,
@@ -32,6 +31,7 @@ from hpsearch.search.report import (
     parse_count,
     write_report,
 )
+from hpsearch.search.report.saved_spec import spec_from_yaml
 from hpsearch.search.spec import parse_spec
 from hpsearch.search.sweepdir import FINAL_FILE
 from hpsearch.search.yamlio import MAX_BYTES, MAX_VALUES, parse_yaml
@@ -299,15 +299,15 @@ def test_a_kept_spec_is_read_within_the_spec_bounds(text: str, phrase: str) -> N
     assert message.startswith("exp/spec.yaml") and phrase in message, message
     assert "\n" not in message and len(message) < 300, message
     # the report goes on without a spec it cannot read
-    assert _spec_from_yaml(text, "exp/spec.yaml") is None
+    assert spec_from_yaml(text, "exp/spec.yaml") is None
     assert time.monotonic() - began < 5
 
 
 def test_a_kept_spec_within_the_bounds_is_parsed() -> None:
-    spec = _spec_from_yaml(yaml.safe_dump(_SPEC, sort_keys=False), "exp/spec.yaml")
+    spec = spec_from_yaml(yaml.safe_dump(_SPEC, sort_keys=False), "exp/spec.yaml")
     assert spec is not None and spec.name == "hand"
-    assert _spec_from_yaml("", "exp/spec.yaml") is None
-    assert _spec_from_yaml("- not a mapping\n", "exp/spec.yaml") is None
+    assert spec_from_yaml("", "exp/spec.yaml") is None
+    assert spec_from_yaml("- not a mapping\n", "exp/spec.yaml") is None
 
 
 def test_the_report_shows_the_final_model_apart(tmp_path: Path) -> None:

@@ -108,7 +108,8 @@ def test_sync_from_a_uri_matches_a_local_sync_and_tags_the_uri(tmp_path: Path) -
     assert (again.runs_created, again.points_logged, again.artifacts_logged) == (0, 0, 0)
 
 
-def test_best_weights_come_out_of_hpsearch_state_checkpoints(tmp_path: Path) -> None:
+def test_best_weights_come_out_of_hpsearch_state_checkpoints(tmp_path: Path,
+                                                            mlflow_db: str) -> None:
     """hpsearch's trials save one ``state.pt`` per checkpoint (weights under "model", with the
     optimizer's state); the parent's ``best/model.pt`` is those weights alone."""
     import torch
@@ -121,7 +122,7 @@ def test_best_weights_come_out_of_hpsearch_state_checkpoints(tmp_path: Path) -> 
         torch.save({"model": weights, "optimizer": {"state": {}}, "epoch": 2},
                    ckpt / "state.pt")
         (ckpt / "COMPLETE").touch()  # as a trial writes it, last
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_db
     sync(f"file://{run_dir}", "states", tracking_uri=uri)
     client = MlflowClient(uri)
     parent, _ = sweep_runs(client, "states")

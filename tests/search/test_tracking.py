@@ -210,10 +210,9 @@ def test_read_results_skips_a_torn_last_line(tmp_path: Path) -> None:
     assert [r["epoch"] for r in read_results(tmp_path / "result.json")] == [1, 2]
 
 
-def test_tracker_pickles_without_its_thread(tmp_path: Path) -> None:
+def test_tracker_pickles_without_its_thread(tmp_path: Path, mlflow_db: str) -> None:
     # Tune pickles the run config, callbacks included, into tuner.pkl.
-    tracker = MlflowTracker(sweep_name="s", run_dir=tmp_path,
-                            tracking_uri=f"sqlite:///{tmp_path / 'm.db'}")
+    tracker = MlflowTracker(sweep_name="s", run_dir=tmp_path, tracking_uri=mlflow_db)
     tracker.setup()
     clone = pickle.loads(pickle.dumps(tracker))
     assert clone.run_dir == tracker.run_dir and clone.tracking_uri == tracker.tracking_uri

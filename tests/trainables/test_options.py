@@ -23,6 +23,13 @@ def _fit(mnist: dict[str, Any], **kw: Any) -> FitResult:
     return fit(config, data=mnist["bundle"])
 
 
+@pytest.fixture(scope="module")
+def plain(mnist: dict[str, Any]) -> FitResult:
+    """The tiny CNN trained with every option off, once: what each option is compared with
+    (the tests only read it)."""
+    return _fit(mnist)
+
+
 def _val_logits(model: torch.nn.Module, bundle: DataBundle, mirrored: bool = False
                 ) -> torch.Tensor:
     """``model``'s logits of the val images (left-right mirrored), normalised by hand."""
@@ -64,9 +71,9 @@ def test_a_bad_option_value_is_one_line(values: dict[str, Any], line: str) -> No
 # ------------------------------------------------------------------ label smoothing
 
 def test_label_smoothing_changes_the_training_loss_not_the_val_loss(
-        mnist: dict[str, Any]) -> None:
+        mnist: dict[str, Any], plain: FitResult) -> None:
     eps = 0.3
-    plain, smoothed = _fit(mnist), _fit(mnist, label_smoothing=eps)
+    smoothed = _fit(mnist, label_smoothing=eps)
     assert _losses(smoothed, "train_loss") != _losses(plain, "train_loss")
     # The training loss is the smoothed one: never below the entropy of the smoothed target.
     k = mnist["bundle"].num_classes
@@ -84,8 +91,8 @@ def test_label_smoothing_changes_the_training_loss_not_the_val_loss(
 # ------------------------------------------------------------------ weight EMA
 
 def test_ema_is_what_val_and_test_evaluate_and_leaves_training_alone(
-        mnist: dict[str, Any]) -> None:
-    raw, averaged = _fit(mnist), _fit(mnist, ema=0.9)
+        mnist: dict[str, Any], plain: FitResult) -> None:
+    raw, averaged = plain, _fit(mnist, ema=0.9)
     assert _losses(averaged, "train_loss") == _losses(raw, "train_loss")  # same training
     assert _losses(averaged, "val_loss") != _losses(raw, "val_loss")
     # result.model is the average (raw.model: the same training's own weights), BatchNorm
@@ -99,8 +106,9 @@ def test_ema_is_what_val_and_test_evaluate_and_leaves_training_alone(
         F.cross_entropy(logits, mnist["bundle"].val_y).item(), rel=1e-5)
 
 
-def test_ema_with_a_tiny_decay_follows_the_weights(mnist: dict[str, Any]) -> None:
-    raw, follower = _fit(mnist), _fit(mnist, ema=1e-9)
+def test_ema_with_a_tiny_decay_follows_the_weights(mnist: dict[str, Any],
+                                                  plain: FitResult) -> None:
+    raw, follower = plain, _fit(mnist, ema=1e-9)
     own = raw.model.state_dict()
     for key, value in follower.model.state_dict().items():
         if value.is_floating_point():
@@ -124,8 +132,8 @@ def test_flip_tta_averages_the_softmax_of_an_image_and_its_mirror() -> None:
     assert not torch.allclose(tta.softmax(1), model(x).softmax(1), atol=1e-3)
 
 
-def test_flip_tta_changes_evaluation_only(mnist: dict[str, Any]) -> None:
-    plain, tta = _fit(mnist), _fit(mnist, tta_flip=True)
+def test_flip_tta_changes_evaluation_only(mnist: dict[str, Any], plain: FitResult) -> None:
+    tta = _fit(mnist, tta_flip=True)
     assert _losses(tta, "train_loss") == _losses(plain, "train_loss")  # same training
     bundle = mnist["bundle"]
     probs = (_val_logits(tta.model, bundle).softmax(1)
