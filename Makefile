@@ -29,7 +29,7 @@ test: setup data
 	$(PY) -m pytest -m "" -n $(JOBS) --dist loadfile $(PYTEST_ARGS)
 
 test-fast: setup
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(JOBS) $(PYTEST_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check hpsearch search trainables tests bench
