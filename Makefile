@@ -20,13 +20,12 @@ run: setup data
 	$(VENV)/bin/hpsearch sweep studies/quickstart.yaml
 
 # Every test: unit + integration (real Ray, real MLflow server) + cluster (containers, when an
-# engine is available or installable). JOBS pytest workers (pytest-xdist; JOBS=0: one process),
-# each taking whole test files (--dist loadfile keeps a file's module fixtures, such as its
-# MLflow server or its 4-GPU Ray, in one process): the integration tests spend much of their
-# time starting Ray, servers and CLI processes, so two of them overlap well on 2 cores.
+# engine is available or installable), in one process: two pytest-xdist workers (JOBS=2) were
+# tried on this 2-core machine and took as long (42.8 min of tests against 41) while starving
+# the browser and cluster tests. The fast unit tests do gain from two workers.
 JOBS ?= 2
 test: setup data
-	$(PY) -m pytest -m "" -n $(JOBS) --dist loadfile $(PYTEST_ARGS)
+	$(PY) -m pytest -m "" $(PYTEST_ARGS)
 
 test-fast: setup
 	$(PY) -m pytest -n $(JOBS) $(PYTEST_ARGS)

@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.mlflow_server import free_port
+from tests.mlflow_server import free_ports
 
 RAY = str(Path(sys.executable).parent / "ray")
 
@@ -38,24 +38,27 @@ def two_nodes(env: Mapping[str, str], gpus: tuple[int, int] = (0, 0),
     """Head + worker, 1 CPU each (``gpus``: logical GPUs per node); yields the job API's URL
     and the head's GCS address (for a driver that joins with ``--address``)."""
     temp_dir = tempfile.mkdtemp(prefix="hpr", dir="/tmp")  # short: socket paths
-    gcs, dash = free_port(), free_port()
+    # every port distinct: two picked one after the other can be the same one
+    gcs, dash, *agents = free_ports(10)
 
-    def node_args(n_gpus: int) -> list[str]:
+    def node_args(n_gpus: int, ports: list[int]) -> list[str]:
         # Two nodes on one host: each needs its own agent ports, or the second node's agent
         # can take the head's default port and leave the job API without an agent.
-        return [f"--dashboard-agent-listen-port={free_port()}",
-                f"--dashboard-agent-grpc-port={free_port()}",
-                f"--metrics-export-port={free_port()}",
-                f"--runtime-env-agent-port={free_port()}", "--num-cpus=1",
+        listen, grpc, metrics, runtime_env = ports
+        return [f"--dashboard-agent-listen-port={listen}",
+                f"--dashboard-agent-grpc-port={grpc}",
+                f"--metrics-export-port={metrics}",
+                f"--runtime-env-agent-port={runtime_env}", "--num-cpus=1",
                 f"--num-gpus={n_gpus}", "--disable-usage-stats",
                 "--node-ip-address=127.0.0.1", f"--temp-dir={temp_dir}"]
 
     try:
         subprocess.run([RAY, "start", "--head", f"--port={gcs}", "--include-dashboard=true",
                         "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
-                        *node_args(gpus[0])], env=dict(env), check=True, capture_output=True,
-                       timeout=120)
-        subprocess.run([RAY, "start", f"--address=127.0.0.1:{gcs}", *node_args(gpus[1])],
+                        *node_args(gpus[0], agents[:4])], env=dict(env), check=True,
+                       capture_output=True, timeout=120)
+        subprocess.run([RAY, "start", f"--address=127.0.0.1:{gcs}",
+                        *node_args(gpus[1], agents[4:8])],
                        env=dict(env), check=True, capture_output=True, timeout=120)
         yield f"http://127.0.0.1:{dash}", f"127.0.0.1:{gcs}"
     finally:
