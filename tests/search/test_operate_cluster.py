@@ -82,9 +82,10 @@ def _submit(env: dict[str, str], address: str, spec: Path) -> str:
 def test_list_status_stop_resume_of_a_submitted_sweep(two_node_cluster: Cluster,
                                                       tmp_path: Path) -> None:
     address, gcs, env = two_node_cluster
-    data = write_mnist(tmp_path / "data", n_train=3000, n_test=200)
+    # epochs of seconds: on an idle machine 3 short epochs ended before `status` looked
+    data = write_mnist(tmp_path / "data", n_train=6000, n_test=200)
     job_id = _submit(env, address, _spec_file(tmp_path, "remote", data,
-                                              [0.001, 0.002, 0.004, 0.008], epochs=3))
+                                              [0.001, 0.002, 0.004, 0.008], epochs=4))
     _wait("a trial of the submitted sweep past epoch 1", lambda: any(
         r["epoch"] >= 1 for r in _driver(env, "remote").get("progress", {}).get("running", [])))
 
