@@ -126,16 +126,10 @@ def _newest_search_state(run_dir: Location) -> tuple[Location, dict[str, Any]] |
     return newest, cloudpickle.loads(newest.read_bytes())
 
 
-def _write_search_state(path: Location, state: dict[str, Any]) -> None:
+def _save_search_state(path: Location, state: dict[str, Any]) -> None:
     import ray.cloudpickle as cloudpickle
 
-    data = cloudpickle.dumps(state)
-    if isinstance(path, RemotePath):
-        path.write_bytes(data)
-    else:
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_bytes(data)
-        tmp.replace(path)
+    write_atomic(path, cloudpickle.dumps(state))
 
 
 def set_trial_budget(run_dir: Location, total: int) -> int:
@@ -157,7 +151,7 @@ def set_trial_budget(run_dir: Location, total: int) -> int:
         raise UserError(f"budget.trials: {started} trials have already started, so the budget "
                         f"cannot be {total}; give at least {started}")
     state["total_samples"], state["finished"] = total, False
-    _write_search_state(newest, state)
+    _save_search_state(newest, state)
     return started
 
 
@@ -176,5 +170,5 @@ def set_concurrency(run_dir: Location, cap: int) -> int | None:
     before = state[_LIMITER].get("max_concurrent")
     if before != cap:
         state[_LIMITER]["max_concurrent"] = cap
-        _write_search_state(newest, state)
+        _save_search_state(newest, state)
     return before

@@ -206,14 +206,15 @@ def location(path: str | os.PathLike[str] | RemotePath) -> Location:
     return Path(path).expanduser().resolve()
 
 
-def write_atomic(path: Location, text: str) -> None:
-    """Readers see the old or the new file, never half of one."""
+def write_atomic(path: Location, data: str | bytes) -> None:
+    """Readers see the old or the new file, never half of one (text, or bytes as given)."""
+    binary = isinstance(data, bytes)
     if isinstance(path, RemotePath):
-        path.write_text(text)
+        path.write_bytes(data) if binary else path.write_text(data)
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
+    tmp.write_bytes(data) if binary else tmp.write_text(data)
     tmp.replace(path)
 
 
