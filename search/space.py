@@ -36,6 +36,7 @@ __all__ = [
     "ofat_configs",
     "ofat_labels",
     "optuna_distribution",
+    "optuna_params",
     "space_size",
 ]
 
@@ -53,6 +54,24 @@ def decode_value(entry: Choice | Grid, encoded: Any) -> Any:
         if encode_value(value) == encoded:
             return value
     raise KeyError(f"{encoded!r} is not a value of this entry")
+
+
+def optuna_params(spec: SweepSpec, config: Mapping[str, Any],
+                  ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The settings of ``config`` that ``spec.space`` searches and that are active for it, as
+    an Optuna trial holds them: their values (choices as :func:`encode_value`) and
+    distributions, in the order :class:`DefineByRun` suggests them."""
+    params: dict[str, Any] = {}
+    dists: dict[str, Any] = {}
+    for key in space_order(spec.space):
+        entry = spec.space[key]
+        if not entry.is_active(config):
+            continue
+        value = config[key]
+        value = list(value) if isinstance(value, tuple) else value
+        params[key] = encode_value(value) if hasattr(entry, "values") else value
+        dists[key] = optuna_distribution(entry)
+    return params, dists
 
 
 class DefineByRun:

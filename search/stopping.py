@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from ray.tune import Callback, Stopper
 
-from hpsearch.search.spec import TERMINATOR_MIN_TRIALS, SweepSpec, space_order
+from hpsearch.search.spec import TERMINATOR_MIN_TRIALS, SweepSpec
 from hpsearch.trainables.vocab import METRICS, Status
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ class TerminatorRule:
         from optuna.terminator import RegretBoundEvaluator, StaticErrorEvaluator, Terminator
 
         self.metric, self.error = spec.metric, error
-        self.entries = [(key, spec.space[key]) for key in space_order(spec.space)]
+        self.spec = spec
         verbosity = optuna.logging.get_verbosity()
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "new study" line of its own
         self.study = optuna.create_study(direction="maximize" if spec.mode == "max"
@@ -71,17 +71,11 @@ class TerminatorRule:
         """Add one completed trial; why the sweep should end now, or None."""
         import optuna
 
-        from hpsearch.search.space import encode_value, optuna_distribution
+        from hpsearch.search.space import optuna_params
 
-        params: dict[str, Any] = {}
-        distributions: dict[str, Any] = {}
-        for key, entry in self.entries:  # in condition order, as DefineByRun suggests them
-            if key in config and entry.is_active(params):
-                params[key] = config[key]
-                distributions[key] = optuna_distribution(entry)
+        params, distributions = optuna_params(self.spec, config)
         self.study.add_trial(optuna.trial.create_trial(
-            params={k: encode_value(v) for k, v in params.items()},
-            distributions=distributions, value=value))
+            params=params, distributions=distributions, value=value))
         if not self.terminator.should_terminate(self.study):
             return None
         done = len(self.study.trials)

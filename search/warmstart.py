@@ -109,7 +109,7 @@ def _optuna_trials(data: Any, spec: SweepSpec, skipped: dict[str, int]) -> list[
     import optuna
     from optuna.trial import TrialState
 
-    from hpsearch.search.space import encode_value, optuna_distribution
+    from hpsearch.search.space import optuna_params
 
     trials = []
     history = data.history
@@ -119,19 +119,8 @@ def _optuna_trials(data: Any, spec: SweepSpec, skipped: dict[str, int]) -> list[
             skipped[str(status)] = skipped.get(str(status), 0) + 1
             continue
         epochs = history[history["trial_id"] == row["trial_id"]].sort_values("epoch")
-        params, dists = {}, {}
-        for key, entry in spec.space.items():
-            if not entry.is_active(row):
-                continue
-            value = row[key]
-            value = list(value) if isinstance(value, tuple) else value
-            dist = optuna_distribution(entry)
-            encoded = encode_value(value) if hasattr(entry, "values") else value
-            if not _allows(dist, encoded):
-                params = None
-                break
-            params[key], dists[key] = encoded, dist
-        if params is None:
+        params, dists = optuna_params(spec, row)
+        if not all(_allows(dists[key], value) for key, value in params.items()):
             skipped["outside this space"] = skipped.get("outside this space", 0) + 1
             continue
         if status == Status.COMPLETED:
