@@ -7,6 +7,7 @@ from __future__ import annotations
 from hpsearch.search.report.data import SweepData
 from hpsearch.search.report.formats import metric_name
 from hpsearch.search.report.tables import eval_limit, fixed_settings, heading_test_acc
+from hpsearch.search.spec import Scheduler
 from hpsearch.trainables.vocab import SCORE_DEFINITIONS
 
 __all__ = ["data_line", "definitions", "epochs_text", "factor_caption", "fidelity", "server",
@@ -83,9 +84,21 @@ def definitions(data: SweepData) -> list[str]:
     if data.has_values("params") or data.has_values("macs"):
         out.append("Params: trainable weights. MACs: multiply-accumulates for one image (K = "
                    "thousand, M = million, G = billion).")
-    return out + ["Completed: ran every epoch. Stopped at epoch N: the scheduler (ASHA) ended "
-                  "it after epoch N, so its scores come from fewer epochs and are not compared "
-                  "with completed trials'. Rejected: over a cost limit, never trained."]
+    return [*out, statuses(data)]
+
+
+def statuses(data: SweepData) -> str:
+    """What the statuses shown mean, naming the sweep's scheduler (ASHA, when not known)."""
+    name = data.meta.get("scheduler", "asha")
+    text = "Completed: ran every epoch."
+    if name == "pbt":
+        text += (" Under population-based training a trial may train its later epochs on a "
+                 "copy of another trial's weights (see Lineage); no trial is stopped early.")
+    elif name != "none":
+        text += (f" Stopped at epoch N: the scheduler ({Scheduler.LABELS.get(name, name)}) "
+                 "ended it after epoch N, so its scores come from fewer epochs and are not "
+                 "compared with completed trials'.")
+    return text + " Rejected: over a cost limit, never trained."
 
 
 def _test_definition(data: SweepData) -> str:

@@ -9,6 +9,7 @@ import importlib.util
 import json
 import os
 import platform
+import re
 import shutil
 import socket
 import subprocess
@@ -149,7 +150,7 @@ class _Doc:
                 name, caption = payload
                 if caption:
                     out.append(f"<p class='caption'>{html.escape(caption)}</p>")
-                out.append(self.tables[name].to_html(index=False, border=0, na_rep=DASH))
+                out.append(_html_table(self.tables[name]))
             else:
                 name, alt = payload
                 data = base64.b64encode(self.images[name]).decode("ascii")
@@ -163,9 +164,36 @@ class _Doc:
 _CSS = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
         "table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:.9em}"
         "th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}"
-        "td:first-child,th:first-child{text-align:left}"
+        "td:first-child,th:first-child,td.text{text-align:left}"
         "th{background:#f3f3f3}pre{background:#f6f6f6;padding:1em;overflow:auto}"
         "img{max-width:100%}.caption{font-style:italic;margin-bottom:0}")
+
+
+_NUMBER = re.compile(r"[-+−]?[\d.,]+(e[-+]?\d+)?\s*[%KMGx×]?")
+
+
+def _text_columns(frame: pd.DataFrame) -> set[str]:
+    """Columns holding words rather than figures (trial ids, settings' changes, names): read
+    left to right, so left-aligned, where figures line up on the right."""
+    out = set()
+    for column in frame.columns:
+        shown = [str(v) for v in frame[column] if not missing(v)]
+        if shown and not all(_NUMBER.fullmatch(v) for v in shown):
+            out.add(column)
+    return out
+
+
+def _html_table(frame: pd.DataFrame) -> str:
+    text = _text_columns(frame)
+
+    def cell(column: Any, value: Any) -> str:
+        shown = html.escape(DASH if missing(value) else str(value))
+        return f"<td class='text'>{shown}</td>" if column in text else f"<td>{shown}</td>"
+
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
+    rows = "".join("<tr>" + "".join(cell(c, v) for c, v in zip(frame.columns, row, strict=True))
+                   + "</tr>" for row in frame.itertuples(index=False))
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
 
 
 def _md_table(frame: pd.DataFrame) -> str:

@@ -62,19 +62,23 @@ def spec_facts(spec: SweepSpec | None, raw: Any) -> dict[str, Any]:
     if spec is not None:
         return {"cpu_per_trial": spec.resources.cpu, "gpu_per_trial": spec.resources.gpu,
                 "max_epochs": spec.budget.max_epochs,
-                "rungs": spec.scheduler.rungs(spec.budget.max_epochs)}
+                "rungs": spec.scheduler.rungs(spec.budget.max_epochs),
+                "scheduler": spec.scheduler.name}
     budget, resources = (section(raw, key) for key in ("budget", "resources"))
     out: dict[str, Any] = {f"{k}_per_trial": float(resources[k]) for k in ("cpu", "gpu")
                            if _number(resources.get(k))}
     epochs = budget.get("max_epochs")
+    given = raw.get("scheduler", {})  # left out: the default (ASHA); null: none
+    try:
+        scheduler = Scheduler.model_validate(scheduler_shorthand(given)).resolved()
+    except (ValueError, TypeError):  # pydantic's ValidationError is a ValueError
+        scheduler = None
+    if scheduler is not None:
+        out["scheduler"] = scheduler.name
     if isinstance(epochs, int) and not isinstance(epochs, bool) and epochs >= 1:
         out["max_epochs"] = epochs
-        given = raw.get("scheduler", {})  # left out: the default (ASHA); null: none
-        try:
-            out["rungs"] = Scheduler.model_validate(scheduler_shorthand(given)).resolved() \
-                .rungs(epochs)
-        except (ValueError, TypeError):  # pydantic's ValidationError is a ValueError
-            pass
+        if scheduler is not None:
+            out["rungs"] = scheduler.rungs(epochs)
     return out
 
 

@@ -417,7 +417,7 @@ def _scheduler_problems(sched: Scheduler, objective: Objective | None,
     if not sched.compares:
         return []
     out: Problems = []
-    who = {"asha": "ASHA", "hyperband": "HyperBand", "pbt": "PBT"}[sched.name]
+    who = Scheduler.LABELS[sched.name]
     if objective is not None and objective.metrics is not None:
         names = ", ".join(m.name for m in objective.metrics)
         out.append(problem(("scheduler", "name"), f"{who} compares trials on one metric, but "

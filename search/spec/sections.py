@@ -199,6 +199,9 @@ class Scheduler(BaseModel):
         "asha": ("grace_period", "reduction_factor"), "hyperband": ("reduction_factor",),
         "pbt": ("perturbation_interval", "quantile_fraction", "resample_probability"),
         "none": ()}
+    # how the report and messages name each
+    LABELS: ClassVar[dict[str, str]] = {"asha": "ASHA", "hyperband": "HyperBand", "pbt": "PBT",
+                                        "none": "no scheduler"}
 
     name: Literal["asha", "hyperband", "pbt", "none"] = "asha"
     grace_period: int | None = Field(None, ge=1)
