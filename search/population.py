@@ -18,6 +18,8 @@ import logging
 from typing import Any
 
 from ray import tune
+from ray.train._internal.session import _TrainingResult
+from ray.tune import Checkpoint
 from ray.tune.schedulers import PopulationBasedTraining, TrialScheduler
 from ray.tune.search import BasicVariantGenerator
 
@@ -116,13 +118,20 @@ class KeepInSpace:
 
 
 class SynchronousPBT(PopulationBasedTraining):
-    """Ray's PBT in synchronous mode, with two changes.
+    """Ray's PBT in synchronous mode, with three changes.
 
     A trial's last result (``status`` other than running: completed, diverged, rejected) is
     no perturbation point: nothing would train on the copy. And a resumed sweep's scheduler,
     which Tune does not save, starts from where each restored trial stands (its epochs and
     last perturbation) instead of epoch 0, so the next meeting point is the population's next,
     not one it has passed (at which Ray's synchronous mode would wait forever).
+
+    And a trial's checkpoint in Tune's record is kept at its last result's epoch. A driver
+    killed after a trial saved an epoch's checkpoint but before Tune recorded it leaves the
+    epoch in the trial's folder only; resumed, the trial reports that epoch again, without a
+    checkpoint, so Tune's stays an epoch behind. PBT hands a paused trial's ``trial.checkpoint``
+    to the trials that copy it: that older checkpoint would make each of them train an epoch
+    again. The trial's own checkpoint of that epoch, from its folder, is made Tune's latest.
     """
 
     def __init__(self, **kwargs: Any) -> None:
@@ -142,11 +151,34 @@ class SynchronousPBT(PopulationBasedTraining):
         self._restored_sync = after if self._restored_sync is None \
             else min(self._restored_sync, after)
         self._next_perturbation_sync = self._restored_sync
+        _catch_up_checkpoint(trial, done, trial.last_result)
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
         if result.get("status", Status.RUNNING) != Status.RUNNING:
             return TrialScheduler.CONTINUE
+        if result.get("checkpoint_dir_name", "") is None and result.get("epoch"):
+            # an epoch trained before a driver died and reported again without a checkpoint
+            # (trainables.tune_adapter): its checkpoint is in the trial's folder
+            _catch_up_checkpoint(trial, int(result["epoch"]), result)
         return super().on_trial_result(tune_controller, trial, result)
+
+
+def _catch_up_checkpoint(trial: Any, epoch: int, result: dict[str, Any]) -> None:
+    """Make the trial's own checkpoint of ``epoch`` (its last result's) Tune's latest, when
+    Tune's record stops at an earlier one and the trial's folder holds it."""
+    from hpsearch.trainables.tune_adapter import TrialFolder  # torch: on the driver only here
+    manager = trial.run_metadata.checkpoint_manager
+    latest = manager.latest_checkpoint_result
+    if latest is not None and int((latest.metrics or {}).get("epoch") or 0) >= epoch:
+        return
+    folder = TrialFolder(trial.storage.storage_filesystem, trial.storage.trial_fs_path)
+    for path in reversed(folder.checkpoints()):
+        state = folder.state(path)
+        if state is not None and state.get("trial_id") == trial.trial_id \
+                and int(state["epoch"]) == epoch:
+            manager._latest_checkpoint_result = _TrainingResult(
+                checkpoint=Checkpoint(path, filesystem=folder.fs), metrics=dict(result))
+            return
 
 
 def build_pbt(spec: SweepSpec) -> SynchronousPBT:

@@ -14,7 +14,7 @@ from hpsearch.search.runner import run_sweep
 from hpsearch.search.spec import parse_spec
 from hpsearch.trainables.vocab import COPIED
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("mlflow_db")]
 
 
 def pbt_spec(tmp_path: Path, data_dir: Path, name: str = "pbt") -> dict[str, Any]:
@@ -100,15 +100,13 @@ def test_a_trial_continues_from_another_trials_checkpoint_with_mutated_settings(
         assert ended["lr"] == pytest.approx(new)
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known gap (issue 14): after a driver SIGKILL, Tune's snapshot can hold a paused trial's "
-    "epoch-2 result with its epoch-1 checkpoint; PBT then hands that older checkpoint to the "
-    "trial that copies it, which trains an epoch again (about 1 run in 2 on an idle machine)"))
 def test_a_pbt_sweep_killed_after_a_copy_resumes_with_every_epoch_and_copy_once(
         tmp_path: Path, tiny_mnist_dir: Path) -> None:
     """The driver SIGKILLed once a trial reported training on a copy; ``hpsearch resume``
     finishes the population (the scheduler Tune does not save starts where the trials stand),
-    each epoch once, and MLflow's lineage is the results'."""
+    each epoch once, and MLflow's lineage is the results'. Trials that trained an epoch Tune
+    never recorded report it again after the resume, without a checkpoint; a trial that copies
+    one of them at the next meeting must get that epoch's checkpoint, not the one before."""
     from mlflow import MlflowClient
 
     from tests.driver import hpsearch, sigkill_sweep_when
