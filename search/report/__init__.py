@@ -33,7 +33,8 @@ from __future__ import annotations
 from hpsearch.search.report.data import SweepData
 from hpsearch.search.report.formats import format_macs, format_params, parse_count
 from hpsearch.search.report.load import from_mlflow, from_ray_dir, load_trials
-from hpsearch.search.report.render import latex_table, write_report
+from hpsearch.search.report.markup import latex_table
+from hpsearch.search.report.render import write_report
 from hpsearch.search.report.study import param_importances
 from hpsearch.search.report.tables import (
     compute_summary,

@@ -96,11 +96,16 @@ def fmt_value(key: str, value: Any) -> str:
     return without_paths(str(value))
 
 
-def status_label(status: str, stopped_epoch: Any) -> str:
-    """A trial's status as a cell: ``stopped at epoch 3`` for one stopped early."""
+def status_label(status: str, stopped_epoch: Any, rungs: Any = None) -> str:
+    """A trial's status as a cell: ``stopped at epoch 3`` for one stopped early; ``ended at
+    epoch 11`` for one still training when the sweep ended (time limit, target, a stop), seen
+    by an epoch that is none of the scheduler's ``rungs`` (when they are known)."""
     if status == Status.STOPPED_EARLY:
-        return f"stopped at epoch {int(stopped_epoch)}" if not missing(stopped_epoch) \
-            else Status.STOPPED_EARLY.label
+        if missing(stopped_epoch):
+            return Status.STOPPED_EARLY.label
+        epoch = int(stopped_epoch)
+        return f"ended at epoch {epoch}" if rungs is not None and epoch not in rungs \
+            else f"stopped at epoch {epoch}"
     return status
 
 

@@ -8,7 +8,7 @@ from hpsearch.search.report.data import SweepData
 from hpsearch.search.report.formats import metric_name
 from hpsearch.search.report.tables import eval_limit, fixed_settings, heading_test_acc
 from hpsearch.search.spec import Scheduler
-from hpsearch.trainables.vocab import SCORE_DEFINITIONS
+from hpsearch.trainables.vocab import SCORE_DEFINITIONS, Status
 
 __all__ = ["data_line", "definitions", "epochs_text", "factor_caption", "fidelity", "server",
            "source"]
@@ -98,6 +98,11 @@ def statuses(data: SweepData) -> str:
         text += (f" Stopped at epoch N: the scheduler ({Scheduler.LABELS.get(name, name)}) "
                  "ended it after epoch N, so its scores come from fewer epochs and are not "
                  "compared with completed trials'.")
+    rungs = data.meta.get("rungs")
+    stopped = data.trials.loc[data.trials["status"] == Status.STOPPED_EARLY, "stopped_epoch"]
+    if rungs is not None and any(int(e) not in rungs for e in stopped.dropna()):
+        text += (" Ended at epoch N: still training when the sweep ended (its time limit, "
+                 "target or a stop), after epoch N; its scores come from fewer epochs too.")
     return text + " Rejected: over a cost limit, never trained."
 
 

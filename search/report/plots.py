@@ -112,7 +112,8 @@ def plot_curves(data: SweepData, n: int = CURVES) -> bytes | None:
                     {metric_name(m).lower(): list(h[m]) for m in names}, ylabel)
         ax.set_title(f"trial {trial_id}: {metric_name(metric).lower()} "
                      f"{fmt_metric(metric, t[data.score_column])}{unit}, "
-                     f"{status_label(t['status'], t['stopped_epoch'])}", fontsize=9)
+                     f"{status_label(t['status'], t['stopped_epoch'], data.meta.get('rungs'))}",
+                     fontsize=9)
     for ax in axes[len(ids):]:
         ax.set_visible(False)
     return _png(fig)

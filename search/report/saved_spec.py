@@ -68,11 +68,13 @@ def spec_facts(spec: SweepSpec | None, raw: Any) -> dict[str, Any]:
     out: dict[str, Any] = {f"{k}_per_trial": float(resources[k]) for k in ("cpu", "gpu")
                            if _number(resources.get(k))}
     epochs = budget.get("max_epochs")
-    given = raw.get("scheduler", {})  # left out: the default (ASHA); null: none
-    try:
-        scheduler = Scheduler.model_validate(scheduler_shorthand(given)).resolved()
-    except (ValueError, TypeError):  # pydantic's ValidationError is a ValueError
-        scheduler = None
+    scheduler = None  # not known without a saved spec
+    if isinstance(raw, dict):
+        given = raw.get("scheduler", {})  # left out: the default (ASHA); null: none
+        try:
+            scheduler = Scheduler.model_validate(scheduler_shorthand(given)).resolved()
+        except (ValueError, TypeError):  # pydantic's ValidationError is a ValueError
+            pass
     if scheduler is not None:
         out["scheduler"] = scheduler.name
     if isinstance(epochs, int) and not isinstance(epochs, bool) and epochs >= 1:

@@ -93,7 +93,7 @@ def leaderboard(data: SweepData, *, top: int | None = None, max_params: int | No
         for title, (column, metric) in shown.items():
             row[title] = fmt_metric(metric, t[column])
         row["Epochs run"] = DASH if missing(t["epochs_run"]) else str(int(t["epochs_run"]))
-        row["Status"] = status_label(t["status"], t["stopped_epoch"])
+        row["Status"] = status_label(t["status"], t["stopped_epoch"], data.meta.get("rungs"))
         rows.append(row)
     columns = ["Trial", *(setting_title(k) for k in keys), *shown, "Epochs run", "Status"]
     return pd.DataFrame(rows, columns=columns)
@@ -333,7 +333,8 @@ def ofat_table(data: SweepData) -> pd.DataFrame | None:
                      "trial_id": t["trial_id"] if t is not None else None,
                      "best": t[data.score_column] if t is not None else math.nan,
                      "test_top1": t["test_top1"] if t is not None else math.nan,
-                     "status": status_label(t["status"], t["stopped_epoch"])
+                     "status": status_label(t["status"], t["stopped_epoch"],
+                                            data.meta.get("rungs"))
                      if t is not None else "not run"})
     table = pd.DataFrame(rows)
     table.insert(4, "delta", table["best"] - table["best"].iloc[0])

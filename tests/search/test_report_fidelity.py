@@ -159,6 +159,35 @@ def test_the_report_states_its_comparison_method_and_definitions(tmp_path: Path)
     assert "Hyperparameter importance (PED-ANOVA) skipped: 3 completed trial(s)" in md
 
 
+def test_a_trial_the_sweeps_end_cut_short_is_not_called_stopped_by_the_scheduler(
+        tmp_path: Path) -> None:
+    """ASHA's rungs here are epochs 1 and 2: a trial that ended at epoch 2 (a rung) was stopped
+    by ASHA; one at an epoch that is no rung was still training when the sweep ended."""
+    data = _asha_data()
+    data.meta["rungs"], data.meta["scheduler"] = (1, 2), "asha"
+    data.trials.loc[data.trials["trial_id"] == "e", "stopped_epoch"] = 3
+    md = write_report(data, tmp_path)["report.md"].read_text()
+    board = md.split("## Leaderboard")[1].split("##")[0]
+    assert "| stopped at epoch 1 |" in board and "| ended at epoch 3 |" in board
+    assert "the scheduler (ASHA) ended it after epoch N" in md
+    assert "Ended at epoch N: still training when the sweep ended" in md
+
+
+@pytest.mark.parametrize(("scheduler", "said", "unsaid"), [
+    ("hyperband", "the scheduler (HyperBand) ended it", "ASHA"),
+    ("pbt", "copy of another trial's weights (see Lineage); no trial is stopped early",
+     "Stopped at epoch N"),
+    ("none", "Completed: ran every epoch. Rejected:", "Stopped at epoch N")])
+def test_the_status_definitions_name_the_sweeps_scheduler(scheduler: str, said: str,
+                                                         unsaid: str) -> None:
+    from hpsearch.search.report import notes
+
+    data = _asha_data()
+    data.meta["scheduler"] = scheduler
+    text = notes.statuses(data)
+    assert said in text and unsaid not in text, text
+
+
 _KEPT_SPEC = """\
 # the data: /somewhere/on/disk/mnist
 name: asha
