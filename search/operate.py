@@ -224,11 +224,12 @@ def job_api_error(address: str, err: BaseException) -> str:
 
 
 def _job_address(command: str, name: str, driver: dict[str, Any], address: str | None,
-                 ) -> str | None:
+                 ) -> tuple[str | None, Any]:
     """The job API to reach a submitted sweep's job at: ``--address``, checked to answer for
-    the job (one line otherwise), or the address the sweep recorded."""
+    the job (one line otherwise), or the address the sweep recorded; with the job's status
+    when the check asked for it (None otherwise)."""
     if address is None:
-        return driver.get("job_address")
+        return driver.get("job_address"), None
     job_id = driver.get("job_id")
     if not job_id:
         raise UserError(f"{command} {name} --address: the sweep was not submitted as a Ray job "
@@ -237,14 +238,15 @@ def _job_address(command: str, name: str, driver: dict[str, Any], address: str |
     try:
         from ray.job_submission import JobSubmissionClient
 
-        JobSubmissionClient(address).get_job_status(job_id)
+        status = JobSubmissionClient(address).get_job_status(job_id)
     except Exception as err:  # noqa: BLE001 - refused, auth, unknown job: one line
         raise UserError(job_api_error(address, err)) from None
-    return address
+    return address, status
 
 
-def _job_lines(driver: dict[str, Any], address: str | None) -> list[str]:
-    """A submitted sweep's Ray job: its status, dashboard and the tail of its log."""
+def _job_lines(driver: dict[str, Any], address: str | None, status: Any = None) -> list[str]:
+    """A submitted sweep's Ray job: its status (``status``, when already asked), dashboard and
+    the tail of its log."""
     job_id = driver.get("job_id")
     if not job_id:
         return []
@@ -255,7 +257,7 @@ def _job_lines(driver: dict[str, Any], address: str | None) -> list[str]:
             from ray.job_submission import JobSubmissionClient
 
             client = JobSubmissionClient(address)
-            status = client.get_job_status(job_id)
+            status = status or client.get_job_status(job_id)
             tail = [ln for ln in client.get_job_logs(job_id).splitlines() if ln.strip()]
             lines.append(f"Ray job status: {status}; last lines of its log:")
             lines += [f"  {ln[:200]}" for ln in tail[-_LOG_LINES:]]
@@ -294,7 +296,7 @@ def status_text(name: str, storage: str | None = None, now: float | None = None,
         out.append(f"heartbeat {now - float(driver.get('heartbeat', now)):.0f}s ago "
                    f"(host {driver.get('host')}, pid {driver.get('pid')})")
     out.append(f"MLflow: {_mlflow_link(driver, meta, run_dir, view.name)}")
-    out += _job_lines(driver or {}, _job_address("status", name, driver or {}, address))
+    out += _job_lines(driver or {}, *_job_address("status", name, driver or {}, address))
     out.append(f"folder: {run_dir}")
     if SweepState(view.state).resumable:
         out.append(f"continue it: hpsearch resume {view.name}")
@@ -344,7 +346,7 @@ def stop_sweep(name: str, storage: str | None = None, *, now: bool = False,
             else ""
         raise UserError(f"stop {name}: the sweep is not running (it is {view.state}){hint}")
     job_id = (driver or {}).get("job_id")
-    address = _job_address("stop", name, driver or {}, address)  # checked before any request
+    address, _ = _job_address("stop", name, driver or {}, address)  # checked before any request
     mode = StopMode.NOW if now or earlier else StopMode.GRACEFUL
     try:
         write_json(run_dir / STOP_FILE, {"mode": str(mode), "requested": time.time(),
