@@ -7,13 +7,14 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
 
-__all__ = ["hpsearch", "sigkill_sweep_when"]
+__all__ = ["hpsearch", "sigkill_sweep_when", "sigkill_when"]
 
 
 def hpsearch(*args: str, cwd: Path | None = None, env: Mapping[str, str] | None = None,
@@ -30,25 +31,42 @@ def sigkill_sweep_when(spec_file: Path, ready: Callable[[], bool], *, cwd: Path,
     """Run ``hpsearch sweep spec_file`` and SIGKILL it ``delay`` seconds after ``ready()``
     holds while it still runs; the test fails if that never happens within ``timeout`` seconds
     or the sweep ends before the kill."""
-    driver = subprocess.Popen([sys.executable, "-m", "hpsearch", "sweep", str(spec_file)],
+    sigkill_when(("sweep", str(spec_file)), ready, cwd=cwd, env=env, timeout=timeout,
+                 delay=delay)
+
+
+def sigkill_when(args: tuple[str, ...], ready: Callable[[], bool], *, cwd: Path,
+                 env: Mapping[str, str] | None = None, timeout: float = 240,
+                 delay: float = 0.0) -> None:
+    """Run ``hpsearch ARGS`` (a sweep's driver: ``sweep`` or ``resume``) and SIGKILL it
+    ``delay`` seconds after ``ready()`` holds while it still runs; the test fails if that never
+    happens within ``timeout`` seconds or the driver ends before the kill."""
+    log = tempfile.TemporaryFile()
+    driver = subprocess.Popen([sys.executable, "-m", "hpsearch", *args],
                               cwd=cwd, env=dict(env) if env is not None else None,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              stdout=log, stderr=subprocess.STDOUT)
+
+    def fail(why: str) -> None:
+        log.seek(0)
+        tail = log.read().decode(errors="replace")[-3000:]
+        pytest.fail(f"hpsearch {args[0]} {why} (exit {driver.poll()}); its output ends:\n{tail}")
+
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
             if ready() and driver.poll() is None:
                 break
             if driver.poll() is not None:
-                pytest.fail(f"the sweep ended (exit {driver.poll()}) before the point of the "
-                            "kill")
+                fail("ended before the point of the kill")
             time.sleep(0.2)
         else:
-            pytest.fail(f"the sweep never got to the point of the kill (exit {driver.poll()})")
+            fail("never got to the point of the kill")
         time.sleep(delay)
         if driver.poll() is not None:
-            pytest.fail(f"the sweep ended (exit {driver.poll()}) before the kill")
+            fail("ended before the kill")
         os.kill(driver.pid, signal.SIGKILL)
         driver.wait(timeout=30)
     finally:
         if driver.poll() is None:
             driver.kill()
+        log.close()

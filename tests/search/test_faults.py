@@ -19,7 +19,7 @@ from hpsearch.search.runner import SweepOutcome, run_sweep
 from hpsearch.search.spec import parse_spec
 from tests.fakedata import write_mnist
 
-pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_local")]
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_local", "mlflow_db")]
 
 
 def _spec(tmp_path: Path, data_dir: Path, space: dict[str, Any], **kw: Any) -> dict[str, Any]:

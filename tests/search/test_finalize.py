@@ -108,6 +108,7 @@ def _spec(tmp_path: Path, data_dir: Path) -> dict[str, Any]:
 
 @pytest.mark.integration  # real Ray, a real subprocess, real MLflow: about a minute
 @pytest.mark.usefixtures("ray_local")
+@pytest.mark.usefixtures("mlflow_db")
 def test_finalize_a_real_sweep(tmp_path: Path, tiny_mnist_dir: Path,
                                capsys: pytest.CaptureFixture[str]) -> None:
     import mlflow

@@ -26,7 +26,7 @@ from hpsearch.search.runner import run_sweep
 from hpsearch.search.spec import parse_spec
 from hpsearch.trainables.errors import UserError
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("mlflow_db")]
 
 
 BARRIER = """

@@ -2,8 +2,9 @@
 life, then ``hpsearch resume``; Ray's record and MLflow must then agree, trial by trial and epoch
 by epoch.
 
-Each case kills at one moment, found from what the sweep's folder holds (the driver's own
-progress), optionally a little later. What a user checks after a resume:
+Each kill is at one moment, found from what the sweep's folder holds (the driver's own
+progress), optionally a little later; one sweep is killed at several moments in turn (a chain),
+resumed after each. What a user checks after the last resume:
 - every planned trial is there once, in Tune's state, on disk and in MLflow; no config twice;
 - each trial's ``result.json`` holds every epoch once, and its MLflow run the same epochs;
 - no MLflow run is left RUNNING, and each run's status tag is the trial's status;
@@ -22,10 +23,10 @@ import yaml
 
 from hpsearch.search.tracking.values import run_status
 from hpsearch.trainables.vocab import Status
-from tests.driver import hpsearch, sigkill_sweep_when
+from tests.driver import hpsearch, sigkill_when
 from tests.fakedata import write_mnist
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("mlflow_db")]
 
 NAME = "kills"
 
@@ -194,17 +195,39 @@ def _check_consistent(tmp_path: Path, run_dir: Path, output: str, *, trials: int
     assert "MLflow missed" not in output, output
 
 
-@pytest.mark.parametrize("moment", list(MOMENTS))
-def test_driver_killed_at_any_moment_resumes_exactly_once(moment: str, tmp_path: Path,
+# Each chain is one sweep whose driver is SIGKILLed at each of its moments in turn: after a kill
+# the sweep is resumed, and that resumed driver is the one killed at the next moment; after the
+# last kill it is resumed to its end and checked. A chain's moments come in the order a sweep
+# passes them, so each one still lies ahead when the resumed driver starts; one that already
+# holds then kills that driver as it restores, a moment worth covering too. Three chains cover
+# the eleven moments at a third of the cost of one sweep per moment.
+CHAINS: dict[str, tuple[str, ...]] = {
+    "early": ("first-trial-folder", "first-result", "checkpoint-before-snapshot",
+              "first-completed"),
+    "middle": ("first-mlflow-run", "second-checkpoint", "three-trials-reported",
+               "four-completed"),
+    "late": ("checkpoint-before-snapshot+0.7s", "five-mlflow-runs+0.5s", "last-trial-started"),
+}
+
+
+def test_every_moment_is_in_a_chain() -> None:
+    chained = [m for chain in CHAINS.values() for m in chain]
+    assert sorted(chained) == sorted(MOMENTS), set(MOMENTS) ^ set(chained)
+
+
+@pytest.mark.parametrize("chain", list(CHAINS))
+def test_driver_killed_at_any_moment_resumes_exactly_once(chain: str, tmp_path: Path,
                                                           data_dir: Path) -> None:
-    ready, delay = MOMENTS[moment]
     run_dir = tmp_path / "runs" / NAME
-    sigkill_sweep_when(_spec(tmp_path, data_dir), lambda: ready(run_dir), cwd=tmp_path,
-                       delay=delay)
-    time.sleep(1)  # let Ray's fate-shared processes of the dead driver go
+    resume = ("resume", NAME, "--storage", str(tmp_path / "runs"))
+    driver = ("sweep", str(_spec(tmp_path, data_dir)))
+    for moment in CHAINS[chain]:
+        ready, delay = MOMENTS[moment]
+        sigkill_when(driver, lambda ready=ready: ready(run_dir), cwd=tmp_path, delay=delay)
+        time.sleep(1)  # let Ray's fate-shared processes of the dead driver go
+        driver = resume
     recorded = bool(_snapshot_ids(run_dir))  # Tune had written a readable snapshot
-    out = hpsearch("resume", NAME, "--storage", str(tmp_path / "runs"), cwd=tmp_path,
-                   timeout=400)
+    out = hpsearch(*resume, cwd=tmp_path, timeout=400)
     assert out.returncode == 0, out.stderr[-3000:]
     _check_consistent(tmp_path, run_dir, out.stdout + out.stderr)
     if recorded:  # resumed from Tune's record, not started over

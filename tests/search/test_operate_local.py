@@ -18,7 +18,7 @@ from tests.driver import hpsearch
 from tests.fakedata import write_mnist
 from tests.search.test_kill_resume import NAME, _check_consistent, _rows, _spec
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("mlflow_db")]
 
 
 def _driver_file(run_dir: Path) -> dict:

@@ -67,6 +67,7 @@ def _children(tmp_path: Path, name: str) -> list[Any]:
     return client.search_runs([exp.experiment_id], "tags.`hpsearch.trial_id` != ''")
 
 
+@pytest.mark.usefixtures("mlflow_db")
 def test_a_sweep_on_s3_keeps_everything_in_the_bucket_and_reports_from_it(
         tmp_path: Path, s3: S3Server) -> None:
     data = write_mnist(tmp_path / "data", n_train=600, n_test=200)
@@ -119,6 +120,7 @@ def test_a_sweep_on_s3_keeps_everything_in_the_bucket_and_reports_from_it(
     assert len(_children(tmp_path, "ons3")) == 4
 
 
+@pytest.mark.usefixtures("mlflow_db")
 def test_a_sweep_on_s3_resumes_after_its_driver_was_killed(tmp_path: Path, s3: S3Server) -> None:
     data = write_mnist(tmp_path / "data", n_train=1200, n_test=200)
     spec = _spec(tmp_path, "killeds3", data, epochs=3)

@@ -13,7 +13,7 @@ from hpsearch.search.spec import TERMINATOR_MIN_TRIALS
 from tests.driver import hpsearch
 from tests.plugin_pkg import write_plugin
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("mlflow_db")]
 
 
 def test_optunas_terminator_ends_the_sweep_and_the_summary_says_so(tmp_path: Path) -> None:

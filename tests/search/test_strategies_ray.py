@@ -14,7 +14,7 @@ import yaml
 from hpsearch.search.runner import resume_sweep, run_sweep
 from hpsearch.search.spec import apply_overrides, parse_spec
 
-pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_local")]
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_local", "mlflow_db")]
 
 
 def _spec(tmp_path: Path, data_dir: Path, name: str, **sections: Any) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from hpsearch.search.runner import SweepOutcome, run_sweep
 from hpsearch.search.spec import parse_spec
 from hpsearch.trainables.vocab import ROLE_TAG, Role
 
-pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_local")]
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_local", "mlflow_db")]
 
 
 def _spec(tmp_path: Path, data_dir: Path, **overrides: Any) -> dict[str, Any]:
