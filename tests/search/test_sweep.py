@@ -13,6 +13,7 @@ import yaml
 from hpsearch.search.runner import SweepOutcome, run_sweep
 from hpsearch.search.spec import parse_spec
 from hpsearch.trainables.vocab import ROLE_TAG, Role
+from tests.fakedata import write_mnist
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_local", "mlflow_db")]
 
@@ -69,7 +70,7 @@ def _overlapped(tmp_path: Path, name: str) -> bool:
 
 
 @pytest.mark.parametrize("algorithm", ["optuna", "random", "grid"])
-def test_each_search_algorithm_runs_with_asha_on_every_slot(
+def test_each_search_algorithm_runs_with_asha(
         tmp_path: Path, tiny_mnist_dir: Path, algorithm: str) -> None:
     spec = _spec(tmp_path, tiny_mnist_dir, search={"algorithm": algorithm, "seed": 1})
     if algorithm == "grid":
@@ -86,10 +87,19 @@ def test_each_search_algorithm_runs_with_asha_on_every_slot(
             assert epochs[-1] == 3 and "test_top1" in rows[-1]
         if rows[-1]["config"]["optimizer"] == "adam":
             assert "momentum" not in rows[-1]["config"] or algorithm == "grid"
-    assert _overlapped(tmp_path, spec["name"]), "two trials should run at once on 2 CPUs"
     assert outcome.best is not None and 0 < outcome.best["value"] <= 1
     configs = {json.dumps(rows[0]["config"], sort_keys=True) for rows in trials.values()}
     assert len(configs) == 4  # four different configs
+
+
+def test_two_trials_run_at_once_on_two_cpus(tmp_path: Path) -> None:
+    """Both slots train: trials of a few seconds each, longer than a second trial actor takes
+    to start (with actors reused, trials shorter than that all run in the first actor)."""
+    data = write_mnist(tmp_path / "data", n_train=4000, n_test=100)
+    spec = _spec(tmp_path, data, scheduler={"name": "none"})
+    outcome = _run(tmp_path, spec)
+    assert outcome.trials == 4
+    assert _overlapped(tmp_path, spec["name"]), "two trials should run at once on 2 CPUs"
 
 
 def test_optuna_is_told_the_truth_about_early_stopped_trials(
