@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from hpsearch.search.report.formats import missing
+from hpsearch.search.report.formats import ended_with_sweep, missing
 from hpsearch.trainables.vocab import (
     CONSTANT_METRICS,
     DEFAULT_OBJECTIVE,
@@ -159,7 +159,7 @@ class SweepData:
         rungs = self.meta.get("rungs")
         stopped = self.trials.loc[self.trials["status"] == Status.STOPPED_EARLY, "stopped_epoch"]
         return tuple(sorted({int(e) for e in stopped.dropna()
-                             if rungs is None or int(e) in rungs}))
+                             if not ended_with_sweep(e, rungs)}))
 
     def at_epoch(self, epoch: int) -> pd.Series:
         """Each trial's objective at ``epoch`` (trial id -> value), for those that reached it."""

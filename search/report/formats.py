@@ -15,9 +15,9 @@ from hpsearch.search.units import (
 )
 from hpsearch.trainables.vocab import Status
 
-__all__ = ["DASH", "budget_text", "duration", "fmt_metric", "fmt_value", "format_macs",
-           "format_params", "is_accuracy", "metric_name", "metric_title", "missing",
-           "parse_count", "setting_title", "status_label"]
+__all__ = ["DASH", "budget_text", "duration", "ended_with_sweep", "fmt_metric", "fmt_value",
+           "format_macs", "format_params", "is_accuracy", "metric_name", "metric_title",
+           "missing", "parse_count", "setting_title", "status_label"]
 
 DASH = "—"  # a cell with no value
 # A setting's column title, in the leaderboard and the factor tables alike.
@@ -96,6 +96,13 @@ def fmt_value(key: str, value: Any) -> str:
     return without_paths(str(value))
 
 
+def ended_with_sweep(stopped_epoch: Any, rungs: Any) -> bool:
+    """Whether a trial stopped early after ``stopped_epoch`` was still training when the sweep
+    ended (time limit, target, a stop) rather than stopped by its scheduler: the epoch is none
+    of the scheduler's ``rungs`` (False when they are not known)."""
+    return rungs is not None and int(stopped_epoch) not in rungs
+
+
 def status_label(status: str, stopped_epoch: Any, rungs: Any = None) -> str:
     """A trial's status as a cell: ``stopped at epoch 3`` for one stopped early; ``ended at
     epoch 11`` for one still training when the sweep ended (time limit, target, a stop), seen
@@ -104,7 +111,7 @@ def status_label(status: str, stopped_epoch: Any, rungs: Any = None) -> str:
         if missing(stopped_epoch):
             return Status.STOPPED_EARLY.label
         epoch = int(stopped_epoch)
-        return f"ended at epoch {epoch}" if rungs is not None and epoch not in rungs \
+        return f"ended at epoch {epoch}" if ended_with_sweep(epoch, rungs) \
             else f"stopped at epoch {epoch}"
     return status
 

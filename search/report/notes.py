@@ -5,7 +5,7 @@ the tables compare trials. (Machine paths are kept out by :mod:`.machine`.)"""
 from __future__ import annotations
 
 from hpsearch.search.report.data import SweepData
-from hpsearch.search.report.formats import metric_name
+from hpsearch.search.report.formats import ended_with_sweep, metric_name
 from hpsearch.search.report.tables import eval_limit, fixed_settings, heading_test_acc
 from hpsearch.search.spec import Scheduler
 from hpsearch.trainables.vocab import SCORE_DEFINITIONS, Status
@@ -100,7 +100,7 @@ def statuses(data: SweepData) -> str:
                  "compared with completed trials'.")
     rungs = data.meta.get("rungs")
     stopped = data.trials.loc[data.trials["status"] == Status.STOPPED_EARLY, "stopped_epoch"]
-    if rungs is not None and any(int(e) not in rungs for e in stopped.dropna()):
+    if any(ended_with_sweep(e, rungs) for e in stopped.dropna()):
         text += (" Ended at epoch N: still training when the sweep ended (its time limit, "
                  "target or a stop), after epoch N; its scores come from fewer epochs too.")
     return text + " Rejected: over a cost limit, never trained."
