@@ -3,8 +3,8 @@
 #
 # torch's CUDA wheels are about 3.8 GB; pip unpacks them one at a time (about 4.5 minutes on
 # this 2-core machine, 2026-12-03). uv unpacks them in parallel and links from its cache on a
-# second install, so it is used when it installs; pip's own settings (find-links, extra index URLs, constraints,
-# CA bundle) are handed to it. Any failure of uv falls back to plain pip.
+# second install, so it is used when it installs; pip's own settings (find-links, extra index
+# URLs, constraints, CA bundle) are handed to it. Any failure of uv falls back to plain pip.
 set -euo pipefail
 VENV=${VENV:-.venv}
 PY="$VENV/bin/python"
