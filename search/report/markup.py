@@ -100,7 +100,7 @@ class Doc:
 _CSS = ("body{font-family:sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
         "table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:.9em}"
         "th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}"
-        "td:first-child,th:first-child,td.text{text-align:left}"
+        "td:first-child,th:first-child,.text{text-align:left}"
         "th{background:#f3f3f3}pre{background:#f6f6f6;padding:1em;overflow:auto}"
         "img{max-width:100%}.caption{font-style:italic;margin-bottom:0}")
 
@@ -113,7 +113,7 @@ def _text_columns(frame: pd.DataFrame) -> set[str]:
     left to right, so left-aligned, where figures line up on the right."""
     out = set()
     for column in frame.columns:
-        shown = [str(v) for v in frame[column] if not missing(v)]
+        shown = [str(v) for v in frame[column] if not missing(v) and v != DASH]
         if shown and not all(_NUMBER.fullmatch(v) for v in shown):
             out.add(column)
     return out
@@ -126,7 +126,8 @@ def _html_table(frame: pd.DataFrame) -> str:
         shown = html.escape(DASH if missing(value) else str(value))
         return f"<td class='text'>{shown}</td>" if column in text else f"<td>{shown}</td>"
 
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
+    head = "".join(f"<th class='text'>{html.escape(str(c))}</th>" if c in text
+                   else f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
     rows = "".join("<tr>" + "".join(cell(c, v) for c, v in zip(frame.columns, row, strict=True))
                    + "</tr>" for row in frame.itertuples(index=False))
     return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
