@@ -132,12 +132,35 @@ def _check_ray_and_mlflow_agree(root: Path, name: str, server: MlflowServer, met
     return runs
 
 
+def _sweep_killed_then_resumed(root: Path, spec: dict[str, Any]) -> str:
+    """``hpsearch sweep`` SIGKILLed once a trial checkpointed, then ``hpsearch resume`` to the
+    end: a plugin's code must come back in the resumed driver and in its workers; the resume's
+    output."""
+    name = spec["name"]
+    run_dir = root / "runs" / name
+
+    def first_checkpoint() -> bool:
+        return any(run_dir.glob("trial_*/checkpoint_*"))
+
+    sigkill_sweep_when(_write(root, spec), first_checkpoint, cwd=root, timeout=300)
+    time.sleep(1)  # let Ray's fate-shared processes of the dead driver go
+    out = hpsearch("resume", name, "--storage", str(root / "runs"), cwd=root, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
+
+
+def _sync(root: Path, name: str) -> None:
+    out = hpsearch("sync", name, "--storage", str(root / "runs"), cwd=root, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+
+
+# Each sweep's driver is SIGKILLed after its first checkpoint and resumed: the plugin's own
+# model, dataset, augmentation or training function run before and after the kill.
 def test_own_model_dataset_and_augmentation(tmp_path: Path, server: MlflowServer) -> None:
     root = write_plugin(tmp_path)
-    spec = _model_spec("own_model", root, server)
-    out = hpsearch("sweep", str(_write(root, spec)), cwd=root, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "6 trials (4 completed, 2 failed)" in out.stdout, out.stdout
+    spec = _model_spec("own_model", root, server, blob_train=2000)  # epochs outlast the kill
+    out = _sweep_killed_then_resumed(root, spec)
+    assert "6 trials (4 completed, 2 failed)" in out, out
 
     runs = _check_ray_and_mlflow_agree(root, "own_model", server, "val_top1", 6)
     by_model: dict[str, list[Any]] = {}
@@ -148,27 +171,32 @@ def test_own_model_dataset_and_augmentation(tmp_path: Path, server: MlflowServer
     for run in by_model["broken_net"]:
         assert run.data.tags["hpsearch.status"] == "failed"
         assert "broken_net cannot be built" in run.data.tags.get("hpsearch.error", "")
-    for run in by_model["deep_mlp"]:
+    for run in [*by_model["deep_mlp"], *by_model["cnn"]]:
         assert run.data.tags["hpsearch.status"] == "completed"
+        assert _metric_steps(server, run, "val_top1") == [1, 2]
+    for run in by_model["deep_mlp"]:
         # its own settings are params like the built-in ones; the cost is counted
         assert run.data.params["mlp_depth"] in ("1", "2")
         assert run.data.params["invert_p"] == "0.3"
         assert run.data.metrics["params"] > 0 and run.data.metrics["macs"] > 0
         assert run.data.metrics["test_top1"] > 0.5  # the bands are easy to tell apart
 
+    _sync(root, "own_model")  # nothing left to bring over: the same runs after
+    assert _check_ray_and_mlflow_agree(root, "own_model", server, "val_top1", 6).keys() == \
+        runs.keys()
     rows = _report(root, "own_model")
     assert {r["model"] for r in rows} == {"deep_mlp", "cnn", "broken_net"}
     assert {r["mlp_depth"] for r in rows if r["model"] == "deep_mlp"} == {"1", "2"}
     assert rows[0]["status"] == "completed" and rows[-1]["status"] == "failed"
+    assert [r["epochs_run"] for r in rows if r["status"] == "completed"] == ["2"] * 4
 
 
 def test_own_training_function(tmp_path: Path, server: MlflowServer) -> None:
     root = write_plugin(tmp_path)
-    spec = _trainable_spec("own_loop", root, server)
-    out = hpsearch("sweep", str(_write(root, spec)), cwd=root, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "6 trials (" in out.stdout and "3 failed" in out.stdout, out.stdout
-    assert "best mse " in out.stdout
+    spec = _trainable_spec("own_loop", root, server, line_sleep=1.0)  # outlasts the kill
+    out = _sweep_killed_then_resumed(root, spec)
+    assert "6 trials (" in out and "3 failed" in out, out
+    assert "best mse " in out
 
     runs = _check_ray_and_mlflow_agree(root, "own_loop", server, "mse", 6)
     failed = [r for r in runs.values() if r.data.tags["hpsearch.status"] == "failed"]
@@ -179,44 +207,11 @@ def test_own_training_function(tmp_path: Path, server: MlflowServer) -> None:
     assert {r.data.tags["hpsearch.status"] for r in ran} <= {"completed", "stopped_early"}
     assert any(r.data.tags["hpsearch.status"] == "completed" for r in ran)
 
+    _sync(root, "own_loop")
+    assert _check_ray_and_mlflow_agree(root, "own_loop", server, "mse", 6).keys() == \
+        runs.keys()
     rows = _report(root, "own_loop")
     assert "best_mse" in rows[0] and "line_lr" in rows[0]
     scored = [float(r["best_mse"]) for r in rows if r["best_mse"]]
     assert scored == sorted(scored) and len(scored) == 3  # ranked best (lowest) first
     assert rows[0]["line_lr"] == "0.2"  # the largest step fits the line fastest
-
-
-@pytest.mark.parametrize("kind", ["model", "trainable"])
-def test_plugin_sweep_resumes_after_driver_sigkill(kind: str, tmp_path: Path,
-                                                   server: MlflowServer) -> None:
-    root = write_plugin(tmp_path)
-    name = f"kill_{kind}"
-    if kind == "model":
-        spec = _model_spec(name, root, server, blob_train=2000)
-        spec["space"]["model"]["values"] = ["deep_mlp", "cnn"]
-        metric, trials = "val_top1", 4
-    else:
-        spec = _trainable_spec(name, root, server, line_sleep=1.0)
-        spec["space"]["line_fail"]["values"] = [False]
-        metric, trials = "mse", 3
-    spec["scheduler"] = "none"
-    run_dir = root / "runs" / name
-
-    def first_checkpoint() -> bool:
-        return any(run_dir.glob("trial_*/checkpoint_*"))
-
-    sigkill_sweep_when(_write(root, spec), first_checkpoint, cwd=root, timeout=300)
-    time.sleep(1)  # let Ray's fate-shared processes of the dead driver go
-    out = hpsearch("resume", name, "--storage", str(root / "runs"), cwd=root, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert f"{trials} trials ({trials} completed)" in out.stdout, out.stdout
-    _check_ray_and_mlflow_agree(root, name, server, metric, trials)
-
-    out = hpsearch("sync", name, "--storage", str(root / "runs"), cwd=root, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    runs = _check_ray_and_mlflow_agree(root, name, server, metric, trials)
-    assert all(r.data.tags["hpsearch.status"] == "completed" for r in runs.values())
-    rows = _report(root, name)
-    assert len(rows) == trials and all(r["status"] == "completed" for r in rows)
-    assert all(r["epochs_run"] == "3" if kind == "trainable" else r["epochs_run"] == "2"
-               for r in rows)
