@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -12,6 +14,40 @@ import pytest
 from tests.fakedata import write_cifar10, write_image_folder, write_mnist
 
 _HERMETIC_ENV = ("HPSEARCH_CACHE", "HPSEARCH_OFFLINE", "HPSEARCH_DATA_DIR")
+_EXIT_STATUS = pytest.StashKey[int]()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    session.config.stash[_EXIT_STATUS] = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """End the test process once every report is written, without the interpreter's teardown.
+
+    This process has held Ray's core worker, torch's thread pools, pyarrow's AWS SDK, MLflow's
+    and playwright's clients, all native. One CI run passed every test, printed its summary and
+    then died of SIGSEGV in the interpreter's teardown (a known hazard of native libraries at
+    exit: pyarrow's S3, apache/arrow#38352), turning a green run red. What can be released is
+    released here, in order; then the process exits with pytest's own status. The hpsearch
+    commands the tests run are separate processes whose exit codes the tests assert, so their
+    own teardown stays tested.
+    """
+    if hasattr(config, "workerinput") or _EXIT_STATUS not in config.stash:
+        return  # an xdist worker (its controller ends it), or pytest ended before a session
+    if "ray" in sys.modules:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+    gc.collect()
+    if "pyarrow.fs" in sys.modules:
+        import pyarrow.fs
+
+        pyarrow.fs.ensure_s3_finalized()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(config.stash[_EXIT_STATUS])
 
 
 @pytest.fixture(scope="session", autouse=True)
