@@ -19,11 +19,13 @@
 from __future__ import annotations
 
 import pickle
+import threading
 import warnings
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
+from ray.tune.experiment import Trial
 from ray.tune.schedulers import (
     ASHAScheduler,
     FIFOScheduler,
@@ -39,8 +41,9 @@ from hpsearch.search.spec import SweepSpec
 from hpsearch.search.warmstart import warm_start
 from hpsearch.trainables.registry import Registry
 
-__all__ = ["SCHEDULERS", "SEARCHERS", "ListSearcher", "TruthfulOptunaSearch", "build_sampler",
-           "build_scheduler", "build_searcher", "planned_trials"]
+__all__ = ["SCHEDULERS", "SEARCHERS", "ListSearcher", "PicklableNSGAII", "ResumableHyperBand",
+           "TruthfulOptunaSearch", "build_sampler", "build_scheduler", "build_searcher",
+           "planned_trials"]
 
 SEARCHERS: Registry = Registry("search algorithm", ("optuna", "grid", "random"),
                                "hpsearch.search.algorithms")
@@ -152,6 +155,22 @@ def _optuna_searcher(spec: SweepSpec, sampler: optuna.samplers.BaseSampler) -> S
                                 constrained=bool(spec.max_params or spec.max_macs), warm=warm)
 
 
+class PicklableNSGAII(optuna.samplers.NSGAIISampler):
+    """Optuna 5's NSGA-II sampler holds a thread lock, which does not pickle, and Tune pickles
+    the searcher with its sampler (``tuner.pkl`` at the start, the searcher's snapshots after):
+    every NSGA-II sweep died in ``Tuner()``. The lock is left out of the pickle and made anew
+    when the sampler is unpickled."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_thread_lock", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._thread_lock = threading.Lock()
+
+
 def build_sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
     """The Optuna sampler ``search.sampler`` names (TPE by default), seeded by ``search.seed``.
 
@@ -169,7 +188,7 @@ def build_sampler(spec: SweepSpec) -> optuna.samplers.BaseSampler:
         return samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
     if name == "nsgaii":  # population = a fifth of the budget, 4..50
         size = min(50, max(4, (spec.budget.trials or 20) // 5))
-        return samplers.NSGAIISampler(seed=seed, population_size=size)
+        return PicklableNSGAII(seed=seed, population_size=size)
     if name == "qmc":  # scrambled Sobol points: an even cover of the space
         with warnings.catch_warnings():  # "experimental" since Optuna 3.0
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -188,7 +207,34 @@ SEARCHERS.register("grid")(lambda spec: ListSearcher(
 SCHEDULERS.register("asha")(lambda spec: ASHAScheduler(
     time_attr="epoch", metric=spec.metric, mode=spec.mode, max_t=spec.budget.max_epochs,
     grace_period=spec.scheduler.grace_period, reduction_factor=spec.scheduler.reduction_factor))
-SCHEDULERS.register("hyperband")(lambda spec: HyperBandScheduler(
+class ResumableHyperBand(HyperBandScheduler):
+    """Ray's synchronous HyperBand, able to go on in a resumed sweep.
+
+    Tune does not save its scheduler: a resumed sweep starts from the empty one pickled at the
+    start and hands it every restored trial through ``on_trial_add``, finished ones too. Ray's
+    HyperBand places each in a bracket as a live trial at epoch 0. A finished trial never
+    reports again, so its bracket never reaches its milestone and the trials paused there wait
+    for ever (seen: a resumed TPE+HyperBand sweep idle, two trials PAUSED, none running). Here a
+    finished trial (terminated, or errored and not retried) takes no place in a bracket, and a
+    trial under way enters its bracket at the epoch it reached. The brackets of a resumed sweep
+    are so rebuilt from the trials still under way, in the order Tune restores them.
+    """
+
+    def on_trial_add(self, tune_controller: Any, trial: Trial) -> None:
+        if trial.status in (Trial.TERMINATED, Trial.ERROR):
+            return
+        super().on_trial_add(tune_controller, trial)
+        last = trial.last_result or {}
+        if last.get(self._time_attr) and self._metric in last:
+            bracket, _ = self._trial_info[trial]
+            bracket.update_trial_stats(trial, last)
+
+    def on_trial_remove(self, tune_controller: Any, trial: Trial) -> None:
+        if trial in self._trial_info:  # a restored finished trial has no bracket
+            super().on_trial_remove(tune_controller, trial)
+
+
+SCHEDULERS.register("hyperband")(lambda spec: ResumableHyperBand(
     time_attr="epoch", metric=spec.metric, mode=spec.mode, max_t=spec.budget.max_epochs,
     reduction_factor=spec.scheduler.reduction_factor))
 SCHEDULERS.register("none")(lambda spec: FIFOScheduler())

@@ -97,6 +97,17 @@ def _mlflow_runs(n: int) -> Callable[[Path], bool]:
     return ready
 
 
+def _ended_and_open_in_snapshot(run_dir: Path) -> bool:
+    """Tune's newest snapshot has a finished trial and one still under way: a resumed
+    scheduler is handed both (Ray's HyperBand then waited for ever for the finished one)."""
+    try:
+        data = json.loads(_state_files(run_dir)[-1].read_text())
+    except (IndexError, OSError, ValueError):
+        return False
+    statuses = {json.loads(entry[0])["status"] for entry in data.get("trial_data", [])}
+    return "TERMINATED" in statuses and bool(statuses - {"TERMINATED", "ERROR"})
+
+
 def _second_checkpoint(run_dir: Path) -> bool:
     return any((d / "checkpoint_000001").is_dir() for d in _trial_dirs(run_dir))
 
@@ -110,6 +121,7 @@ MOMENTS: dict[str, tuple[Callable[[Path], bool], float]] = {
     "checkpoint-before-snapshot+0.7s": (_checkpoint_not_in_snapshot, 0.7),
     "second-checkpoint": (_second_checkpoint, 0.0),
     "first-completed": (_n_final(1), 0.0),
+    "ended-and-open-in-snapshot": (_ended_and_open_in_snapshot, 0.0),
     "three-trials-reported": (_n_with_rows(3), 0.5),
     "last-trial-started": (_n_dirs(6), 0.0),
     "four-completed": (_n_final(4), 0.3),
@@ -120,8 +132,8 @@ MOMENTS: dict[str, tuple[Callable[[Path], bool], float]] = {
 # What each chain searches with: the grid (six distinct configs by construction) with ASHA,
 # and Optuna samplers, whose state (the study, the sampler's own) must come back from Tune's
 # record too; a sampled lr is continuous, so a config trained twice is a duplicate there as
-# well. Each entry overrides sections of :func:`_spec`'s sweep. (HyperBand is not here: a
-# resumed HyperBand sweep can stall with paused trials, an open point of issue 14.)
+# well. Each entry overrides sections of :func:`_spec`'s sweep. HyperBand's brackets, which
+# Tune does not save, must be rebuilt on resume (search.algorithms.ResumableHyperBand).
 def _sampled(sampler: str, **sections: object) -> dict:
     return {"space": {"lr": {"type": "loguniform", "low": 1e-4, "high": 3e-2},
                       "optimizer": {"type": "choice", "values": ["adam", "sgd"]}},
@@ -131,9 +143,14 @@ def _sampled(sampler: str, **sections: object) -> dict:
 
 STRATEGIES: dict[str, dict] = {
     "grid+asha": {},
-    "tpe+asha": _sampled("tpe"),
+    "tpe+hyperband": _sampled("tpe", scheduler={"name": "hyperband", "reduction_factor": 2}),
     "cmaes+asha": _sampled("cmaes"),
     "gp+none": _sampled("gp", scheduler="none"),
+    "qmc+asha": _sampled("qmc"),
+    "random+asha": {**_sampled("tpe"), "search": {"algorithm": "random", "seed": 3}},
+    # two objectives (NSGA-II's Pareto front): Optuna is told a list of values
+    "nsgaii+none": _sampled("nsgaii", scheduler="none", objective={"metrics": [
+        {"name": "val_top1", "mode": "max"}, {"name": "params", "mode": "min"}]}),
 }
 
 
@@ -225,19 +242,24 @@ def _check_consistent(tmp_path: Path, run_dir: Path, output: str, *, trials: int
 # moment worth covering too. A moment that holds only for a while (a checkpoint Tune's snapshot
 # does not know yet) may never come again in a resumed sweep whose trials Tune already knows
 # (seen: a grid whose six trials were all in the first snapshot, trained in 3 s), so it opens a
-# chain, in a fresh sweep. Four chains cover the eleven moments at well under half the cost of
-# one sweep per moment.
+# chain, in a fresh sweep. Seven chains, one per search strategy, cover the twelve moments:
+# each strategy's state (Optuna's study and sampler, HyperBand's brackets) is killed and
+# restored at least once, for about two thirds of the cost of one sweep per moment.
 CHAINS: dict[str, tuple[str, ...]] = {
-    "early": ("first-trial-folder", "first-result", "first-completed"),
-    "middle": ("first-mlflow-run", "second-checkpoint", "three-trials-reported",
-               "four-completed"),
+    "early": ("first-trial-folder", "first-result", "ended-and-open-in-snapshot"),
+    "middle": ("first-mlflow-run", "second-checkpoint"),
     "gap": ("checkpoint-before-snapshot", "five-mlflow-runs+0.5s"),
     "gap-late": ("checkpoint-before-snapshot+0.7s", "last-trial-started"),
+    "completed": ("first-completed",),
+    "reported": ("three-trials-reported",),
+    "four": ("four-completed",),
 }
-# The strategy each chain's sweep uses: the middle chain's "four-completed" needs the grid's
-# order (its slow learners come last, so ASHA stops those and four complete).
-CHAIN_STRATEGY = {"early": "tpe+asha", "middle": "grid+asha", "gap": "cmaes+asha",
-                  "gap-late": "gp+none"}
+# The strategy each chain's sweep uses, every one of STRATEGIES once. "four-completed" needs
+# four trials to complete: no scheduler (NSGA-II's two objectives take none) or ASHA on the
+# grid's order (its slow learners come last, so ASHA stops those).
+CHAIN_STRATEGY = {"early": "tpe+hyperband", "middle": "grid+asha", "gap": "cmaes+asha",
+                  "gap-late": "gp+none", "completed": "random+asha", "reported": "qmc+asha",
+                  "four": "nsgaii+none"}
 # moments that hold only for a while: each opens its chain
 TRANSIENT = [m for m, (ready, _) in MOMENTS.items() if ready is _checkpoint_not_in_snapshot]
 
@@ -246,7 +268,7 @@ def test_every_moment_is_in_a_chain() -> None:
     chained = [m for chain in CHAINS.values() for m in chain]
     assert sorted(chained) == sorted(MOMENTS), set(MOMENTS) ^ set(chained)
     assert CHAIN_STRATEGY.keys() == CHAINS.keys()
-    assert set(CHAIN_STRATEGY.values()) == set(STRATEGIES)
+    assert sorted(CHAIN_STRATEGY.values()) == sorted(STRATEGIES)
     assert all(m not in chain[1:] for chain in CHAINS.values() for m in TRANSIENT)
 
 

@@ -39,11 +39,12 @@ def _spec(**sections: Any) -> Any:
     return parse_spec(data)
 
 
-def _ask_tell(spec: Any, n: int) -> list[dict[str, Any]]:
-    """n trials through hpsearch's own searcher, each scored by a known function of its lr."""
-    searcher = build_searcher(spec)
+def _ask_tell(spec: Any, n: int, searcher: Any = None, start: int = 0) -> list[dict[str, Any]]:
+    """Trials ``start``..``n-1`` through hpsearch's own searcher (a new one for ``spec``
+    unless given), each scored by a known function of its lr."""
+    searcher = searcher if searcher is not None else build_searcher(spec)
     configs = []
-    for i in range(n):
+    for i in range(start, n):
         config = searcher.suggest(f"t{i}")
         configs.append(config)
         score = 1.0 - abs(__import__("math").log10(config["lr"]) + 2.5) / 3
@@ -54,14 +55,34 @@ def _ask_tell(spec: Any, n: int) -> list[dict[str, Any]]:
 @pytest.mark.parametrize("sampler", SAMPLERS)
 def test_every_sampler_searches_a_conditional_space_reproducibly(sampler: str) -> None:
     spec = _spec(search={"sampler": sampler})
-    assert type(build_sampler(spec)).__name__.lower().startswith(
-        {"tpe": "tpe", "gp": "gp", "cmaes": "cmaes", "nsgaii": "nsgaii", "random": "random",
-         "qmc": "qmc"}[sampler])
+    samplers = optuna.samplers
+    assert isinstance(build_sampler(spec), {
+        "tpe": samplers.TPESampler, "gp": samplers.GPSampler, "cmaes": samplers.CmaEsSampler,
+        "nsgaii": samplers.NSGAIISampler, "random": samplers.RandomSampler,
+        "qmc": samplers.QMCSampler}[sampler])
     first, again = _ask_tell(spec, 8), _ask_tell(spec, 8)
     assert first == again  # same seed, same trials
     for config in first:
         assert 1e-4 <= config["lr"] <= 1e-1 and config["channels"] in ([4, 8], [8, 16])
         assert ("momentum" in config) == (config["optimizer"] == "sgd")  # conditions hold
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_every_sampler_goes_on_after_tune_saves_and_restores_it(sampler: str,
+                                                                tmp_path: Path) -> None:
+    """Tune pickles the searcher at the start (``tuner.pkl``) and saves it at each snapshot; a
+    resumed sweep's searcher proposes what the uninterrupted one would have."""
+    from ray import cloudpickle
+
+    spec = _spec(search={"sampler": sampler})
+    whole = _ask_tell(spec, 8)
+    searcher = build_searcher(spec)
+    cloudpickle.dumps(searcher)  # as Tuner() does
+    first = _ask_tell(spec, 4, searcher)
+    searcher.save(str(tmp_path / "searcher.pkl"))
+    restored = build_searcher(spec)
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    assert first + _ask_tell(spec, 8, restored, start=4) == whole
 
 
 def test_algorithm_random_is_the_random_sampler() -> None:
