@@ -32,10 +32,12 @@ from hpsearch.trainables.plugins import import_plugins, run_trainable
 from hpsearch.trainables.vocab import COPIED
 
 __all__ = ["CHECKPOINT_FILE", "COMPLETE_FILE", "TrialFolder", "checkpoint_state",
-           "latest_checkpoint_state", "load_state", "train_trial"]
+           "latest_checkpoint_state", "load_state", "prune", "train_trial", "write_checkpoint"]
 
 CHECKPOINT_FILE = "state.pt"
-COMPLETE_FILE = "COMPLETE"  # written last: a checkpoint without it was cut off mid-write
+# written last, with the checkpoint's epoch ({"epoch": N}; empty before that was added): a
+# checkpoint without it was cut off mid-write
+COMPLETE_FILE = "COMPLETE"
 _KEEP = 2  # checkpoints kept per trial (Tune's own num_to_keep forces experiment snapshots)
 
 
@@ -45,6 +47,12 @@ def load_state(directory: Path) -> dict[str, Any] | None:
     if not (directory / COMPLETE_FILE).exists():
         return None
     return torch.load(directory / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+
+
+def write_checkpoint(directory: Path, state: dict[str, Any]) -> None:
+    """``state`` saved into ``directory`` as a checkpoint, its epoch in the marker written last."""
+    torch.save(state, directory / CHECKPOINT_FILE)
+    (directory / COMPLETE_FILE).write_text(json.dumps({"epoch": int(state["epoch"])}))
 
 
 def checkpoint_state(checkpoint: Checkpoint | None) -> dict[str, Any] | None:
@@ -70,10 +78,11 @@ class TrialFolder:
         return self.fs.get_file_info(pyarrow.fs.FileSelector(self.path, allow_not_found=True))
 
     def checkpoints(self) -> list[str]:
-        """Paths of the ``checkpoint_*`` folders, oldest first."""
-        return sorted(i.path for i in self._entries()
-                      if i.type == pyarrow.fs.FileType.Directory
-                      and i.base_name.startswith("checkpoint_"))
+        """Paths of the ``checkpoint_*`` folders, in the order they were written (oldest
+        first): Tune numbers them, and :func:`train_trial` keeps its numbers going up."""
+        return sorted((i.path for i in self._entries()
+                       if i.type == pyarrow.fs.FileType.Directory
+                       and i.base_name.startswith("checkpoint_")), key=_checkpoint_number)
 
     def read_text(self, name: str) -> str | None:
         try:
@@ -85,11 +94,31 @@ class TrialFolder:
     def state(self, checkpoint_path: str) -> dict[str, Any] | None:
         return checkpoint_state(Checkpoint(checkpoint_path, filesystem=self.fs))
 
+    def epoch(self, checkpoint_path: str) -> int | None:
+        """The epoch a checkpoint holds, from its marker alone (one small read, no weights);
+        None when it was cut off mid-write. Raises OSError when storage cannot tell."""
+        marker = f"{checkpoint_path}/{COMPLETE_FILE}"
+        if self.fs.get_file_info(marker).type == pyarrow.fs.FileType.NotFound:
+            return None
+        with self.fs.open_input_stream(marker) as f:
+            text = f.read().decode(errors="replace")
+        try:
+            return int(json.loads(text)["epoch"])
+        except (ValueError, KeyError, TypeError):  # an empty marker of an older version
+            state = self.state(checkpoint_path)
+            return None if state is None else int(state["epoch"])
+
     def delete(self, checkpoint_path: str) -> None:
         try:
             self.fs.delete_dir(checkpoint_path)
         except OSError:
             pass  # already gone, or a transient storage error: the next prune retries
+
+
+def _checkpoint_number(path: str) -> int:
+    """Tune's number of a ``checkpoint_000012`` folder (-1 for another name)."""
+    digits = path.rstrip("/").rsplit("/", 1)[-1].removeprefix("checkpoint_")
+    return int(digits) if digits.isdigit() else -1
 
 
 def latest_checkpoint_state(folder: TrialFolder | Path | None,
@@ -153,15 +182,29 @@ def _recorded_epochs(folder: TrialFolder | None) -> int:
     return last
 
 
-def _prune(folder: TrialFolder | None, keep: int | None) -> None:
+def prune(folder: TrialFolder | None, keep: int | None, spare: str | None = None) -> None:
+    """Delete all but the ``keep`` complete checkpoints of the newest epochs, and every one cut
+    off mid-write; ``spare`` (a checkpoint's path) stays whatever its epoch. ``keep`` None: keep
+    all. Best effort: a storage error leaves the rest to the next prune.
+
+    By epoch, not by folder name: folders written before numbering was kept going up (see
+    :func:`_number_after`) may be numbered out of order after a resume.
+    """
     if folder is None or keep is None:
         return
-    for old in folder.checkpoints()[:-keep]:
-        folder.delete(old)
+    try:
+        epochs = {path: folder.epoch(path) for path in folder.checkpoints()}
+    except OSError:
+        return
+    complete = sorted((e, _checkpoint_number(p), p) for p, e in epochs.items() if e is not None)
+    kept = {p for _, _, p in complete[len(complete) - keep:]} if keep > 0 else set()
+    for path in epochs:
+        if path not in kept and path != spare:
+            folder.delete(path)
 
 
-def _trial_folder() -> TrialFolder | None:
-    """The trial's folder on the storage path (local, mounted or S3 & co).
+def _trial_storage() -> Any:
+    """Ray's storage context of this trial; None outside a Tune session or if the API moved.
 
     Tune's public ``get_trial_dir()`` is a staging folder; checkpoints and ``result.json`` live
     under the storage path, which Ray only exposes through its (developer) storage context.
@@ -169,10 +212,29 @@ def _trial_folder() -> TrialFolder | None:
     try:
         from ray.train._internal.session import get_storage
 
-        storage = get_storage()
-        return TrialFolder(storage.storage_filesystem, storage.trial_fs_path)
+        return get_storage()
     except Exception:  # noqa: BLE001 - API moved: fall back to Tune's record alone
         return None
+
+
+def _trial_folder(storage: Any) -> TrialFolder | None:
+    """The trial's folder on the storage path (local, mounted or S3 & co)."""
+    if storage is None:
+        return None
+    return TrialFolder(storage.storage_filesystem, storage.trial_fs_path)
+
+
+def _number_after(storage: Any, folder: TrialFolder | None) -> None:
+    """Number the trial's next checkpoint after every folder it has.
+
+    Tune numbers a trial's checkpoints on from the count in its experiment snapshot, which lags
+    the folder when the driver was killed: a resumed trial would start again at
+    ``checkpoint_000000`` and overwrite the older checkpoints it still has.
+    """
+    if storage is None or folder is None:
+        return
+    newest = max((_checkpoint_number(p) for p in folder.checkpoints()), default=-1)
+    storage.current_checkpoint_index = max(storage.current_checkpoint_index, newest)
 
 
 def _trial_id() -> str | None:
@@ -228,9 +290,17 @@ def train_trial(config: dict[str, Any], data: dict[str, Any] | None,
     trial_config: TrialConfig = parse_trial_config(config)
     if "OMP_NUM_THREADS" in os.environ:  # Ray sets it to the trial's CPU count
         torch.set_num_threads(max(1, int(os.environ["OMP_NUM_THREADS"])))
-    folder = _trial_folder()
-    tune_state = checkpoint_state(get_checkpoint())
+    storage = _trial_storage()
+    folder = _trial_folder(storage)
+    _number_after(storage, folder)
+    restored = get_checkpoint()
+    tune_state = checkpoint_state(restored)
     state = latest_checkpoint_state(folder, tune_state)
+    # Until the driver has a newer checkpoint of this trial, Tune retries it from the one it
+    # restored: that one stays. What a killed trial process left goes: the checkpoints its
+    # prune never got to delete, the one cut off mid-write.
+    spare = restored.path if restored is not None else None
+    prune(folder, keep, spare)
     bundle = DataBundle.from_arrays(data) if data is not None else None
     me = _trial_id()
     lineage = _copied(state, me, trial_config.to_dict())
@@ -249,17 +319,21 @@ def train_trial(config: dict[str, Any], data: dict[str, Any] | None,
     node = _node_id()
 
     def on_epoch(metrics: dict[str, Any], make_state: Any) -> None:
+        nonlocal spare
         metrics = {**metrics, "node_id": node, "gpu_ids": gpus,
                    **_copy_note(lineage, me, int(metrics["epoch"]))}
         if make_state is None:  # a plugin trainable that keeps no state: no checkpoint
             report(metrics)
             return
         state = {**make_state(), "trial_id": me, "lineage": lineage}
+        # Room for this checkpoint before reporting it: ``report`` returns only when Tune asks
+        # for the next epoch, never for a trial it stops there or whose driver dies.
+        prune(folder, None if keep is None else max(keep - 1, 1), spare)
         with tempfile.TemporaryDirectory() as tmp:
-            torch.save(state, Path(tmp) / CHECKPOINT_FILE)
-            (Path(tmp) / COMPLETE_FILE).touch()
+            write_checkpoint(Path(tmp), state)
             report(metrics, checkpoint=Checkpoint.from_directory(tmp))
-        _prune(folder, keep)
+        spare = None  # Tune has this checkpoint now: the one it restored can go
+        prune(folder, keep)
 
     if state is not None:
         # A driver killed between a checkpoint and writing its result leaves epochs that were

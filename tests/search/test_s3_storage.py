@@ -3,7 +3,8 @@
 What a user on a cluster without a shared disk does: ``storage: s3://bucket/runs`` plus the
 usual AWS variables. Every command then works from the bucket alone: the sweep (checkpoints,
 Tune state, hpsearch's own files), a resume after the driver was SIGKILLed, ``report`` and
-``sync``; nothing lands in a local ``runs/``.
+``sync``; nothing lands in a local ``runs/``. One sweep, killed and resumed, is checked for
+all of it (a sweep costs about a minute).
 """
 
 from __future__ import annotations
@@ -67,30 +68,58 @@ def _children(tmp_path: Path, name: str) -> list[Any]:
     return client.search_runs([exp.experiment_id], "tags.`hpsearch.trial_id` != ''")
 
 
+def _checkpoint_epochs(s3: S3Server, name: str, trial: str) -> dict[str, int | None]:
+    """Each checkpoint folder of a trial and the epoch its ``state.pt`` holds."""
+    from hpsearch.trainables.tune_adapter import TrialFolder
+
+    folder = TrialFolder(s3.fs(), f"{BUCKET}/runs/{name}/{trial}")
+    return {path.rsplit("/", 1)[-1]: (folder.state(path) or {}).get("epoch")
+            for path in folder.checkpoints()}
+
+
 @pytest.mark.usefixtures("mlflow_db")
-def test_a_sweep_on_s3_keeps_everything_in_the_bucket_and_reports_from_it(
+def test_a_sweep_on_s3_killed_and_resumed_keeps_everything_in_the_bucket_and_reports_from_it(
         tmp_path: Path, s3: S3Server) -> None:
-    data = write_mnist(tmp_path / "data", n_train=600, n_test=200)
+    data = write_mnist(tmp_path / "data", n_train=1200, n_test=200)
     spec = _spec(tmp_path, "ons3", data, epochs=3)
-    out = _cli(s3, "sweep", str(spec), cwd=tmp_path)
+    # kill once some trial has 2 epochs checkpointed
+    sigkill_sweep_when(spec, lambda: any("/checkpoint_000001/" in k
+                                         for k in s3.keys("runs/ons3")),
+                       cwd=tmp_path, env={**os.environ, **s3.env})
+    keys = s3.keys("runs/ons3")
+    before = {t: _epochs(s3, f"runs/ons3/{t}/result.json") for t in _trials(keys, "ons3")
+              if f"runs/ons3/{t}/result.json" in keys}
+    assert not all(e == [1, 2, 3] for e in before.values()) or len(before) < 4, \
+        "the sweep finished before it was killed; the test proves nothing"
+
+    time.sleep(2)  # let Ray's fate-shared processes of the dead driver go
+    elsewhere = tmp_path / "elsewhere"  # nothing local is needed: the bucket has it all
+    elsewhere.mkdir()
+    out = _cli(s3, "resume", "ons3", "--storage", STORAGE, cwd=elsewhere)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert f"results in {STORAGE}/ons3" in out.stdout
-    assert not (tmp_path / "runs").exists(), "nothing may go to a local runs/"
+    assert f"results: {STORAGE}/ons3" in out.stdout, out.stdout[-3000:]
+    assert not (tmp_path / "runs").exists() and not (elsewhere / "runs").exists(), \
+        "nothing may go to a local runs/"
 
     keys = s3.keys("runs/ons3")
     assert "runs/ons3/hpsearch.json" in keys and "runs/ons3/mlflow_runs.json" in keys
     assert "runs/ons3/mlflow_pending" not in keys  # MLflow got everything
     assert any(k.startswith("runs/ons3/experiment_state-") for k in keys)
     trials = _trials(keys, "ons3")
-    assert len(trials) == 4
+    assert len(trials) == 4  # no trial created twice
     for trial in trials:
-        assert _epochs(s3, f"runs/ons3/{trial}/result.json") == [1, 2, 3]
-        checkpoints = {k.split("/")[3] for k in keys
-                       if k.startswith(f"runs/ons3/{trial}/checkpoint_")}
-        # the trial prunes its own checkpoints on S3 too: the newest two stay
-        assert checkpoints == {"checkpoint_000001", "checkpoint_000002"}, checkpoints
+        assert _epochs(s3, f"runs/ons3/{trial}/result.json") == [1, 2, 3], \
+            f"{trial}: every epoch exactly once"
+        # the trial prunes its own checkpoints on S3 too, a killed trial's leftovers included:
+        # the newest two epochs stay, numbered in the order they were written
+        checkpoints = _checkpoint_epochs(s3, "ons3", trial)
+        assert [checkpoints[n] for n in sorted(checkpoints)] == [2, 3], (trial, checkpoints)
+    for trial, epochs in before.items():  # trials under way were continued, not restarted
+        assert _epochs(s3, f"runs/ons3/{trial}/result.json")[:len(epochs)] == epochs
 
     children = _children(tmp_path, "ons3")
+    assert sorted(r.data.tags["hpsearch.trial_id"] for r in children) == sorted(
+        t.removeprefix("trial_") for t in trials)  # no duplicate MLflow runs
     assert sorted(r.data.tags["hpsearch.trial_dir"] for r in children) == sorted(
         f"{STORAGE}/ons3/{t}" for t in trials)
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
@@ -103,8 +132,6 @@ def test_a_sweep_on_s3_keeps_everything_in_the_bucket_and_reports_from_it(
         "best/best.json", "best/model.pt"}  # weights fetched from the S3 checkpoint
 
     # report, from another folder, by name + --storage and by URI
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
     rep = _cli(s3, "report", "ons3", "--storage", STORAGE, "--out", "out", cwd=elsewhere)
     assert rep.returncode == 0, rep.stderr[-3000:]
     rows = (elsewhere / "out" / "ons3" / "trials.csv").read_text().splitlines()
@@ -118,37 +145,6 @@ def test_a_sweep_on_s3_keeps_everything_in_the_bucket_and_reports_from_it(
     assert synced.returncode == 0, synced.stderr[-3000:]
     assert "4 trials, 0 runs created, 0 metric points" in synced.stdout, synced.stdout
     assert len(_children(tmp_path, "ons3")) == 4
-
-
-@pytest.mark.usefixtures("mlflow_db")
-def test_a_sweep_on_s3_resumes_after_its_driver_was_killed(tmp_path: Path, s3: S3Server) -> None:
-    data = write_mnist(tmp_path / "data", n_train=1200, n_test=200)
-    spec = _spec(tmp_path, "killeds3", data, epochs=3)
-    # kill once some trial has 2 epochs checkpointed
-    sigkill_sweep_when(spec, lambda: any("/checkpoint_000001/" in k
-                                         for k in s3.keys("runs/killeds3")),
-                       cwd=tmp_path, env={**os.environ, **s3.env})
-    keys = s3.keys("runs/killeds3")
-    before = {t: _epochs(s3, f"runs/killeds3/{t}/result.json") for t in _trials(keys, "killeds3")
-              if f"runs/killeds3/{t}/result.json" in keys}
-    assert not all(e == [1, 2, 3] for e in before.values()) or len(before) < 4, \
-        "the sweep finished before it was killed; the test proves nothing"
-
-    time.sleep(2)  # let Ray's fate-shared processes of the dead driver go
-    elsewhere = tmp_path / "elsewhere"  # nothing local is needed: the bucket has it all
-    elsewhere.mkdir()
-    out = _cli(s3, "resume", "killeds3", "--storage", STORAGE, cwd=elsewhere)
-    assert out.returncode == 0, out.stderr[-3000:]
-    trials = _trials(s3.keys("runs/killeds3"), "killeds3")
-    assert len(trials) == 4  # no trial created twice
-    for trial in trials:
-        epochs = _epochs(s3, f"runs/killeds3/{trial}/result.json")
-        assert epochs == [1, 2, 3], f"{trial}: every epoch exactly once"
-    for trial, epochs in before.items():  # trials under way were continued, not restarted
-        assert _epochs(s3, f"runs/killeds3/{trial}/result.json")[:len(epochs)] == epochs
-    children = _children(tmp_path, "killeds3")
-    assert sorted(r.data.tags["hpsearch.trial_id"] for r in children) == sorted(
-        t.removeprefix("trial_") for t in trials)  # no duplicate MLflow runs
 
 
 def test_an_unusable_bucket_is_one_line_before_anything_starts(
