@@ -12,6 +12,8 @@ snapshots therefore leaves a folder that disagrees with the record Tune will res
   trial reports those epochs again from its newest checkpoint (see ``trainables.tune_adapter``);
 - rows missing up to the epoch Tune recorded (the copy to storage lagged): rebuilt from the
   trial's newest checkpoint, which holds every epoch's metrics;
+- the checkpoint Tune resumes an unfinished trial from, pruned since (a trial keeps its newest
+  two): its newest put back under that name, since Tune refuses a checkpoint that is gone;
 - a newest snapshot cut off mid-write: removed with its session's searcher files, so Tune restores
   the one before.
 
@@ -55,12 +57,36 @@ def _remove_tree(path: Location) -> None:
 
 def _checkpoint_history(trial_dir: Location) -> list[dict[str, Any]]:
     """Every epoch's metrics from the trial's newest complete checkpoint (empty if none)."""
-    from hpsearch.trainables.tune_adapter import TrialFolder, latest_checkpoint_state
+    from hpsearch.trainables.tune_adapter import latest_checkpoint_state
 
-    folder = TrialFolder(trial_dir.fs, trial_dir.fs_path) if isinstance(trial_dir, RemotePath) \
-        else TrialFolder.local(trial_dir)
-    state = latest_checkpoint_state(folder, None)
+    state = latest_checkpoint_state(_trial_folder(trial_dir), None)
     return list(state.get("history", [])) if state else []
+
+
+def _trial_folder(trial_dir: Location) -> Any:
+    from hpsearch.trainables.tune_adapter import TrialFolder
+
+    return TrialFolder(trial_dir.fs, trial_dir.fs_path) if isinstance(trial_dir, RemotePath) \
+        else TrialFolder.local(trial_dir)
+
+
+def _restore_recorded_checkpoint(trial_dir: Location, trial: RecordedTrial) -> bool:
+    """Put back the checkpoint Tune will resume an unfinished trial from, when the trial has
+    since pruned it (it keeps its newest two, and Tune's snapshot may be several epochs old):
+    a copy of the trial's newest one under that name, its marker naming the epoch Tune
+    recorded for it (the resumed trial reports the epochs after that one again). Tune refuses
+    to restore a trial from a checkpoint that is gone; the trial resumes from its newest
+    anyway (``trainables``'s ``latest_checkpoint_state``). Whether a copy was made."""
+    if trial.over or trial.checkpoint_name is None:
+        return False
+    if (trial_dir / trial.checkpoint_name).is_dir():
+        return False
+    folder = _trial_folder(trial_dir)
+    newest = folder.newest()
+    if newest is None:
+        return False
+    folder.copy_checkpoint(newest, trial.checkpoint_name, trial.checkpoint_epoch)
+    return True
 
 
 def _align_results(trial_dir: Location, trial: RecordedTrial) -> bool:
@@ -91,11 +117,11 @@ def _align_results(trial_dir: Location, trial: RecordedTrial) -> bool:
 def rollback(run_dir: Location, record: TuneRecord) -> dict[str, int]:
     """Bring the sweep's folder in line with ``record`` (see the module docstring).
 
-    Returns counts: ``orphans`` (trial folders removed) and ``rows`` (trials whose
-    ``result.json`` was cut or completed).
+    Returns counts: ``orphans`` (trial folders removed), ``rows`` (trials whose
+    ``result.json`` was cut or completed) and ``checkpoints`` (recorded checkpoints put back).
     """
     known = record.by_dirname()
-    orphans = rows = 0
+    orphans = rows = checkpoints = 0
     for trial_dir in run_dir.glob(TRIAL_GLOB):
         if not trial_dir.is_dir():
             continue
@@ -105,10 +131,12 @@ def rollback(run_dir: Location, record: TuneRecord) -> dict[str, int]:
             orphans += 1
         else:
             rows += _align_results(trial_dir, trial)
-    if orphans or rows:
+            checkpoints += _restore_recorded_checkpoint(trial_dir, trial)
+    if orphans or rows or checkpoints:
         logger.info("resume: %d trial folder(s) Tune never recorded removed, %d result file(s) "
-                    "aligned with its last snapshot", orphans, rows)
-    return {"orphans": orphans, "rows": rows}
+                    "aligned with its last snapshot, %d pruned checkpoint(s) it resumes from "
+                    "put back", orphans, rows, checkpoints)
+    return {"orphans": orphans, "rows": rows, "checkpoints": checkpoints}
 
 
 _LIMITER = "name:ConcurrencyLimiter"  # Tune's key of the concurrency cap in that snapshot

@@ -267,6 +267,8 @@ class RecordedTrial:
     epoch: int | None  # epoch of its last recorded result; None: no result recorded
     checkpoint_epoch: int | None  # epoch of the checkpoint Tune resumes it from; None: none
     config: dict[str, Any] = field(default_factory=dict, compare=False)
+    # that checkpoint's folder name (``checkpoint_000003``) in the trial's folder; None: none
+    checkpoint_name: str | None = field(default=None, compare=False)
 
     @property
     def over(self) -> bool:
@@ -324,10 +326,12 @@ def _parse(text: str, name: str, trusted: bool) -> TuneRecord:
         meta = load_meta(entry[1])
         latest = getattr(meta.get("checkpoint_manager"), "latest_checkpoint_result", None)
         config = trial.get("config") if isinstance(trial.get("config"), dict) else {}
+        checkpoint = getattr(getattr(latest, "checkpoint", None), "path", None)
         trials[trial["trial_id"]] = RecordedTrial(
             trial["trial_id"], trial.get("status", TuneStatus.PENDING),
             trial.get("relative_logdir"), _step(meta.get("last_result")),
-            _step(getattr(latest, "metrics", None)), config)
+            _step(getattr(latest, "metrics", None)), config,
+            str(checkpoint).rstrip("/").rsplit("/", 1)[-1] if checkpoint else None)
     return TuneRecord(name, trials)
 
 

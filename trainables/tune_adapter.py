@@ -94,19 +94,56 @@ class TrialFolder:
     def state(self, checkpoint_path: str) -> dict[str, Any] | None:
         return checkpoint_state(Checkpoint(checkpoint_path, filesystem=self.fs))
 
-    def epoch(self, checkpoint_path: str) -> int | None:
-        """The epoch a checkpoint holds, from its marker alone (one small read, no weights);
-        None when it was cut off mid-write. Raises OSError when storage cannot tell."""
+    def marker(self, checkpoint_path: str) -> dict[str, Any] | None:
+        """A checkpoint's marker: ``{"epoch": N}``, ``{}`` from an older version, None when
+        the checkpoint was cut off mid-write. Raises OSError when storage cannot tell."""
         marker = f"{checkpoint_path}/{COMPLETE_FILE}"
         if self.fs.get_file_info(marker).type == pyarrow.fs.FileType.NotFound:
             return None
         with self.fs.open_input_stream(marker) as f:
             text = f.read().decode(errors="replace")
         try:
-            return int(json.loads(text)["epoch"])
-        except (ValueError, KeyError, TypeError):  # an empty marker of an older version
-            state = self.state(checkpoint_path)
-            return None if state is None else int(state["epoch"])
+            data = json.loads(text)
+        except ValueError:
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def epoch(self, checkpoint_path: str) -> int | None:
+        """The epoch a checkpoint holds, from its marker alone (one small read, no weights);
+        None when it was cut off mid-write. Raises OSError when storage cannot tell."""
+        marker = self.marker(checkpoint_path)
+        if marker is None:
+            return None
+        if isinstance(marker.get("epoch"), int):
+            return marker["epoch"]
+        state = self.state(checkpoint_path)  # an empty marker of an older version
+        return None if state is None else int(state["epoch"])
+
+    def copy_checkpoint(self, source: str, name: str, recorded: int | None) -> None:
+        """A copy of the checkpoint folder ``source`` as ``name`` in this folder, its marker
+        written last (a copy cut off mid-way is one cut off mid-write). ``recorded``: the epoch
+        Tune's record has for ``name`` (it puts back a pruned one, see
+        ``search.reconcile``), kept in the marker as ``recorded``."""
+        target = f"{self.path}/{name}"
+        files = [i for i in self.fs.get_file_info(pyarrow.fs.FileSelector(source, recursive=True))
+                 if i.type == pyarrow.fs.FileType.File]
+        self.fs.create_dir(target, recursive=True)
+        for info in sorted(files, key=lambda i: i.base_name == COMPLETE_FILE):
+            relative = info.path[len(source.rstrip("/")) + 1:]
+            if "/" in relative:
+                self.fs.create_dir(f"{target}/{relative.rsplit('/', 1)[0]}", recursive=True)
+            if info.base_name == COMPLETE_FILE and "/" not in relative:
+                marker = {**(self.marker(source) or {}), "recorded": recorded}
+                with self.fs.open_output_stream(f"{target}/{relative}") as f:
+                    f.write(json.dumps(marker).encode())
+            else:
+                self.fs.copy_file(info.path, f"{target}/{relative}")
+
+    def newest(self) -> str | None:
+        """The path of the complete checkpoint of the newest epoch (None: none)."""
+        epochs = [(self.epoch(p), _checkpoint_number(p), p) for p in self.checkpoints()]
+        complete = sorted(e for e in epochs if e[0] is not None)
+        return complete[-1][2] if complete else None
 
     def delete(self, checkpoint_path: str) -> None:
         try:
@@ -180,6 +217,22 @@ def _recorded_epochs(folder: TrialFolder | None) -> int:
         except (ValueError, AttributeError):
             continue  # a line cut off by a killed driver
     return last
+
+
+def _tune_epoch(folder: TrialFolder | None, restored: Checkpoint | None,
+                tune_state: dict[str, Any] | None) -> int:
+    """The epoch of the checkpoint Tune restored the trial from, as Tune's record has it: the
+    checkpoint's own, unless a resume put a newer one back under its name (its marker says)."""
+    if tune_state is None or restored is None:
+        return 0
+    if folder is not None:
+        try:
+            recorded = (folder.marker(restored.path) or {}).get("recorded")
+        except OSError:
+            recorded = None
+        if isinstance(recorded, int):
+            return recorded
+    return int(tune_state["epoch"])
 
 
 def prune(folder: TrialFolder | None, keep: int | None, spare: str | None = None) -> None:
@@ -339,8 +392,7 @@ def train_trial(config: dict[str, Any], data: dict[str, Any] | None,
         # A driver killed between a checkpoint and writing its result leaves epochs that were
         # trained but never recorded: report them again, once, before training on. Tune has
         # every epoch up to its own checkpoint (a live retry); result.json may lag behind it.
-        recorded = max(_recorded_epochs(folder),
-                       int(tune_state["epoch"]) if tune_state is not None else 0)
+        recorded = max(_recorded_epochs(folder), _tune_epoch(folder, restored, tune_state))
         for past in state["history"]:
             if past["epoch"] > recorded:
                 report({**past, **_copy_note(lineage, me, int(past["epoch"]))})

@@ -108,6 +108,21 @@ def _ended_and_open_in_snapshot(run_dir: Path) -> bool:
     return "TERMINATED" in statuses and bool(statuses - {"TERMINATED", "ERROR"})
 
 
+def _recorded_checkpoint_pruned(run_dir: Path) -> bool:
+    """A trial under way has pruned the checkpoint Tune's newest snapshot would resume it from
+    (it keeps its newest two; the snapshot can be epochs old)."""
+    from hpsearch.search.sweepdir import read_record
+
+    try:
+        record = read_record(run_dir, trusted=True)
+    except (OSError, ValueError):
+        return False
+    return record is not None and any(
+        not t.over and t.checkpoint_name and t.dirname
+        and not (run_dir / t.dirname / t.checkpoint_name).is_dir()
+        for t in record.trials.values())
+
+
 def _second_checkpoint(run_dir: Path) -> bool:
     return any((d / "checkpoint_000001").is_dir() for d in _trial_dirs(run_dir))
 
@@ -120,6 +135,7 @@ MOMENTS: dict[str, tuple[Callable[[Path], bool], float]] = {
     "checkpoint-before-snapshot": (_checkpoint_not_in_snapshot, 0.0),
     "checkpoint-before-snapshot+0.7s": (_checkpoint_not_in_snapshot, 0.7),
     "second-checkpoint": (_second_checkpoint, 0.0),
+    "recorded-checkpoint-pruned": (_recorded_checkpoint_pruned, 0.0),
     "first-completed": (_n_final(1), 0.0),
     "ended-and-open-in-snapshot": (_ended_and_open_in_snapshot, 0.0),
     "three-trials-reported": (_n_with_rows(3), 0.5),
@@ -149,8 +165,11 @@ STRATEGIES: dict[str, dict] = {
     "qmc+asha": _sampled("qmc"),
     "random+asha": {**_sampled("tpe"), "search": {"algorithm": "random", "seed": 3}},
     # two objectives (NSGA-II's Pareto front): Optuna is told a list of values
-    "nsgaii+none": _sampled("nsgaii", scheduler="none", objective={"metrics": [
+    # and five epochs, so a trial outruns Tune's snapshot by more than the two checkpoints
+    # it keeps
+    "nsgaii+none": {**_sampled("nsgaii", scheduler="none", objective={"metrics": [
         {"name": "val_top1", "mode": "max"}, {"name": "params", "mode": "min"}]}),
+        "budget": {"max_epochs": 5, "trials": 6}},
 }
 
 
@@ -242,7 +261,7 @@ def _check_consistent(tmp_path: Path, run_dir: Path, output: str, *, trials: int
 # moment worth covering too. A moment that holds only for a while (a checkpoint Tune's snapshot
 # does not know yet) may never come again in a resumed sweep whose trials Tune already knows
 # (seen: a grid whose six trials were all in the first snapshot, trained in 3 s), so it opens a
-# chain, in a fresh sweep. Seven chains, one per search strategy, cover the twelve moments:
+# chain, in a fresh sweep. Seven chains, one per search strategy, cover the thirteen moments:
 # each strategy's state (Optuna's study and sampler, HyperBand's brackets) is killed and
 # restored at least once, for about two thirds of the cost of one sweep per moment.
 CHAINS: dict[str, tuple[str, ...]] = {
@@ -252,7 +271,7 @@ CHAINS: dict[str, tuple[str, ...]] = {
     "gap-late": ("checkpoint-before-snapshot+0.7s", "last-trial-started"),
     "completed": ("first-completed",),
     "reported": ("three-trials-reported",),
-    "four": ("four-completed",),
+    "four": ("recorded-checkpoint-pruned", "four-completed"),
 }
 # The strategy each chain's sweep uses, every one of STRATEGIES once. "four-completed" needs
 # four trials to complete: no scheduler (NSGA-II's two objectives take none) or ASHA on the
@@ -261,7 +280,8 @@ CHAIN_STRATEGY = {"early": "tpe+hyperband", "middle": "grid+asha", "gap": "cmaes
                   "gap-late": "gp+none", "completed": "random+asha", "reported": "qmc+asha",
                   "four": "nsgaii+none"}
 # moments that hold only for a while: each opens its chain
-TRANSIENT = [m for m, (ready, _) in MOMENTS.items() if ready is _checkpoint_not_in_snapshot]
+TRANSIENT = [m for m, (ready, _) in MOMENTS.items()
+             if ready in (_checkpoint_not_in_snapshot, _recorded_checkpoint_pruned)]
 
 
 def test_every_moment_is_in_a_chain() -> None:

@@ -83,12 +83,13 @@ def test_rollback_keeps_exactly_what_tune_recorded(tmp_path: Path) -> None:
     _results(tmp_path / "trial_stop", [1, 2, 3])  # epochs trained after the snapshot
     _results(tmp_path / "trial_new", [1])  # a trial Tune never recorded
     counts = rollback(tmp_path, read_record(tmp_path))
-    assert counts == {"orphans": 1, "rows": 1}
+    assert counts == {"orphans": 1, "rows": 1, "checkpoints": 0}
     assert sorted(p.name for p in tmp_path.glob("trial_*")) == ["trial_done", "trial_stop"]
     epochs = [json.loads(line)["epoch"]
               for line in (tmp_path / "trial_stop" / "result.json").read_text().splitlines()]
     assert epochs == [1]
-    assert rollback(tmp_path, read_record(tmp_path)) == {"orphans": 0, "rows": 0}
+    assert rollback(tmp_path, read_record(tmp_path)) == {"orphans": 0, "rows": 0,
+                                                         "checkpoints": 0}
 
 
 def test_a_trusted_read_learns_the_epoch_tune_resumes_from(tmp_path: Path) -> None:
@@ -128,3 +129,28 @@ def test_a_resumed_search_runs_as_many_trials_at_once_as_it_is_told(tmp_path: Pa
     assert restored.searcher.max_concurrent == 1
     assert set_concurrency(tmp_path, 1) == 1  # unchanged: nothing rewritten
     assert set_concurrency(tmp_path / "nowhere", 3) is None  # no snapshot: nothing to change
+
+
+def test_a_pruned_checkpoint_tune_resumes_from_is_put_back(tmp_path: Path) -> None:
+    """Tune's snapshot can be epochs behind a trial that keeps only its newest two checkpoints:
+    the one it names is put back (as the newest), or Tune would refuse to restore the trial."""
+    from hpsearch.trainables.tune_adapter import TrialFolder, write_checkpoint
+
+    recorded = SimpleNamespace(metrics={"epoch": 2}, checkpoint=SimpleNamespace(
+        path="/elsewhere/runs/s/trial_b2/checkpoint_000001"))
+    _snapshot(tmp_path, "2026-01-01_00-00-00", {"b2": ("RUNNING", 2)},
+              payload=SimpleNamespace(latest_checkpoint_result=recorded))
+    trial_dir = tmp_path / "trial_b2"
+    _results(trial_dir, [1, 2, 3, 4])
+    for number, epoch in ((2, 3), (3, 4)):  # checkpoints 0 and 1 pruned by the trial
+        (trial_dir / f"checkpoint_00000{number}").mkdir()
+        write_checkpoint(trial_dir / f"checkpoint_00000{number}",
+                         {"epoch": epoch, "history": []})
+    record = read_record(tmp_path, trusted=True)
+    assert record.trials["b2"].checkpoint_name == "checkpoint_000001"
+    assert rollback(tmp_path, record) == {"orphans": 0, "rows": 1, "checkpoints": 1}
+    folder = TrialFolder.local(trial_dir)
+    assert folder.epoch(str(trial_dir / "checkpoint_000001")) == 4
+    assert folder.state(str(trial_dir / "checkpoint_000001"))["epoch"] == 4
+    assert folder.marker(str(trial_dir / "checkpoint_000001")) == {"epoch": 4, "recorded": 2}
+    assert rollback(tmp_path, record) == {"orphans": 0, "rows": 0, "checkpoints": 0}
