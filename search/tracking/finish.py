@@ -14,6 +14,7 @@ from hpsearch.search.tracking.store import _Run, _Store, end_run
 from hpsearch.search.tracking.values import (
     NOTE_TAG,
     RUN_ENDED,
+    STOPPED_EPOCH_TAG,
     now_ms,
     result_metrics,
     run_status,
@@ -56,7 +57,11 @@ def finish_trial(store: _Store, trial_id: str, status: Status | str, *,
             store.add_metrics(state, result_metrics(row), result_step(row), stamp_ms(row))
     tags: dict[str, Any] = {"hpsearch.status": status}
     if status == Status.STOPPED_EARLY:
-        tags["hpsearch.stopped_epoch"] = result_step(history[-1]) if history else 0
+        tags[STOPPED_EPOCH_TAG] = result_step(history[-1]) if history else 0
+    elif status.final and STOPPED_EPOCH_TAG in state.tags:  # stopped once, resumed since
+        store.client.delete_tag(state.run_id, STOPPED_EPOCH_TAG)
+        del state.tags[STOPPED_EPOCH_TAG]
+        state.pending_tags.pop(STOPPED_EPOCH_TAG, None)
     if status == Status.FAILED and error:
         tags["hpsearch.error"] = error
     reason = history[-1].get("rejected_reason") if history else None

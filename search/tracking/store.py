@@ -94,9 +94,14 @@ class _Run:
                 self.pending_params[key] = value
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
+        """Buffer the tags whose value differs from the run's; a newer value replaces a
+        buffered one, also when it is the run's own again (seen: a resumed trial tagged
+        running, then completed as the run already was, stayed running)."""
         for key, value in tags.items():
             value = str(value)[:TAG_MAX]
-            if self.tags.get(key) != value:
+            if self.tags.get(key) == value:
+                self.pending_tags.pop(key, None)
+            else:
                 self.pending_tags[key] = value
 
     def add_metrics(self, metrics: Mapping[str, float], step: int, timestamp_ms: int) -> None:

@@ -29,6 +29,7 @@ _RUN_END = {Status.COMPLETED: RUN_FINISHED, Status.STOPPED_EARLY: RUN_KILLED,
             Status.REJECTED: RUN_KILLED, Status.DIVERGED: RUN_FAILED, Status.FAILED: RUN_FAILED}
 RUN_ENDED = frozenset(_RUN_END.values())
 NOTE_TAG = "mlflow.note.content"  # MLflow's run description (markdown)
+STOPPED_EPOCH_TAG = "hpsearch.stopped_epoch"  # the epoch a scheduler stopped the trial at
 PARAM_MAX = 6000  # MLflow's size limits of a param's and a tag's value
 TAG_MAX = 8000
 

@@ -221,6 +221,48 @@ def test_tracker_pickles_without_its_thread(tmp_path: Path, mlflow_db: str) -> N
     assert json.loads((tmp_path / RUNS_FILE).read_text())[tracker.tracking_uri]["parent_run_id"]
 
 
+def test_a_tag_set_back_to_the_runs_own_value_is_what_mlflow_keeps(tmp_path: Path,
+                                                                    mlflow_db: str) -> None:
+    """A resumed trial is tagged running as it starts and completed as it ends; when its run
+    was completed already, the run must say completed, not the running in between."""
+    from mlflow import MlflowClient
+
+    from hpsearch.search.tracking.store import _Store
+
+    store = _Store(tracking_uri=mlflow_db, run_dir=tmp_path, sweep_name="s", experiment=None,
+                   objective=("val_top1", "max"))
+    store.ensure_parent()
+    run = store.ensure_child("t1", {"lr": 0.1})
+    run.set_tags({"hpsearch.status": "completed"})
+    store.flush(run)
+    run.set_tags({"hpsearch.status": "running"})  # started again after a resume ...
+    run.set_tags({"hpsearch.status": "completed"})  # ... and ended at once
+    store.flush(run)
+    tags = MlflowClient(mlflow_db).get_run(run.run_id).data.tags
+    assert tags["hpsearch.status"] == "completed"
+
+
+def test_a_trial_stopped_then_resumed_to_completion_loses_its_stopped_epoch(
+        tmp_path: Path, mlflow_db: str) -> None:
+    from mlflow import MlflowClient
+
+    from hpsearch.search.tracking.finish import finish_trial
+    from hpsearch.search.tracking.store import _Store
+
+    store = _Store(tracking_uri=mlflow_db, run_dir=tmp_path, sweep_name="s", experiment=None,
+                   objective=("val_top1", "max"))
+    store.ensure_parent()
+    run = store.ensure_child("t1", {"lr": 0.1})
+    finish_trial(store, "t1", "stopped_early")
+    run = store.ensure_child("t1", None)  # resumed: the scheduler let it go on
+    store.mark_running(run)
+    finish_trial(store, "t1", "completed")
+    found = MlflowClient(mlflow_db).get_run(run.run_id)
+    assert found.data.tags["hpsearch.status"] == "completed"
+    assert "hpsearch.stopped_epoch" not in found.data.tags
+    assert found.info.status == "FINISHED"
+
+
 @pytest.mark.integration  # a real subprocess / real MLflow store: seconds
 def test_sync_into_local_sqlite_without_server_is_idempotent(tmp_path: Path) -> None:
     run_dir = tmp_path / "runs" / "local"
