@@ -132,6 +132,14 @@ class SynchronousPBT(PopulationBasedTraining):
     checkpoint, so Tune's stays an epoch behind. PBT hands a paused trial's ``trial.checkpoint``
     to the trials that copy it: that older checkpoint would make each of them train an epoch
     again. The trial's own checkpoint of that epoch, from its folder, is made Tune's latest.
+
+    Only as the trial reports, never when it is restored: a restored trial resumes from the
+    checkpoint Tune's snapshot names, to which :func:`search.reconcile.rollback` cut its
+    ``result.json``. The snapshot can hold a last result ahead of that checkpoint (Tune records
+    a result before the save that registers its checkpoint); a trial moved on to that epoch
+    would report only the epochs after it, and those in between would be in no result (seen:
+    a ``result.json`` that began at epoch 2). It reports them again instead, and a restored
+    trial is no one's donor before it has reported (PBT ranks only trials with a score).
     """
 
     def __init__(self, **kwargs: Any) -> None:
@@ -151,7 +159,6 @@ class SynchronousPBT(PopulationBasedTraining):
         self._restored_sync = after if self._restored_sync is None \
             else min(self._restored_sync, after)
         self._next_perturbation_sync = self._restored_sync
-        _catch_up_checkpoint(trial, done, trial.last_result)
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
         if result.get("status", Status.RUNNING) != Status.RUNNING:

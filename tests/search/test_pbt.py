@@ -195,3 +195,68 @@ def test_the_report_lineage_frame_is_one_row_per_copy() -> None:
     frame = lineage_frame([("b", copies_in_results(rows)), ("a", [])])
     assert frame.to_dict("records") == [
         {"trial_id": "b", "epoch": 1, "copied_from": "a", "changes": "lr: 0.1 → 0.08"}]
+
+
+def _no_training(config: dict[str, Any]) -> None:
+    """A trainable Tune can restore a trial of (the trial is never run here)."""
+
+
+def test_a_resumed_trial_starts_from_the_checkpoint_its_results_were_cut_to(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tune records a result before the save that registers its checkpoint. A driver killed
+    after a snapshot in between leaves a trial whose last result (epoch 2) is ahead of its
+    checkpoint (epoch 1); ``rollback`` cuts ``result.json`` to epoch 1, so the restored trial
+    must resume from epoch 1 and report epoch 2 again, not from its own epoch-2 checkpoint,
+    or epoch 2 is in no result (seen: a ``result.json`` that began at epoch 2). Tune's own
+    snapshot and trials, no Ray instance."""
+    from ray import tune
+    from ray.train._internal.session import _TrainingResult
+    from ray.train._internal.storage import StorageContext
+    from ray.tune.execution.tune_controller import TuneController
+    from ray.tune.experiment import Trial
+    from ray.tune.utils.serialization import TuneFunctionEncoder
+
+    from hpsearch.search.population import SynchronousPBT
+    from hpsearch.search.reconcile import read_record, rollback
+    from hpsearch.trainables.tune_adapter import write_checkpoint
+
+    monkeypatch.setenv("TUNE_MAX_PENDING_TRIALS_PG", "1")  # else Tune asks a Ray instance
+
+    def pbt() -> SynchronousPBT:
+        return SynchronousPBT(time_attr="epoch", metric="val_top1", mode="max",
+                              perturbation_interval=1, hyperparam_mutations={"lr": [0.1, 0.2]})
+
+    tune.register_trainable("hpsearch_no_training", _no_training)
+    killed = TuneController(scheduler=pbt(), storage=StorageContext(str(tmp_path), "pbt"))
+    trial = Trial("hpsearch_no_training", config={"lr": 0.1}, trial_id="a",
+                  storage=StorageContext(str(tmp_path), "pbt"),
+                  placement_group_factory=tune.PlacementGroupFactory([{"CPU": 1}]))
+    trial.create_placement_group_factory()
+    trial.relative_logdir = trial.storage.trial_dir_name = "trial_a"
+    trial_dir = tmp_path / "pbt" / "trial_a"
+    rows = [{"epoch": e, "val_top1": e / 10} for e in (1, 2)]
+    for number, epoch in enumerate((1, 2)):  # the trial's own checkpoints of both epochs
+        (trial_dir / f"checkpoint_00000{number}").mkdir(parents=True)
+        write_checkpoint(trial_dir / f"checkpoint_00000{number}",
+                         {"epoch": epoch, "trial_id": "a", "lineage": [], "history": rows[:epoch]})
+    (trial_dir / "result.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    trial.on_checkpoint(_TrainingResult(tune.Checkpoint(str(trial_dir / "checkpoint_000000")),
+                                        rows[0]))
+    trial.update_last_result(dict(rows[1]))  # epoch 2's save not processed yet
+    trial.set_status(Trial.RUNNING)
+    snapshot = tmp_path / "pbt" / "experiment_state-2026-01-01_00-00-00.json"
+    snapshot.write_text(json.dumps({"trial_data": [trial.get_json_state()],
+                                    "runner_data": killed.__getstate__(), "stats": {}},
+                                   cls=TuneFunctionEncoder))
+
+    rollback(tmp_path / "pbt", read_record(tmp_path / "pbt", trusted=True))
+    results = (trial_dir / "result.json").read_text().splitlines()
+    kept = [json.loads(line)["epoch"] for line in results]
+    assert kept == [1]
+    state, meta = json.loads(snapshot.read_text())["trial_data"][0]
+    restored = Trial.from_json_state(state)  # as Tune's resume does, then hands it to PBT
+    restored.restore_run_metadata(meta)
+    resumed = TuneController(scheduler=pbt(), storage=StorageContext(str(tmp_path), "pbt"))
+    resumed._scheduler_alg.on_trial_add(resumed, restored)
+    assert Path(restored.checkpoint.path).name == "checkpoint_000000"
+    assert restored.latest_checkpoint_result.metrics["epoch"] == kept[-1]
