@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
-import torchvision
 from torch import nn
 
 from hpsearch.trainables.config import ACTIVATIONS, MODELS, TrialConfig
@@ -299,6 +298,8 @@ def squeezenet1_1(
     ``activation`` replaces the ReLUs inside ``features``; the classifier keeps its ReLU (it acts
     on the logits). Needs images of at least 17x17.
     """
+    import torchvision  # here: importing it takes longer than torch (torch._dynamo, via ops)
+
     model = torchvision.models.squeezenet1_1(weights=None, num_classes=num_classes,
                                              dropout=config.dropout)
     if in_channels != 3:

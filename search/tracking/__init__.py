@@ -35,7 +35,6 @@ from hpsearch.search.sweepdir import (
     result_step,
     tune_states,
 )
-from hpsearch.search.tracking.callback import MlflowTracker
 from hpsearch.search.tracking.commit import git_commit
 from hpsearch.search.tracking.plots import plot_curves, write_confusion
 from hpsearch.search.tracking.replay import SyncStats, sync
@@ -46,3 +45,13 @@ __all__ = ["MARKER_FILE", "RUNS_FILE", "MlflowTracker", "SyncStats", "TrialFiles
            "draw_confusion", "flatten_params", "git_commit", "last_line", "plot_curves",
            "read_results", "read_trial_dirs", "resolve_tracking_uri", "result_metrics",
            "result_step", "sync", "trial_status", "tune_states", "write_confusion"]
+
+
+def __getattr__(name: str) -> object:
+    """``MlflowTracker`` on first use: it is a Tune callback, and importing ``ray.tune`` takes a
+    second that ``report``, ``sync`` and ``ui`` (which read a sweep's files) need not pay."""
+    if name != "MlflowTracker":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from hpsearch.search.tracking.callback import MlflowTracker
+
+    return MlflowTracker
