@@ -30,7 +30,7 @@ run: setup data
 JOBS ?= 2
 TEST_ENV := PYTHONDONTWRITEBYTECODE=
 test: setup data
-	$(TEST_ENV) $(PY) -m pytest -m "" $(PYTEST_ARGS)
+	$(TEST_ENV) $(PY) -m pytest -m "" -n 0 $(PYTEST_ARGS)
 
 test-fast: setup
 	$(TEST_ENV) $(PY) -m pytest -n $(JOBS) $(PYTEST_ARGS)
