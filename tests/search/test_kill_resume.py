@@ -166,11 +166,11 @@ STRATEGIES: dict[str, dict] = {
     "qmc+asha": _sampled("qmc"),
     "random+asha": {**_sampled("tpe"), "search": {"algorithm": "random", "seed": 3}},
     # two objectives (NSGA-II's Pareto front): Optuna is told a list of values
-    # and five epochs, so a trial outruns Tune's snapshot by more than the two checkpoints
-    # it keeps
+    # and ten epochs, so a trial outruns Tune's snapshot by more than the two checkpoints
+    # it keeps (see SNAPSHOT_EVERY_S)
     "nsgaii+none": {**_sampled("nsgaii", scheduler="none", objective={"metrics": [
         {"name": "val_top1", "mode": "max"}, {"name": "params", "mode": "min"}]}),
-        "budget": {"max_epochs": 5, "trials": 6}},
+        "budget": {"max_epochs": 10, "trials": 6}},
 }
 
 
@@ -280,9 +280,13 @@ CHAINS: dict[str, tuple[str, ...]] = {
 CHAIN_STRATEGY = {"early": "tpe+hyperband", "middle": "grid+asha", "gap": "cmaes+asha",
                   "gap-late": "gp+none", "completed": "random+asha", "reported": "qmc+asha",
                   "four": "nsgaii+none"}
-# Tune snapshots every 10-40 s here ("auto"); the early chain's sweep may end before a
-# snapshot holds a finished trial beside open ones, so its drivers snapshot every 2 s.
-SNAPSHOT_EVERY_S = {"early": 2}
+# How often a chain's drivers write Tune's snapshot (TUNE_GLOBAL_CHECKPOINT_S; "auto" is
+# 10-40 s here). The early chain's sweep may end before an auto snapshot holds a finished trial
+# beside open ones: every 2 s. The "four" chain needs a snapshot taken while trials train that
+# is then more than two epochs old: every 6 s, its ten epochs taking 0.5-2.5 s each on these
+# 2 cores (with "auto" an idle CI run's six trials trained five epochs each between two
+# snapshots, and the moment never came).
+SNAPSHOT_EVERY_S = {"early": 2, "four": 6}
 # moments that hold only for a while: each opens its chain
 TRANSIENT = [m for m, (ready, _) in MOMENTS.items()
              if ready in (_checkpoint_not_in_snapshot, _recorded_checkpoint_pruned)]
