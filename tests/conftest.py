@@ -13,6 +13,13 @@ import pytest
 
 from tests.fakedata import write_cifar10, write_image_folder, write_mnist
 
+# Bytecode is written while testing, as `make test` does (see the Makefile): with
+# PYTHONDONTWRITEBYTECODE set, as in this CI's environment, each xdist worker and each
+# hpsearch command a test starts would compile the checkout again. Loaded before the workers
+# start (tests/ is pytest's testpath), so they and every subprocess inherit it.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+sys.dont_write_bytecode = False
+
 _HERMETIC_ENV = ("HPSEARCH_CACHE", "HPSEARCH_OFFLINE", "HPSEARCH_DATA_DIR")
 _EXIT_STATUS = pytest.StashKey[int]()
 
