@@ -139,17 +139,28 @@ class TrialFolder:
             else:
                 self.fs.copy_file(info.path, f"{target}/{relative}")
 
+    def epochs(self) -> dict[str, int | None]:
+        """Each checkpoint folder's epoch (None: cut off mid-write), in :meth:`checkpoints`'
+        order. Raises OSError when storage cannot tell."""
+        return {path: self.epoch(path) for path in self.checkpoints()}
+
     def newest(self) -> str | None:
         """The path of the complete checkpoint of the newest epoch (None: none)."""
-        epochs = [(self.epoch(p), _checkpoint_number(p), p) for p in self.checkpoints()]
-        complete = sorted(e for e in epochs if e[0] is not None)
-        return complete[-1][2] if complete else None
+        complete = _by_epoch(self.epochs())
+        return complete[-1] if complete else None
 
     def delete(self, checkpoint_path: str) -> None:
         try:
             self.fs.delete_dir(checkpoint_path)
         except OSError:
             pass  # already gone, or a transient storage error: the next prune retries
+
+
+def _by_epoch(epochs: dict[str, int | None]) -> list[str]:
+    """The complete checkpoints of ``epochs`` (path -> epoch), oldest epoch first (of one
+    epoch, the lower folder number first)."""
+    return [p for _, _, p in sorted((e, _checkpoint_number(p), p)
+                                    for p, e in epochs.items() if e is not None)]
 
 
 def _checkpoint_number(path: str) -> int:
@@ -246,11 +257,11 @@ def prune(folder: TrialFolder | None, keep: int | None, spare: str | None = None
     if folder is None or keep is None:
         return
     try:
-        epochs = {path: folder.epoch(path) for path in folder.checkpoints()}
+        epochs = folder.epochs()
     except OSError:
         return
-    complete = sorted((e, _checkpoint_number(p), p) for p, e in epochs.items() if e is not None)
-    kept = {p for _, _, p in complete[len(complete) - keep:]} if keep > 0 else set()
+    complete = _by_epoch(epochs)
+    kept = set(complete[len(complete) - keep:]) if keep > 0 else set()
     for path in epochs:
         if path not in kept and path != spare:
             folder.delete(path)
@@ -381,12 +392,14 @@ def train_trial(config: dict[str, Any], data: dict[str, Any] | None,
         state = {**make_state(), "trial_id": me, "lineage": lineage}
         # Room for this checkpoint before reporting it: ``report`` returns only when Tune asks
         # for the next epoch, never for a trial it stops there or whose driver dies.
-        prune(folder, None if keep is None else max(keep - 1, 1), spare)
+        room = None if keep is None else max(keep - 1, 1)  # the newest stays meanwhile
+        prune(folder, room, spare)
         with tempfile.TemporaryDirectory() as tmp:
             write_checkpoint(Path(tmp), state)
             report(metrics, checkpoint=Checkpoint.from_directory(tmp))
-        spare = None  # Tune has this checkpoint now: the one it restored can go
-        prune(folder, keep)
+        if spare is not None or room == keep:  # else the folder holds ``keep`` already
+            spare = None  # Tune has this checkpoint now: the one it restored can go
+            prune(folder, keep)
 
     if state is not None:
         # A driver killed between a checkpoint and writing its result leaves epochs that were
