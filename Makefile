@@ -22,18 +22,13 @@ run: setup data
 # engine is available or installable), in one process: two pytest-xdist workers (JOBS=2) were
 # tried on this 2-core machine and took as long (42.8 min of tests against 41) while starving
 # the browser and cluster tests. The fast unit tests do gain from two workers.
-#
-# PYTHONDONTWRITEBYTECODE (set in this CI's environment) is cleared for the tests: with it, every
-# pytest worker and every hpsearch command a test starts compiled the checkout's modules again
-# and pytest rewrote the asserts of every test module again (4 s a worker). The .pyc files go
-# to __pycache__/, which git ignores.
+# (tests/conftest.py has bytecode written while testing, whatever PYTHONDONTWRITEBYTECODE says.)
 JOBS ?= 2
-TEST_ENV := PYTHONDONTWRITEBYTECODE=
 test: setup data
-	$(TEST_ENV) $(PY) -m pytest -m "" -n 0 $(PYTEST_ARGS)
+	$(PY) -m pytest -m "" -n 0 $(PYTEST_ARGS)
 
 test-fast: setup
-	$(TEST_ENV) $(PY) -m pytest -n $(JOBS) $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(JOBS) $(PYTEST_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check hpsearch search trainables tests bench

@@ -13,10 +13,11 @@ import pytest
 
 from tests.fakedata import write_cifar10, write_image_folder, write_mnist
 
-# Bytecode is written while testing, as `make test` does (see the Makefile): with
-# PYTHONDONTWRITEBYTECODE set, as in this CI's environment, each xdist worker and each
-# hpsearch command a test starts would compile the checkout again. Loaded before the workers
-# start (tests/ is pytest's testpath), so they and every subprocess inherit it.
+# Bytecode is written while testing: with PYTHONDONTWRITEBYTECODE set, as in this CI's
+# environment, each xdist worker and each hpsearch command a test starts compiled the
+# checkout's modules again, and pytest rewrote every test module's asserts again (4 s a
+# worker). Loaded before the workers start (tests/ is pytest's testpath), so they and every
+# subprocess inherit it. The .pyc files go to __pycache__/, which git ignores.
 os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 sys.dont_write_bytecode = False
 
