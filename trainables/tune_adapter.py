@@ -247,12 +247,14 @@ def _tune_epoch(folder: TrialFolder | None, restored: Checkpoint | None,
 
 
 def prune(folder: TrialFolder | None, keep: int | None, spare: str | None = None) -> None:
-    """Delete all but the ``keep`` complete checkpoints of the newest epochs, and every one cut
-    off mid-write; ``spare`` (a checkpoint's path) stays whatever its epoch. ``keep`` None: keep
-    all. Best effort: a storage error leaves the rest to the next prune.
+    """Delete all but the complete checkpoints of the ``keep`` newest epochs, one per epoch,
+    and every one cut off mid-write; ``spare`` (a checkpoint's path) stays whatever its epoch,
+    and stands for its epoch. ``keep`` None: keep all. Best effort: a storage error leaves the
+    rest to the next prune.
 
     By epoch, not by folder name: folders written before numbering was kept going up (see
-    :func:`_number_after`) may be numbered out of order after a resume.
+    :func:`_number_after`) may be numbered out of order after a resume, and a resume may have
+    put a copy of the newest checkpoint back under the name Tune recorded (``search.reconcile``).
     """
     if folder is None or keep is None:
         return
@@ -260,8 +262,13 @@ def prune(folder: TrialFolder | None, keep: int | None, spare: str | None = None
         epochs = folder.epochs()
     except OSError:
         return
-    complete = _by_epoch(epochs)
-    kept = set(complete[len(complete) - keep:]) if keep > 0 else set()
+    of_epoch: dict[int | None, str] = {}  # one per epoch: the spare, else the newest folder
+    for path in _by_epoch(epochs):  # complete ones, oldest epoch and folder first
+        held = of_epoch.get(epochs[path])
+        if held is None or held != spare:
+            of_epoch[epochs[path]] = path
+    newest = list(of_epoch.values())  # in epoch order, as inserted
+    kept = set(newest[len(newest) - keep:]) if keep > 0 else set()
     for path in epochs:
         if path not in kept and path != spare:
             folder.delete(path)

@@ -90,3 +90,20 @@ def test_prune_goes_by_epoch_where_an_older_version_restarted_the_numbering(
     folder = TrialFolder.local(trial)
     prune(folder, 2)
     assert _epochs(folder) == {"checkpoint_000000": 3, "checkpoint_000001": 2}
+
+
+def test_prune_keeps_one_checkpoint_per_epoch_where_a_resume_put_a_copy_back(
+        tmp_path: Path) -> None:
+    storage = _storage(tmp_path, -1)
+    for epoch in (1, 2, 3):
+        _report_checkpoint(storage, epoch)
+    folder = _trial_folder(storage)
+    recorded = folder.checkpoints()[0]  # Tune's snapshot names epoch 1's, since pruned
+    folder.delete(recorded)
+    folder.copy_checkpoint(folder.newest(), "checkpoint_000000", 1)  # what resume puts back
+    assert _epochs(folder) == {"checkpoint_000000": 3, "checkpoint_000001": 2,
+                               "checkpoint_000002": 3}
+    prune(folder, 2, recorded)  # the resumed trial, restored from the copy
+    assert _epochs(folder) == {"checkpoint_000000": 3, "checkpoint_000001": 2}
+    prune(folder, 2)  # without a spare the newest folder of an epoch stands for it
+    assert _epochs(folder) == {"checkpoint_000000": 3, "checkpoint_000001": 2}
