@@ -15,7 +15,7 @@ from hpsearch.search.report.assemble import Confusion, Trial, assemble, split_si
 from hpsearch.search.report.data import SweepData, per_epoch
 from hpsearch.search.report.lineage import copies_in_results
 from hpsearch.search.report.saved_spec import objective, spec_facts, spec_or_none
-from hpsearch.search.sweepdir import META_FILE, RESULT_FILE, read_final
+from hpsearch.search.sweepdir import DRIVER_FILE, META_FILE, RESULT_FILE, read_final, read_json
 from hpsearch.trainables.errors import UserError
 from hpsearch.trainables.vocab import FINAL_METRICS, Status, trial_status
 
@@ -61,7 +61,9 @@ def _from_local_dir(run_dir: Path, shown: str, name: str) -> SweepData:
     states = tune_states(run_dir)
     trials = [_ray_trial(files, states) for files in read_trial_dirs(run_dir, states)]
     matrices = {t.trial_id: m for t, m in trials if m}
-    meta = {"source": "ray", "run_dir": shown, **_meta_from(saved, spec)}
+    driver = read_json(run_dir / DRIVER_FILE) or {}  # the host its (last) driver ran on
+    meta = {"source": "ray", "run_dir": shown, "sweep_host": driver.get("host"),
+            **_meta_from(saved, spec)}
     data = assemble(saved.get("name") or name, spec, [t for t, _ in trials], meta,
                     objective(spec, saved.get("spec"), None), matrices.get)
     data.final = read_final(run_dir)

@@ -2,7 +2,7 @@
 
 Run once by hand (``.venv/bin/python -m tests.search.golden.make_sweeps``), then refresh the
 expected outputs with ``HPSEARCH_UPDATE_GOLDEN=1 pytest tests/search/test_report_golden.py``.
-Kept per sweep: ``hpsearch.json``; Tune's newest ``experiment_state-*.json`` with each trial's
+Kept per sweep: ``hpsearch.json``; the driver file's host and state; Tune's newest ``experiment_state-*.json`` with each trial's
 id, status, folder and config only (no pickles); per trial ``params.json``, ``result.json``,
 ``error.txt``. Checkpoints, pickles and event files are dropped; the temporary paths become
 ``/golden``.
@@ -16,6 +16,8 @@ import tempfile
 from pathlib import Path
 
 import yaml
+
+from hpsearch.search.sweepdir import DRIVER_FILE
 
 HERE = Path(__file__).resolve().parent
 KEPT_TRIAL_FILES = ("params.json", "result.json", "error.txt")
@@ -62,6 +64,8 @@ def _copy_trimmed(run_dir: Path, dest: Path, tmp: str) -> None:
         path.write_text(text.replace(tmp, "/golden"))
 
     put(dest / "hpsearch.json", (run_dir / "hpsearch.json").read_text())
+    driver = json.loads((run_dir / DRIVER_FILE).read_text())
+    put(dest / DRIVER_FILE, json.dumps({k: driver[k] for k in ("host", "state")}, indent=1))
     state = max(run_dir.glob("experiment_state-*.json"), key=lambda p: p.name)
     put(dest / state.name, _trimmed_state(state.read_text()))
     for trial_dir in sorted(run_dir.glob("trial_*")):
