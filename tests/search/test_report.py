@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -523,6 +524,8 @@ def test_mlflow_and_ray_files_give_the_same_tables(sweep: str,
     # MLflow holds the names only where confusion.csv's header carries them
     assert from_ml.confusion_classes in (None, from_ray.confusion_classes)
     assert from_ray.spec == from_ml.spec
+    # the Reproducibility section's driver host: the driver file's, the parent run's tag
+    assert from_ray.meta["sweep_host"] == from_ml.meta["sweep_host"] == socket.gethostname()
     assert from_ml.meta["source"] == "mlflow" and from_ray.meta["source"] == "ray"
 
 
