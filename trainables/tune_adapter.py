@@ -390,13 +390,15 @@ def train_trial(config: dict[str, Any], data: dict[str, Any] | None,
     node = _node_id()
 
     def on_epoch(metrics: dict[str, Any], make_state: Any) -> None:
-        nonlocal spare
         metrics = {**metrics, "node_id": node, "gpu_ids": gpus,
                    **_copy_note(lineage, me, int(metrics["epoch"]))}
         if make_state is None:  # a plugin trainable that keeps no state: no checkpoint
             report(metrics)
             return
-        state = {**make_state(), "trial_id": me, "lineage": lineage}
+        checkpointed(metrics, {**make_state(), "trial_id": me, "lineage": lineage})
+
+    def checkpointed(metrics: dict[str, Any], state: dict[str, Any]) -> None:
+        nonlocal spare
         # Room for this checkpoint before reporting it: ``report`` returns only when Tune asks
         # for the next epoch, never for a trial it stops there or whose driver dies.
         room = None if keep is None else max(keep - 1, 1)  # the newest stays meanwhile
@@ -412,10 +414,17 @@ def train_trial(config: dict[str, Any], data: dict[str, Any] | None,
         # A driver killed between a checkpoint and writing its result leaves epochs that were
         # trained but never recorded: report them again, once, before training on. Tune has
         # every epoch up to its own checkpoint (a live retry); result.json may lag behind it.
+        # The last of them goes with the checkpoint it came from: Tune then restores a trial it
+        # pauses or retries now from there, not from an older one that would have it report
+        # these epochs a second time (seen: HyperBand pausing a resumed trial at its milestone).
         recorded = max(_recorded_epochs(folder), _tune_epoch(folder, restored, tune_state))
         for past in state["history"]:
             if past["epoch"] > recorded:
-                report({**past, **_copy_note(lineage, me, int(past["epoch"]))})
+                metrics = {**past, **_copy_note(lineage, me, int(past["epoch"]))}
+                if past["epoch"] == state["epoch"]:
+                    checkpointed(metrics, {**state, "trial_id": me, "lineage": lineage})
+                else:
+                    report(metrics)
     if trial_config.trainable != BUILTIN_TRAINABLE:
         run_trainable(trial_config, on_epoch, state, list(objective or {}))
         return
