@@ -49,10 +49,15 @@ def load_state(directory: Path) -> dict[str, Any] | None:
     return torch.load(directory / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
 
 
-def write_checkpoint(directory: Path, state: dict[str, Any]) -> None:
-    """``state`` saved into ``directory`` as a checkpoint, its epoch in the marker written last."""
+def write_checkpoint(directory: Path, state: dict[str, Any], recorded: int | None = None) -> None:
+    """``state`` saved into ``directory`` as a checkpoint, its epoch in the marker written last;
+    ``recorded``: the epoch Tune's record will have for it, when that is an earlier one (see
+    :func:`_tune_epoch`)."""
     torch.save(state, directory / CHECKPOINT_FILE)
-    (directory / COMPLETE_FILE).write_text(json.dumps({"epoch": int(state["epoch"])}))
+    marker = {"epoch": int(state["epoch"])}
+    if recorded is not None:
+        marker["recorded"] = recorded
+    (directory / COMPLETE_FILE).write_text(json.dumps(marker))
 
 
 def checkpoint_state(checkpoint: Checkpoint | None) -> dict[str, Any] | None:
@@ -397,14 +402,15 @@ def train_trial(config: dict[str, Any], data: dict[str, Any] | None,
             return
         checkpointed(metrics, {**make_state(), "trial_id": me, "lineage": lineage})
 
-    def checkpointed(metrics: dict[str, Any], state: dict[str, Any]) -> None:
+    def checkpointed(metrics: dict[str, Any], state: dict[str, Any],
+                     recorded: int | None = None) -> None:
         nonlocal spare
         # Room for this checkpoint before reporting it: ``report`` returns only when Tune asks
         # for the next epoch, never for a trial it stops there or whose driver dies.
         room = None if keep is None else max(keep - 1, 1)  # the newest stays meanwhile
         prune(folder, room, spare)
         with tempfile.TemporaryDirectory() as tmp:
-            write_checkpoint(Path(tmp), state)
+            write_checkpoint(Path(tmp), state, recorded)
             report(metrics, checkpoint=Checkpoint.from_directory(tmp))
         if spare is not None or room == keep:  # else the folder holds ``keep`` already
             spare = None  # Tune has this checkpoint now: the one it restored can go
@@ -414,17 +420,17 @@ def train_trial(config: dict[str, Any], data: dict[str, Any] | None,
         # A driver killed between a checkpoint and writing its result leaves epochs that were
         # trained but never recorded: report them again, once, before training on. Tune has
         # every epoch up to its own checkpoint (a live retry); result.json may lag behind it.
-        # The last of them goes with the checkpoint it came from: Tune then restores a trial it
-        # pauses or retries now from there, not from an older one that would have it report
-        # these epochs a second time (seen: HyperBand pausing a resumed trial at its milestone).
+        # Each goes with the checkpoint they come from, its marker naming the epoch reported
+        # with it: Tune restores a trial it pauses or retries right then from there, and the
+        # trial reports only the epochs after that one again (seen: HyperBand pausing a resumed
+        # trial at its milestone, epoch 1 reported again, and once more after the pause).
         recorded = max(_recorded_epochs(folder), _tune_epoch(folder, restored, tune_state))
         for past in state["history"]:
             if past["epoch"] > recorded:
-                metrics = {**past, **_copy_note(lineage, me, int(past["epoch"]))}
-                if past["epoch"] == state["epoch"]:
-                    checkpointed(metrics, {**state, "trial_id": me, "lineage": lineage})
-                else:
-                    report(metrics)
+                epoch = int(past["epoch"])
+                checkpointed({**past, **_copy_note(lineage, me, epoch)},
+                             {**state, "trial_id": me, "lineage": lineage},
+                             None if epoch == state["epoch"] else epoch)
     if trial_config.trainable != BUILTIN_TRAINABLE:
         run_trainable(trial_config, on_epoch, state, list(objective or {}))
         return
