@@ -49,15 +49,10 @@ def load_state(directory: Path) -> dict[str, Any] | None:
     return torch.load(directory / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
 
 
-def write_checkpoint(directory: Path, state: dict[str, Any], recorded: int | None = None) -> None:
-    """``state`` saved into ``directory`` as a checkpoint, its epoch in the marker written last;
-    ``recorded``: the epoch Tune's record will have for it, when that is an earlier one (see
-    :func:`_tune_epoch`)."""
+def write_checkpoint(directory: Path, state: dict[str, Any]) -> None:
+    """``state`` saved into ``directory`` as a checkpoint, its epoch in the marker written last."""
     torch.save(state, directory / CHECKPOINT_FILE)
-    marker = {"epoch": int(state["epoch"])}
-    if recorded is not None:
-        marker["recorded"] = recorded
-    (directory / COMPLETE_FILE).write_text(json.dumps(marker))
+    (directory / COMPLETE_FILE).write_text(json.dumps({"epoch": int(state["epoch"])}))
 
 
 def checkpoint_state(checkpoint: Checkpoint | None) -> dict[str, Any] | None:
@@ -395,22 +390,19 @@ def train_trial(config: dict[str, Any], data: dict[str, Any] | None,
     node = _node_id()
 
     def on_epoch(metrics: dict[str, Any], make_state: Any) -> None:
+        nonlocal spare
         metrics = {**metrics, "node_id": node, "gpu_ids": gpus,
                    **_copy_note(lineage, me, int(metrics["epoch"]))}
         if make_state is None:  # a plugin trainable that keeps no state: no checkpoint
             report(metrics)
             return
-        checkpointed(metrics, {**make_state(), "trial_id": me, "lineage": lineage})
-
-    def checkpointed(metrics: dict[str, Any], state: dict[str, Any],
-                     recorded: int | None = None) -> None:
-        nonlocal spare
+        state = {**make_state(), "trial_id": me, "lineage": lineage}
         # Room for this checkpoint before reporting it: ``report`` returns only when Tune asks
         # for the next epoch, never for a trial it stops there or whose driver dies.
         room = None if keep is None else max(keep - 1, 1)  # the newest stays meanwhile
         prune(folder, room, spare)
         with tempfile.TemporaryDirectory() as tmp:
-            write_checkpoint(Path(tmp), state, recorded)
+            write_checkpoint(Path(tmp), state)
             report(metrics, checkpoint=Checkpoint.from_directory(tmp))
         if spare is not None or room == keep:  # else the folder holds ``keep`` already
             spare = None  # Tune has this checkpoint now: the one it restored can go
@@ -420,17 +412,10 @@ def train_trial(config: dict[str, Any], data: dict[str, Any] | None,
         # A driver killed between a checkpoint and writing its result leaves epochs that were
         # trained but never recorded: report them again, once, before training on. Tune has
         # every epoch up to its own checkpoint (a live retry); result.json may lag behind it.
-        # Each goes with the checkpoint they come from, its marker naming the epoch reported
-        # with it: Tune restores a trial it pauses or retries right then from there, and the
-        # trial reports only the epochs after that one again (seen: HyperBand pausing a resumed
-        # trial at its milestone, epoch 1 reported again, and once more after the pause).
         recorded = max(_recorded_epochs(folder), _tune_epoch(folder, restored, tune_state))
         for past in state["history"]:
             if past["epoch"] > recorded:
-                epoch = int(past["epoch"])
-                checkpointed({**past, **_copy_note(lineage, me, epoch)},
-                             {**state, "trial_id": me, "lineage": lineage},
-                             None if epoch == state["epoch"] else epoch)
+                report({**past, **_copy_note(lineage, me, int(past["epoch"]))})
     if trial_config.trainable != BUILTIN_TRAINABLE:
         run_trainable(trial_config, on_epoch, state, list(objective or {}))
         return
