@@ -38,6 +38,8 @@ CHECKPOINT_FILE = "state.pt"
 # written last, with the checkpoint's epoch ({"epoch": N}; empty before that was added): a
 # checkpoint without it was cut off mid-write
 COMPLETE_FILE = "COMPLETE"
+# the marker's key, on a copy resume put back, for the epoch Tune's record has for it
+RECORDED_KEY = "recorded"
 _KEEP = 2  # checkpoints kept per trial (Tune's own num_to_keep forces experiment snapshots)
 
 
@@ -133,7 +135,7 @@ class TrialFolder:
             if "/" in relative:
                 self.fs.create_dir(f"{target}/{relative.rsplit('/', 1)[0]}", recursive=True)
             if info.base_name == COMPLETE_FILE and "/" not in relative:
-                marker = {**(self.marker(source) or {}), "recorded": recorded}
+                marker = {**(self.marker(source) or {}), RECORDED_KEY: recorded}
                 with self.fs.open_output_stream(f"{target}/{relative}") as f:
                     f.write(json.dumps(marker).encode())
             else:
@@ -238,7 +240,7 @@ def _tune_epoch(folder: TrialFolder | None, restored: Checkpoint | None,
         return 0
     if folder is not None:
         try:
-            recorded = (folder.marker(restored.path) or {}).get("recorded")
+            recorded = (folder.marker(restored.path) or {}).get(RECORDED_KEY)
         except OSError:
             recorded = None
         if isinstance(recorded, int):

@@ -79,11 +79,11 @@ def _checkpoint_epochs(s3: S3Server, name: str, trial: str) -> dict[str, int | N
 
 def _put_back(s3: S3Server, name: str, trial: str) -> set[str]:
     """The checkpoint folders of a trial that ``resume`` put back (their marker says so)."""
-    from hpsearch.trainables.tune_adapter import TrialFolder
+    from hpsearch.trainables.tune_adapter import RECORDED_KEY, TrialFolder
 
     folder = TrialFolder(s3.fs(), f"{BUCKET}/runs/{name}/{trial}")
     return {path.rsplit("/", 1)[-1] for path in folder.checkpoints()
-            if "recorded" in (folder.marker(path) or {})}
+            if RECORDED_KEY in (folder.marker(path) or {})}
 
 
 @pytest.mark.usefixtures("mlflow_db")
@@ -124,8 +124,8 @@ def test_a_sweep_on_s3_killed_and_resumed_keeps_everything_in_the_bucket_and_rep
         # for a copy resume put back under the name Tune's snapshot had for the trial's)
         checkpoints = _checkpoint_epochs(s3, "ons3", trial)
         assert sorted(checkpoints.values()) == [2, 3], (trial, checkpoints)
-        written = [checkpoints[n] for n in sorted(checkpoints)
-                   if n not in _put_back(s3, "ons3", trial)]
+        put_back = _put_back(s3, "ons3", trial)  # one listing, not one per folder
+        written = [checkpoints[n] for n in sorted(checkpoints) if n not in put_back]
         assert written == sorted(written), (trial, checkpoints)
     for trial, epochs in before.items():  # trials under way were continued, not restarted
         assert _epochs(s3, f"runs/ons3/{trial}/result.json")[:len(epochs)] == epochs

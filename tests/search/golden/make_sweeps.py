@@ -4,9 +4,8 @@ Run once by hand (``.venv/bin/python -m tests.search.golden.make_sweeps``), then
 expected outputs with ``HPSEARCH_UPDATE_GOLDEN=1 pytest tests/search/test_report_golden.py``.
 Kept per sweep: ``hpsearch.json``; the driver file's host and state; Tune's newest
 ``experiment_state-*.json`` with each trial's id, status, folder and config only (no pickles);
-per trial ``params.json``, ``result.json``,
-``error.txt``. Checkpoints, pickles and event files are dropped; the temporary paths become
-``/golden``.
+per trial ``params.json``, ``result.json``, ``error.txt``. Checkpoints, pickles and event files
+are dropped; the temporary paths become ``/golden``.
 """
 
 from __future__ import annotations
