@@ -101,6 +101,9 @@ class TruthfulOptunaSearch(OptunaSearch):
             optuna.logging.get_logger(__name__).warning("optuna tell failed: %s", exc)
             self._ot_study.tell(ot_trial, state=TrialState.FAIL)
         self._completed_trials.add(trial_id)
+        # The study holds the told trial; Ray's OptunaSearch would keep its live handle (and a
+        # cached copy of it) for the whole sweep, in memory and in every searcher snapshot.
+        del self._ot_trials[trial_id]
 
 
 class ListSearcher(Searcher):

@@ -80,9 +80,10 @@ def _trainable(spec: SweepSpec, bundle: Any) -> Any:
 
 def _callbacks(spec: SweepSpec, run_dir: Location, tracking_uri: str, total: int,
                echo: Callable[[str], None], bundle: Any, slots: int) -> list[Any]:
-    """A paused trial's result file kept, MLflow's tracker, the progress line, and the driver
-    file last (it reads the line)."""
+    """A paused trial's result file kept, Tune's record of each trial kept small, MLflow's
+    tracker, the progress line, and the driver file last (it reads the line)."""
     from hpsearch.search.driver import SweepDriver
+    from hpsearch.search.leanrecord import LeanTrialRecord
     from hpsearch.search.progress import ProgressPrinter
     from hpsearch.search.resultlog import KeepResultLog
     from hpsearch.search.tracking import MlflowTracker
@@ -99,7 +100,7 @@ def _callbacks(spec: SweepSpec, run_dir: Location, tracking_uri: str, total: int
     driver = SweepDriver(run_dir, {"name": spec.name, "tracking_uri": tracking_uri,
                                    "experiment": spec.experiment_name, "slots": slots},
                          printer.snapshot, echo)
-    return [KeepResultLog(), tracker, printer, driver]
+    return [KeepResultLog(), LeanTrialRecord(), tracker, printer, driver]
 
 
 def _fit(tuner: Any, callbacks: list[Any], spec: SweepSpec, run_dir: Location,
