@@ -12,7 +12,7 @@ size it prints:
 
 and for the large sweep the wall time of ``hpsearch report`` (target <= 60 s).
 
-Usage: python bench/scale.py [--small 500] [--large 5000] [--algorithm tpe]
+Usage: python bench/scale.py [--small 500] [--large 5000] [--algorithm optuna]
 """
 
 from __future__ import annotations
@@ -120,7 +120,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", type=int, default=500)
     parser.add_argument("--large", type=int, default=5000)
-    parser.add_argument("--algorithm", default="tpe", choices=["tpe", "random"])
+    parser.add_argument("--algorithm", default="optuna", choices=["optuna", "random"],
+                        help="optuna: TPE, the default sampler")
     args = parser.parse_args()
     # MLflow's writer thread may still be uploading plots when a sweep returns
     with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp:
