@@ -23,7 +23,13 @@ from hpsearch.search.tracking.values import (
 )
 from hpsearch.trainables.vocab import Status
 
-__all__ = ["finish_trial", "is_complete", "trial_history"]
+__all__ = ["FIGURES_MIN_S", "finish_trial", "is_complete", "trial_history"]
+
+# A trial that trained for less than this (its epochs' ``epoch_seconds`` summed) gets its
+# confusion matrix as CSV only, and no PNGs: the heatmap and the curves take the writer thread
+# about 0.3 s on this project's 2-core machine under load, more than a tiny trial's training,
+# and a sweep of thousands of those left MLflow minutes behind.
+FIGURES_MIN_S = 10.0
 
 
 def trial_history(state: _Run) -> list[dict[str, Any]]:
@@ -99,14 +105,22 @@ def run_name(trial_id: str, status: Status) -> str:
 
 def _artifacts(trial_id: str, status: Status, history: list[dict[str, Any]],
                tmp: Path, classes: tuple[str, ...] | None) -> list[Path]:
+    """The trial's artifacts in ``tmp``: its test confusion matrix as CSV, and for a trial that
+    trained :data:`FIGURES_MIN_S` or more (or whose results do not say), that matrix as a
+    heatmap and its learning curves from two epochs on (a curve of one point says no more than
+    the run's metrics)."""
     files = []
-    if any("train_loss" in r or "val_loss" in r for r in history):
+    seconds = [r["epoch_seconds"] for r in history
+               if isinstance(r.get("epoch_seconds"), int | float)]
+    draw = not seconds or sum(seconds) >= FIGURES_MIN_S
+    if draw and sum(1 for r in history if "train_loss" in r or "val_loss" in r) >= 2:
         plot_curves(history, tmp / CURVES_PNG, f"trial {trial_id} ({status})")
         files.append(tmp / CURVES_PNG)
     matrix = next((r["test_confusion"] for r in reversed(history)
                    if isinstance(r.get("test_confusion"), list) and r["test_confusion"]),
                   None)
     if matrix is not None:
-        write_confusion(matrix, tmp / CONFUSION_CSV, tmp / CONFUSION_PNG, classes)
-        files += [tmp / CONFUSION_CSV, tmp / CONFUSION_PNG]
+        png = tmp / CONFUSION_PNG if draw else None
+        write_confusion(matrix, tmp / CONFUSION_CSV, png, classes)
+        files += [tmp / CONFUSION_CSV, *([png] if png else [])]
     return files

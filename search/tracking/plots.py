@@ -32,18 +32,21 @@ def plot_curves(history: list[dict[str, Any]], path: Path, title: str) -> None:
     fig.savefig(path, dpi=100)
 
 
-def write_confusion(matrix: list[list[float]], csv_path: Path, png_path: Path,
+def write_confusion(matrix: list[list[float]], csv_path: Path, png_path: Path | None,
                     classes: Sequence[str] | None = None) -> None:
     """A confusion matrix ``[true][pred]`` as CSV (:func:`search.figures.confusion_csv`) and
-    heatmap, classes by name when ``classes`` are given."""
+    heatmap (none when ``png_path`` is None), classes by name when ``classes`` are given."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     csv_path.write_text(confusion_csv(matrix, classes))
+    if png_path is None:
+        return
     n = len(matrix)
     label = 0.06 * max((len(c) for c in classes or ()), default=0)  # inches of tick text
     left, bottom = 0.75 + label, 0.65 + label
-    width, height = left + 0.85 + 0.45 * n, bottom + 0.55 + 0.45 * n
+    bar = 0.85 if n > 20 else 0.3  # room for the colour bar (only past 20 classes)
+    width, height = left + bar + 0.45 * n, bottom + 0.55 + 0.45 * n
     fig = Figure(figsize=(width, height))  # fixed margins (in inches), as in plot_curves
     fig.subplots_adjust(left=left / width, right=1 - 0.2 / width, bottom=bottom / height,
                         top=1 - 0.2 / height)

@@ -45,3 +45,39 @@ def test_series_skip_non_numbers_and_say_when_nothing_is_finite() -> None:
     empty = Figure().subplots()
     draw_series(empty, [1], {"train": [math.inf]}, "loss")
     assert not empty.lines and [t.get_text() for t in empty.texts] == ["not finite"]
+
+
+def test_counts_in_the_cells_need_no_colour_bar_but_many_classes_get_one() -> None:
+    small = Figure().subplots()
+    draw_confusion(small, [[5.0, 1.0], [2.0, 7.0]])
+    assert len(small.figure.axes) == 1 and len(small.texts) == 4  # the counts, no colour bar
+    large = Figure().subplots()
+    draw_confusion(large, [[float(i == j) for j in range(21)] for i in range(21)])
+    assert len(large.figure.axes) == 2 and not large.texts  # too many cells to write counts
+
+
+def test_a_one_epoch_trial_gets_its_confusion_matrix_but_no_one_point_curve(tmp_path) -> None:
+    from hpsearch.search.tracking.finish import _artifacts
+    from hpsearch.trainables.vocab import Status
+
+    row = {"epoch": 1, "train_loss": 0.9, "val_loss": 1.0, "val_top1": 0.5,
+           "test_confusion": [[3, 1], [0, 4]]}
+    names = {p.name for p in _artifacts("t", Status.COMPLETED, [row], tmp_path, None)}
+    assert names == {"confusion.csv", "confusion.png"}
+    names = {p.name for p in _artifacts("t", Status.COMPLETED, [row, {**row, "epoch": 2}],
+                                        tmp_path, None)}
+    assert names == {"curves.png", "confusion.csv", "confusion.png"}
+
+
+def test_a_trial_of_a_few_seconds_gets_its_confusion_matrix_as_csv_only(tmp_path) -> None:
+    """Thousands of tiny trials: figures would cost the writer more than the trials take."""
+    from hpsearch.search.tracking.finish import FIGURES_MIN_S, _artifacts
+    from hpsearch.trainables.vocab import Status
+
+    rows = [{"epoch": e, "train_loss": 0.9, "val_loss": 1.0, "epoch_seconds": 0.4,
+             "test_confusion": [[3, 1], [0, 4]] if e == 2 else None} for e in (1, 2)]
+    names = {p.name for p in _artifacts("t", Status.COMPLETED, rows, tmp_path, None)}
+    assert names == {"confusion.csv"}
+    rows[0]["epoch_seconds"] = FIGURES_MIN_S
+    names = {p.name for p in _artifacts("t", Status.COMPLETED, rows, tmp_path, None)}
+    assert names == {"curves.png", "confusion.csv", "confusion.png"}

@@ -50,7 +50,7 @@ def epoch_metrics(lr: float, epoch: int, epochs: int = EPOCHS) -> dict[str, Any]
         "epoch": epoch, "train_samples": 64, "train_loss": 2.0 / epoch, "train_top1": acc + 0.05,
         "train_top3": min(1.0, acc + 0.2), "val_samples": 32, "val_loss": 2.2 / epoch,
         "val_top1": acc, "val_top3": min(1.0, acc + 0.15), "lr": lr, "images_per_second": 900.0,
-        "epoch_seconds": 0.01, "params": 1234, "macs": 56789,
+        "epoch_seconds": 12.5, "params": 1234, "macs": 56789,
         "status": "diverged" if diverged else ("completed" if last else "running")}
     if diverged:
         m["train_loss"] = float("nan")
@@ -371,7 +371,11 @@ def _space(**extra: Any) -> dict[str, Any]:
 
 @pytest.mark.integration
 def test_sweep_shows_parent_children_metrics_artifacts(ray_local: Any, server: MlflowServer,
-                                                       tmp_path: Path) -> None:
+                                                       tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from hpsearch.search.tracking import finish
+
+    monkeypatch.setattr(finish, "FIGURES_MIN_S", 0.0)  # these trials train for a second
     storage = tmp_path / "runs"
     tracker = MlflowTracker(sweep_name="tiny", run_dir=storage / "tiny",
                             tracking_uri=server.uri, spec_yaml="name: tiny\n",
