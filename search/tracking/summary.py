@@ -55,24 +55,39 @@ def summary_markdown(data: Any, limit: int = TAG_MAX) -> str:
     from hpsearch.search.report import leaderboard, leaderboard_text
 
     head = leaderboard_text(data, top=0).splitlines()[0]
-    board = leaderboard(data)
+    lines = _markdown(leaderboard(data))
+    header, rows = lines[:2], lines[2:]
     foot = (f"\n\nThe whole report: artifact `{REPORT_ARTIFACT}`. Trial runs are named "
             "`<trial id> · <status>`.")
-    for rows in range(len(board), -1, -1):
-        shown = board.head(rows)
-        cut = f"\n\n(best {rows} of {len(board)} trials)" if rows < len(board) else ""
-        text = f"{head}\n\n{_markdown(shown)}{cut}{foot}" if rows else f"{head}{foot}"
-        if len(text) <= limit:
-            return text
-    return head[:limit]
+
+    def text(shown: int) -> str:
+        if not shown:
+            return f"{head}{foot}"
+        cut = f"\n\n(best {shown} of {len(rows)} trials)" if shown < len(rows) else ""
+        return f"{head}\n\n" + "\n".join(header + rows[:shown]) + cut + foot
+
+    if len(whole := text(len(rows))) <= limit:
+        return whole
+    # the most rows that fit, counted once (thousands of trials: no text built per count)
+    size = len(head) + 1 + sum(len(line) + 1 for line in header) + len(foot) \
+        + len(f"\n\n(best {len(rows)} of {len(rows)} trials)")
+    shown = 0
+    for row in rows:
+        size += len(row) + 1
+        if size > limit:
+            break
+        shown += 1
+    while shown and len(text(shown)) > limit:
+        shown -= 1
+    return text(shown) if len(text(shown)) <= limit else head[:limit]
 
 
-def _markdown(frame: Any) -> str:
+def _markdown(frame: Any) -> list[str]:
+    """A table's markdown lines: header, rule, one line per row."""
     def cell(value: Any) -> str:
         return str(value).replace("|", "\\|").replace("\n", " ")
 
     lines = ["| " + " | ".join(cell(c) for c in frame.columns) + " |",
              "|" + "|".join("---" for _ in frame.columns) + "|"]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |"
-              for row in frame.itertuples(index=False)]
-    return "\n".join(lines)
+    return lines + ["| " + " | ".join(cell(v) for v in row) + " |"
+                    for row in frame.itertuples(index=False)]

@@ -247,6 +247,21 @@ def test_write_report_from_hand_built_trials(tmp_path: Path) -> None:
     assert list(csv.columns) == [c for c in data.trials.columns if c not in empty]
 
 
+def test_the_mlflow_description_holds_the_best_rows_that_fit() -> None:
+    from hpsearch.search.tracking.summary import summary_markdown
+
+    small = summary_markdown(_hand_data())
+    assert "(best" not in small and small.count("\n| ") == 1 + 6  # header and every trial
+    rows = [_trial(f"t{i:04d}", "adam", 1e-3, i / 5000) for i in range(5000)]
+    data = SweepData.from_rows("big", rows, spec=parse_spec(_SPEC), meta={"max_epochs": 3})
+    text = summary_markdown(data, limit=8000)
+    shown = [line.split(" | ")[0] for line in text.splitlines() if line.startswith("| t")]
+    assert len(text) <= 8000 and f"(best {len(shown)} of 5000 trials)" in text
+    assert shown[:2] == ["| t4999", "| t4998"] and len(shown) > 20
+    row = next(line for line in text.splitlines() if line.startswith("| t4999"))
+    assert len(text) + len(row) + 1 > 8000  # one row more would not fit
+
+
 def test_the_importance_study_spans_the_spec_distributions() -> None:
     from optuna.distributions import CategoricalDistribution, FloatDistribution
 
