@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import itertools
 import pickle
 import threading
 import warnings
@@ -196,13 +197,43 @@ class BoundedTPE(optuna.samplers.TPESampler):
     def __init__(self, *, window: int = TPE_WINDOW, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.window = window
+        self._reset()
+
+    def _reset(self, study: Any = None) -> None:
+        # the window kept up as trials finish: ranking every trial per suggestion was O(trials)
+        self._of = None if study is None else (id(study._storage), study._study_id)
+        self._good: list[Any] = []  # the best complete trials so far, best first
+        self._ranked: set[int] = set()  # numbers of the finished trials already looked at
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)  # a searcher checkpoint needs no cache: rebuilt on use
+        state.update(_of=None, _good=[], _ranked=set())
+        return state
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: Any) -> dict[str, Any]:
+        return super().infer_relative_search_space(self._modelled(study), trial)
 
     def _sample(self, study: optuna.Study, trial: Any, search_space: dict[str, Any]) -> Any:
+        return super()._sample(self._modelled(study), trial, search_space)
+
+    def _modelled(self, study: optuna.Study) -> Any:
+        """The study itself below the window, else the study as seen through the window (with
+        the running trials, which TPE's constant liar counts)."""
         trials = study._get_trials(deepcopy=False, states=_MODELLED, use_cache=True)
         if len(trials) <= self.window or study._is_multi_objective():
-            return super()._sample(study, trial, search_space)
-        window = tpe_window(trials, study.direction, self.window)
-        return super()._sample(_StudyWindow(study, window), trial, search_space)
+            return study
+        if self._of != (id(study._storage), study._study_id):
+            self._reset(study)
+        fresh = [t for t in trials if t.number not in self._ranked]
+        self._ranked.update(t.number for t in fresh)
+        self._good = _best_complete([*self._good, *fresh], study.direction,
+                                    _good_size(self.window))
+        window = _with_newest(self._good, trials, self.window)
+        if self._constant_liar:
+            running = study._get_trials(deepcopy=False, states=(TrialState.RUNNING,),
+                                        use_cache=False)
+            window = sorted([*window, *running], key=lambda t: t.number)
+        return _StudyWindow(study, window)
 
 
 _MODELLED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -213,13 +244,27 @@ def tpe_window(trials: list[Any], direction: optuna.study.StudyDirection,
     """The ``size`` trials :class:`BoundedTPE` models, in trial order: the best complete ones
     (as many as TPE's good group of ``size`` trials: 25, as of every trial, from 250) and the
     newest of the others."""
+    return _with_newest(_best_complete(trials, direction, _good_size(size)), trials, size)
+
+
+def _good_size(size: int) -> int:
     from optuna.samplers._tpe.sampler import default_gamma
 
+    return default_gamma(size)
+
+
+def _best_complete(trials: list[Any], direction: optuna.study.StudyDirection,
+                   count: int) -> list[Any]:
     complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
     complete.sort(key=lambda t: t.value, reverse=direction == optuna.study.StudyDirection.MAXIMIZE)
-    best = complete[:default_gamma(size)]
+    return complete[:count]
+
+
+def _with_newest(best: list[Any], trials: list[Any], size: int) -> list[Any]:
+    """``best`` and the newest others of ``trials`` (in trial order), ``size`` in all."""
     chosen = {t.number for t in best}
-    newest = [t for t in reversed(trials) if t.number not in chosen][:size - len(best)]
+    newest = itertools.islice((t for t in reversed(trials) if t.number not in chosen),
+                              max(0, size - len(best)))
     return sorted([*best, *newest], key=lambda t: t.number)
 
 

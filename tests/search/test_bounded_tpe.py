@@ -68,6 +68,25 @@ def test_above_the_window_it_is_optunas_tpe_on_the_window() -> None:
     assert _asks(bounded, 1) == _asks(_study(optuna.samplers.TPESampler(seed=3), window), 1)
 
 
+def test_the_window_kept_up_as_trials_finish_is_the_window_of_all_of_them() -> None:
+    """BoundedTPE ranks each finished trial once (not every trial per suggestion); what it
+    models is still ``tpe_window`` of the whole study, with the running trials TPE's constant
+    liar counts."""
+    import pickle
+
+    sampler = BoundedTPE(seed=3, window=100)
+    study = _study(sampler, _finished(150, seed=1))
+    for step, more in enumerate((1, 40, 7, 120)):
+        study.add_trials(_finished(more, seed=10 + step))
+        running = study.ask(SPACE)
+        seen = sampler._modelled(study)._get_trials()
+        finished = [t for t in study.get_trials() if t.state.is_finished()]
+        expected = tpe_window(finished, study.direction, 100)
+        assert [t.number for t in seen] == sorted([*(t.number for t in expected), running.number])
+        study.tell(running, 0.5)
+    assert pickle.loads(pickle.dumps(sampler))._good == []  # no trials in a searcher checkpoint
+
+
 def test_a_bounded_tpe_sweep_searches_as_well_as_optunas_tpe() -> None:
     """On a toy objective (optimum at lr = 1e-2), the last 100 of 400 suggestions with a
     window of 250 land about as close to the optimum as Optuna's TPE's (random search: 0.83
