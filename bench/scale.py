@@ -122,17 +122,20 @@ def run(trials: int, algorithm: str, workdir: Path) -> dict[str, float]:
     # a suggestion that finds the budget spent is no suggestion: count the real ones
     asks = SUGGEST.seconds[:trials]
     tenth = max(1, len(asks) // 10)
+    tenths = [1000 * sum(asks[i:i + tenth]) / len(asks[i:i + tenth])
+              for i in range(0, len(asks), tenth) if asks[i:i + tenth]][:10]
     lag = sum(MLFLOW_END.seconds)  # reported apart: the writer catching up after the trials
     out = {"wall": wall, "per_trial": (wall - lag) * (os.cpu_count() or 1) / trials,
            "kb_per_trial": grown * 1024 / counted, "mlflow_lag": lag,
            "children": children, "ask_first_ms": 1000 * sum(asks[:tenth]) / tenth,
-           "ask_last_ms": 1000 * sum(asks[-tenth:]) / tenth}
+           "ask_last_ms": 1000 * sum(asks[-tenth:]) / tenth, "ask_tenths": tenths}
     print(f"{trials} trials ({algorithm}): wall {wall:.0f} s, {out['per_trial']:.2f} slot-s per "
           f"trial, driver RSS +{grown:.0f} MB over the last {counted:.0f} trials "
           f"({out['kb_per_trial']:.0f} KB per trial); MLflow "
           f"caught up {out['mlflow_lag']:.1f} s after the last trial ({children} child runs, "
           f"marker cleared: {caught_up}); suggestion {out['ask_first_ms']:.1f} ms in the first "
-          f"tenth, {out['ask_last_ms']:.1f} ms in the last", flush=True)
+          f"tenth, {out['ask_last_ms']:.1f} ms in the last (by tenth: "
+          f"{' '.join(f'{ms:.0f}' for ms in tenths)})", flush=True)
     return out
 
 

@@ -72,6 +72,10 @@ class ProgressPrinter(Callback):
         self._started: set[str] = set()  # on_trial_start comes before Tune says RUNNING
         self._due: tuple[float, int] | None = None  # an end's line: (since, running before it)
         self._epochs: dict[str, int] = {}  # trial id -> epoch of its last result seen here
+        # The best so far, kept up with each result: one scan of Tune's list per process (the
+        # values from before a resume), not one per line (thousands of trials)
+        self._top: tuple[float, str, int | None] | None = None
+        self._scanned = False
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -84,6 +88,7 @@ class ProgressPrinter(Callback):
         self.__dict__.setdefault("_epochs", {})
         self.echo = self.echo or print
         self._start = time.monotonic()
+        self._top, self._scanned = None, False
 
     def _better(self, value: float, than: float) -> bool:
         return value > than if self.mode == "max" else value < than
@@ -115,7 +120,12 @@ class ProgressPrinter(Callback):
         value, seen = result.get(self.metric), self._best_seen.get(trial.trial_id)
         if status != Status.REJECTED and _finite(value) and (
                 seen is None or self._better(float(value), seen[0])):
-            self._best_seen[trial.trial_id] = (float(value), int(result.get("epoch", 0)))
+            self._best_seen[trial.trial_id] = found = (float(value), int(result.get("epoch", 0)))
+            if self._scanned and (self._top is None or self._better(found[0], self._top[0])):
+                self._top = (found[0], trial.trial_id, found[1])
+        elif status == Status.REJECTED and self._top is not None \
+                and self._top[1] == trial.trial_id:
+            self._scanned = False  # the best trial is out: look again
         self._maybe_print()
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -189,11 +199,15 @@ class ProgressPrinter(Callback):
                               else None)
 
     def _best(self) -> tuple[float, str, int | None] | None:
+        if self._scanned:
+            return self._top
         best: tuple[float, str, int | None] | None = None
         for trial in self._trials:
             found = self._trial_best(trial)
             if found and (best is None or self._better(found[0], best[0])):
                 best = (found[0], trial.trial_id, found[1])
+        if self._trials:  # before the first hook there is nothing to scan yet
+            self._top, self._scanned = best, True
         return best
 
     def snapshot(self) -> dict[str, Any]:
