@@ -10,10 +10,11 @@ and where its tracking goes), which is what ``resume``, ``sync`` and ``report`` 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,9 +110,25 @@ def _callbacks(spec: SweepSpec, run_dir: Location, tracking_uri: str, total: int
     driver = SweepDriver(run_dir, {"name": spec.name, "tracking_uri": tracking_uri,
                                    "experiment": spec.experiment_name, "slots": slots},
                          printer.snapshot, echo)
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # read in fit()
     return [KeepResultLog(), LeanTrialRecord(), tracker, printer, driver,
             CSVLoggerCallback(), JsonLoggerCallback()]  # where Tune put its own
+
+
+_AUTO_LOGGERS = "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"
+
+
+@contextlib.contextmanager
+def _tune_loggers_as_given() -> Iterator[None]:
+    """No logger added by Tune to the callbacks (its TensorBoard one), for one ``fit()``;
+    a value the user set stays."""
+    if _AUTO_LOGGERS in os.environ:
+        yield
+        return
+    os.environ[_AUTO_LOGGERS] = "1"
+    try:
+        yield
+    finally:
+        os.environ.pop(_AUTO_LOGGERS, None)
 
 
 def _fit(tuner: Any, callbacks: list[Any], spec: SweepSpec, run_dir: Location,
@@ -123,7 +140,8 @@ def _fit(tuner: Any, callbacks: list[Any], spec: SweepSpec, run_dir: Location,
     driver.start()
     start = time.monotonic()
     try:
-        results = tuner.fit()
+        with _tune_loggers_as_given():
+            results = tuner.fit()
     except BaseException:
         driver.finish(SweepState.STOPPED if driver.stop_asked() else SweepState.INTERRUPTED)
         raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,11 @@ def test_each_search_algorithm_runs_with_asha(
     assert outcome.best is not None and 0 < outcome.best["value"] <= 1
     configs = {json.dumps(rows[0]["config"], sort_keys=True) for rows in trials.values()}
     assert len(configs) == 4  # four different configs
+    for trial_dir in outcome.run_dir.glob("trial_*"):  # Tune's JSON and CSV loggers only
+        names = {f.name for f in trial_dir.iterdir()}
+        assert {"result.json", "params.json", "progress.csv"} <= names, names
+        assert not any(n.startswith("events.out.tfevents") for n in names), names
+    assert "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS" not in os.environ  # set for the fit only
 
 
 def test_two_trials_run_at_once_on_two_cpus(tmp_path: Path) -> None:
