@@ -122,12 +122,12 @@ def run(trials: int, algorithm: str, workdir: Path) -> dict[str, float]:
     # a suggestion that finds the budget spent is no suggestion: count the real ones
     asks = SUGGEST.seconds[:trials]
     tenth = max(1, len(asks) // 10)
-    tenths = [1000 * sum(asks[i:i + tenth]) / len(asks[i:i + tenth])
-              for i in range(0, len(asks), tenth) if asks[i:i + tenth]][:10]
+    tenths = [1000 * sum(part) / len(part)
+              for part in (asks[i:i + tenth] for i in range(0, len(asks), tenth))][:10]
     lag = sum(MLFLOW_END.seconds)  # reported apart: the writer catching up after the trials
     out = {"wall": wall, "per_trial": (wall - lag) * (os.cpu_count() or 1) / trials,
            "kb_per_trial": grown * 1024 / counted, "mlflow_lag": lag,
-           "children": children, "ask_first_ms": 1000 * sum(asks[:tenth]) / tenth,
+           "children": children, "ask_first_ms": tenths[0],
            "ask_last_ms": 1000 * sum(asks[-tenth:]) / tenth, "ask_tenths": tenths}
     print(f"{trials} trials ({algorithm}): wall {wall:.0f} s, {out['per_trial']:.2f} slot-s per "
           f"trial, driver RSS +{grown:.0f} MB over the last {counted:.0f} trials "
