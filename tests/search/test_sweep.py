@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 import yaml
 
-from hpsearch.search.runner import SweepOutcome, run_sweep
+from hpsearch.search.runner import _AUTO_LOGGERS, SweepOutcome, run_sweep
 from hpsearch.search.spec import parse_spec
+from hpsearch.search.sweepdir import PARAMS_FILE, RESULT_FILE
 from hpsearch.trainables.vocab import ROLE_TAG, Role
 from tests.fakedata import write_mnist
 
@@ -93,9 +94,9 @@ def test_each_search_algorithm_runs_with_asha(
     assert len(configs) == 4  # four different configs
     for trial_dir in outcome.run_dir.glob("trial_*"):  # Tune's JSON and CSV loggers only
         names = {f.name for f in trial_dir.iterdir()}
-        assert {"result.json", "params.json", "progress.csv"} <= names, names
+        assert {RESULT_FILE, PARAMS_FILE, "progress.csv"} <= names, names
         assert not any(n.startswith("events.out.tfevents") for n in names), names
-    assert "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS" not in os.environ  # set for the fit only
+    assert _AUTO_LOGGERS not in os.environ  # set for the fit only
 
 
 def test_two_trials_run_at_once_on_two_cpus(tmp_path: Path) -> None:
