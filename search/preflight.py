@@ -167,6 +167,7 @@ def init_ray(address: str | None, plugins: list[str] | None = None) -> None:
 
     if ray.is_initialized():
         return
+    few_malloc_arenas()
     if address is None:
         # A local Ray's workers inherit this environment: the plugins' folders on their path.
         roots = plugin_roots(plugins or [])
@@ -197,6 +198,31 @@ def init_ray(address: str | None, plugins: list[str] | None = None) -> None:
         raise _address_error(address, timeout, str(err).splitlines()[0][:200]) from None
     finally:
         watchdog.cancel()
+
+
+# glibc's ``mallopt`` parameter M_ARENA_MAX, and the arenas this driver's threads share
+_M_ARENA_MAX, DRIVER_ARENAS = -8, 2
+
+
+def few_malloc_arenas() -> None:
+    """Let this process's threads share :data:`DRIVER_ARENAS` glibc heap arenas, unless
+    ``MALLOC_ARENA_MAX`` says otherwise (Linux with glibc only; elsewhere nothing changes).
+
+    The driver runs dozens of threads (Tune's loop, Ray's core worker, gRPC, the MLflow
+    writer); glibc gives threads up to 8 arenas per core, each holding freed memory of its own.
+    At 1,000 tiny trials the driver's memory grew 174 KB per trial with the default and 110 KB
+    with two arenas, at the same speed (``bench/scale.py``). Only this process: Ray's workers
+    inherit no setting.
+    """
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux") or "MALLOC_ARENA_MAX" in os.environ:
+        return
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(_M_ARENA_MAX, DRIVER_ARENAS)
+    except (OSError, AttributeError):  # not glibc (musl, ...): its own allocator
+        pass
 
 
 def _in_ray_job() -> bool:

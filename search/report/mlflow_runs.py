@@ -26,6 +26,7 @@ from hpsearch.search.report.saved_spec import (
     yaml_mapping,
 )
 from hpsearch.search.sweepdir import read_final
+from hpsearch.search.tracking.store import all_runs
 from hpsearch.trainables.config import TrialConfig
 from hpsearch.trainables.errors import UserError
 from hpsearch.trainables.vocab import FINAL_METRICS, ROLE_TAG, Role, Status
@@ -67,7 +68,7 @@ def from_mlflow(experiment: str, *, tracking_uri: str | None = None,
     if exp is None:
         raise UserError(f"report {experiment}: no MLflow experiment named '{experiment}' at "
                         f"{uri}")
-    parents = _search_all(client, exp.experiment_id, f"tags.`{ROLE_TAG}` = '{Role.SWEEP}'")
+    parents = list(all_runs(client, exp.experiment_id, f"tags.`{ROLE_TAG}` = '{Role.SWEEP}'"))
     wanted = sweep or experiment
     parents.sort(key=lambda r: (r.data.tags.get("hpsearch.sweep") == wanted, r.info.start_time),
                  reverse=True)
@@ -78,8 +79,8 @@ def from_mlflow(experiment: str, *, tracking_uri: str | None = None,
     spec_yaml = _artifact_text(client, parent.info.run_id, "spec.yaml")
     raw = yaml_mapping(spec_yaml, f"{experiment}/spec.yaml")
     spec = spec_or_none(raw, f"{experiment}/spec.yaml")
-    children = [run for run in _search_all(client, exp.experiment_id,
-                                           f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    children = [run for run in all_runs(client, exp.experiment_id,
+                                        f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
                 if run.data.tags.get(ROLE_TAG) != Role.FINAL]  # the final model is no trial
     # the runs log every setting a trial used (defaults too); the report, as from Ray's files,
     # shows the sweep's own: what it fixed and what it searched
@@ -150,18 +151,6 @@ def _csv_classes(text: str, n: int) -> list[str] | None:
     if len(header) != n or header == [str(i) for i in range(n)]:
         return None
     return header
-
-
-def _search_all(client: Any, experiment_id: str, filter_string: str) -> list[Any]:
-    runs: list[Any] = []
-    token = None
-    while True:
-        page = client.search_runs([experiment_id], filter_string, max_results=1000,
-                                  page_token=token)
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
 
 
 def _mlflow_rows(client: Any, run: Any) -> list[dict[str, float]]:

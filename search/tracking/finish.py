@@ -31,6 +31,9 @@ __all__ = ["FIGURES_MIN_S", "finish_trial", "is_complete", "trial_history"]
 # and a sweep of thousands of those left MLflow minutes behind.
 FIGURES_MIN_S = 10.0
 
+# The last step an ended run is known to hold in full: a sync replays nothing into it.
+SYNCED_TAG = "hpsearch.synced_through"
+
 
 def trial_history(state: _Run) -> list[dict[str, Any]]:
     """A trial's results, one per step: its ``result.json`` and what this process was told."""
@@ -40,7 +43,7 @@ def trial_history(state: _Run) -> list[dict[str, Any]]:
 
 def is_complete(state: _Run, rows: list[dict[str, Any]]) -> bool:
     """Whether a finished run already holds every step of ``rows`` (its tracker said so)."""
-    through = state.tags.get("hpsearch.synced_through", "")
+    through = state.tags.get(SYNCED_TAG, "")
     return (state.status in RUN_ENDED and through.isdigit()
             and int(through) >= max((result_step(r) for r in rows), default=0))
 
@@ -76,15 +79,15 @@ def finish_trial(store: _Store, trial_id: str, status: Status | str, *,
     if status.final:
         tags[NOTE_TAG] = trial_note(status, result_step(history[-1]) if history else 0,
                                     state.setting("epochs"), error or reason)
+    if status.final and history and not store.lossy:
+        # Sent after the points in the same flush (:meth:`_Run.send`): once it is on the run,
+        # every step up to here is in MLflow, so a sync may skip this run.
+        tags[SYNCED_TAG] = result_step(history[-1])
     state.set_tags(tags)
     store.flush(state)
     if not status.final:
         return
     store.trial_ended(trial_id, stamp_ms(history[-1]) if history else now_ms())
-    if history and not store.lossy:
-        # After the flush: every step up to here is in MLflow, so a sync may skip this run.
-        state.set_tags({"hpsearch.synced_through": result_step(history[-1])})
-        store.flush(state)
     if history:
         existing = store.artifact_names(state) if only_missing else set()
         with tempfile.TemporaryDirectory() as tmp:

@@ -12,7 +12,8 @@ import math
 import numbers
 import os
 import tempfile
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ __all__ = ["BEST_PREFIX", "RUN_FAILED", "RUN_FINISHED", "RUN_KILLED", "RUN_RUNNI
 BEST_PREFIX = "sweep/best_"
 BATCH_METRICS = 1000  # MLflow's log_batch limits: 1000 entities, 100 params/tags per call
 _BATCH_PARAMS_TAGS = 100
+SEARCH_PAGE = 1000  # runs per search_runs call
 _SPEC_ARTIFACT = "spec.yaml"
 _ENDED_TAG = "hpsearch.trials_ended"  # the parent's step, kept for a resumed sweep
 
@@ -136,15 +138,21 @@ class _Run:
         self.seeded = True
 
     def send(self, client: Any) -> int:
-        """Send the buffered params, tags and metrics in as few ``log_batch`` calls as fit;
-        the number of metric points sent."""
+        """Send the buffered params, metrics and then tags in as few ``log_batch`` calls as
+        fit; the number of metric points sent."""
         from mlflow.entities import Param, RunTag
 
         points = 0
         while self.has_pending():
             params = list(self.pending_params.items())[:_BATCH_PARAMS_TAGS]
-            tags = list(self.pending_tags.items())[:_BATCH_PARAMS_TAGS]
-            metrics = self.pending_metrics[:BATCH_METRICS - len(params) - len(tags)]
+            room = BATCH_METRICS - len(params)
+            metrics = self.pending_metrics[:room]
+            # Tags ride with the last metrics: MLflow's stores write a batch's tags after its
+            # metrics, so a tag saying what a run holds (``finish.SYNCED_TAG``) never
+            # lands before the points it speaks for.
+            last = len(metrics) == len(self.pending_metrics)
+            tags = list(self.pending_tags.items())[:min(_BATCH_PARAMS_TAGS,
+                                                        room - len(metrics))] if last else []
             client.log_batch(self.run_id, metrics=metrics,
                              params=[Param(k, v) for k, v in params],
                              tags=[RunTag(k, v) for k, v in tags], synchronous=True)
@@ -219,6 +227,10 @@ class _Store:
         self.parent: _Run | None = None
         self.children: dict[str, _Run] = {}
         self.saved = read_run_map(run_dir, tracking_uri)  # what an earlier session mapped
+        self.listed: dict[str, str] | None = None  # :meth:`_trial_runs`
+        self.parent_created = False  # by this store: it has no trial runs but its own
+        self.map_due = False  # the run map lacks runs this store found or created
+        self.map_saved_at = self.map_save_s = 0.0  # when it was last written; how long it took
         self.best = _Best(*objective)
         self.best_due: dict[str, float] | None = None  # improved since last logged
         self.ended: set[str] = set()  # trials whose end counted towards the parent's step
@@ -235,13 +247,24 @@ class _Store:
             self.dataset = dict(info)
             self.classes = tuple(info["classes"]) or None
 
-    def save_map(self) -> None:
+    def save_map(self, soon: bool = False) -> None:
+        """Write the run map. ``soon``: only when writing it took under a tenth of the time
+        since the last write (else it is left due): it is rewritten whole, and at thousands of
+        trials one write per new run held the MLflow writer back. A run the map lacks is
+        still found by its tags."""
+        self.map_due = True
+        now = time.monotonic()
+        if soon and now - self.map_saved_at < 10 * self.map_save_s:
+            return
         trials = {**self.saved.get("trials", {}),
                   **{t: r.run_id for t, r in self.children.items()}}
         write_run_map(self.run_dir, self.uri, {
             "experiment": self.experiment_name, "experiment_id": self.experiment_id,
             "parent_run_id": self.parent.run_id if self.parent else None,
             "trials": dict(sorted(trials.items()))})
+        self.map_due = False
+        self.map_saved_at = time.monotonic()
+        self.map_save_s = self.map_saved_at - now
 
     # ---- runs
 
@@ -284,6 +307,7 @@ class _Store:
             state = self._create({ROLE_TAG: Role.SWEEP.value, "hpsearch.sweep": self.sweep,
                                   "hpsearch.run_dir": run_dir,
                                   "hpsearch.objective": ":".join(self.objective)}, self.sweep)
+            self.parent_created = True
         else:
             self.seed(state)
             if self.dataset is None:  # sync: the dataset the sweep's tracker logged
@@ -315,9 +339,11 @@ class _Store:
         state = self.children.get(trial_id)
         if state is None or state.compacted:
             parent = self.ensure_parent()
-            known = state.run_id if state else self.saved.get("trials", {}).get(trial_id)
-            found = self._reattach(known, f"tags.`hpsearch.trial_id` = '{quote(trial_id)}' "
-                                          f"and tags.`mlflow.parentRunId` = '{parent.run_id}'")
+            known = state.run_id if state else (self.saved.get("trials", {}).get(trial_id)
+                                                or self._trial_runs().get(trial_id))
+            found = None if known is None else self._reattach(
+                known, f"tags.`hpsearch.trial_id` = '{quote(trial_id)}' "
+                       f"and tags.`mlflow.parentRunId` = '{parent.run_id}'")
             if found is None:
                 found = self._create({"mlflow.parentRunId": parent.run_id,
                                       ROLE_TAG: Role.TRIAL.value, "hpsearch.trial_id": trial_id,
@@ -326,7 +352,7 @@ class _Store:
             if state is not None:
                 found.trial_path, found.checkpoint = state.trial_path, state.checkpoint
             state = self.children[trial_id] = found
-            self.save_map()
+            self.save_map(soon=True)
         if config:
             params = flatten_params(resolved_config(config))
             state.add_params(params)
@@ -337,6 +363,21 @@ class _Store:
             state.trial_path = trial_path
             state.set_tags({"hpsearch.trial_dir": str(self.trial_folder(trial_path))})
         return state
+
+    def _trial_runs(self) -> dict[str, str]:
+        """Trial id -> run id of the parent's trial runs (a trial's oldest), listed once: a
+        trial in neither this, the run map nor :attr:`children` has no run yet, so a new trial
+        costs no search (at thousands of runs a search per trial held the writer back)."""
+        if self.listed is None:
+            self.listed = {}
+            if not self.parent_created and self.parent is not None:
+                for run in all_runs(self.client, self.experiment(),
+                                    f"tags.`mlflow.parentRunId` = '{self.parent.run_id}'",
+                                    ["attributes.start_time ASC"]):
+                    trial_id = run.data.tags.get("hpsearch.trial_id")
+                    if trial_id:
+                        self.listed.setdefault(trial_id, run.info.run_id)
+        return self.listed
 
     def create_final(self, tags: Mapping[str, str], name: str) -> _Run:
         """A new run for the sweep's final model (``hpsearch finalize``), nested under the
@@ -442,6 +483,19 @@ def _find_run(client: Any, experiment: Callable[[], str], run_id: str | None,
         return None
     return _Run(run.info.run_id, seeded=False, params=dict(run.data.params),
                 tags=dict(run.data.tags), status=run.info.status, latest=dict(run.data.metrics))
+
+
+def all_runs(client: Any, experiment_id: str, filter_string: str,
+             order_by: list[str] | None = None) -> Iterator[Any]:
+    """Every active run of the experiment the filter finds, a page at a time."""
+    token = None
+    while True:
+        page = client.search_runs([experiment_id], filter_string, max_results=SEARCH_PAGE,
+                                  order_by=order_by, page_token=token)
+        yield from page
+        token = page.token
+        if not token:
+            return
 
 
 def _open_experiment(client: Any, name: str, uri: str) -> str:

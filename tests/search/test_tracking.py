@@ -263,6 +263,70 @@ def test_a_trial_stopped_then_resumed_to_completion_loses_its_stopped_epoch(
     assert found.info.status == "FINISHED"
 
 
+def test_a_reopened_store_finds_a_trial_run_its_run_map_lacks(tmp_path: Path,
+                                                               mlflow_db: str) -> None:
+    """A driver killed after creating a trial's run, before its run map said so: the next
+    session's store reattaches to that run (listed once by parent) and creates the new
+    trials' runs, with no run twice."""
+    from mlflow import MlflowClient
+
+    from hpsearch.search.tracking.store import _Store
+
+    def store() -> _Store:
+        return _Store(tracking_uri=mlflow_db, run_dir=tmp_path, sweep_name="s",
+                      experiment=None, objective=("val_top1", "max"))
+
+    first = store()
+    first.ensure_parent()
+    old = first.ensure_child("t1", {"lr": 0.1}).run_id
+    (tmp_path / RUNS_FILE).unlink()  # the map never said so
+    second = store()
+    parent = second.ensure_parent(reopen=True)
+    assert second.ensure_child("t1", None).run_id == old
+    new = second.ensure_child("t2", {"lr": 0.2}).run_id
+    second.save_map()
+    runs = MlflowClient(mlflow_db).search_runs(
+        [second.experiment()], f"tags.`mlflow.parentRunId` = '{parent.run_id}'")
+    assert sorted(r.info.run_id for r in runs) == sorted([old, new])
+    saved = json.loads((tmp_path / RUNS_FILE).read_text())[mlflow_db]["trials"]
+    assert saved == {"t1": old, "t2": new}
+
+
+def test_a_runs_tags_reach_mlflow_with_its_last_metrics(tmp_path: Path, mlflow_db: str) -> None:
+    """Over 1,000 points go in several batches; the tags (``hpsearch.synced_through`` among
+    them: "every step up to here is in MLflow") only with the last, as MLflow writes a batch's
+    tags after its metrics."""
+    from mlflow import MlflowClient
+
+    from hpsearch.search.tracking.finish import SYNCED_TAG
+    from hpsearch.search.tracking.store import BATCH_METRICS, _Store
+
+    class Recording(MlflowClient):
+        batches: list[tuple[int, int]] = []  # (metrics, tags) per log_batch
+
+        def log_batch(self, run_id: str, metrics=(), params=(), tags=(), **kw: Any) -> None:
+            self.batches.append((len(metrics), len(tags)))
+            super().log_batch(run_id, metrics=metrics, params=params, tags=tags, **kw)
+
+    store = _Store(tracking_uri=mlflow_db, run_dir=tmp_path, sweep_name="s", experiment=None,
+                   objective=("val_top1", "max"))
+    store.client = Recording(mlflow_db)
+    store.ensure_parent()
+    run = store.ensure_child("t1", {"lr": 0.1})
+    points = 2 * BATCH_METRICS + 5
+    store.add_metrics(run, {"val_loss": 1.0}, 0, 0)
+    for step in range(1, points):
+        store.add_metrics(run, {"val_loss": 1.0 / step}, step, step)
+    run.set_tags({SYNCED_TAG: points - 1, "hpsearch.status": "completed"})
+    Recording.batches.clear()
+    store.flush(run)
+    assert len(Recording.batches) == 3 and sum(m for m, _ in Recording.batches) == points
+    assert [t for _, t in Recording.batches[:-1]] == [0, 0] and Recording.batches[-1][1] >= 2
+    found = MlflowClient(mlflow_db)
+    assert found.get_run(run.run_id).data.tags[SYNCED_TAG] == str(points - 1)
+    assert len(found.get_metric_history(run.run_id, "val_loss")) == points
+
+
 @pytest.mark.integration  # a real subprocess / real MLflow store: seconds
 def test_sync_into_local_sqlite_without_server_is_idempotent(tmp_path: Path) -> None:
     run_dir = tmp_path / "runs" / "local"
