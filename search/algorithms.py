@@ -204,17 +204,26 @@ class BoundedTPE(optuna.samplers.TPESampler):
         self._of = None if study is None else (id(study._storage), study._study_id)
         self._good: list[Any] = []  # the best complete trials so far, best first
         self._ranked: set[int] = set()  # numbers of the finished trials already looked at
+        self._seen: tuple[Any, Any] | None = None  # (study and trial number, its view)
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)  # a searcher checkpoint needs no cache: rebuilt on use
-        state.update(_of=None, _good=[], _ranked=set())
+        state.update(_of=None, _good=[], _ranked=set(), _seen=None)
         return state
 
     def infer_relative_search_space(self, study: optuna.Study, trial: Any) -> dict[str, Any]:
-        return super().infer_relative_search_space(self._modelled(study), trial)
+        return super().infer_relative_search_space(self._view(study, trial), trial)
 
     def _sample(self, study: optuna.Study, trial: Any, search_space: dict[str, Any]) -> Any:
-        return super()._sample(self._modelled(study), trial, search_space)
+        return super()._sample(self._view(study, trial), trial, search_space)
+
+    def _view(self, study: optuna.Study, trial: Any) -> Any:
+        """:meth:`_modelled`, once per trial: Optuna asks for the search space, then samples
+        (once, or once per setting), and each look scans every trial of the study."""
+        key = (id(study._storage), study._study_id, trial.number)
+        if self._seen is None or self._seen[0] != key:
+            self._seen = (key, self._modelled(study))
+        return self._seen[1]
 
     def _modelled(self, study: optuna.Study) -> Any:
         """The study itself below the window, else the study as seen through the window (with
