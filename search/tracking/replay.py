@@ -26,6 +26,7 @@ from hpsearch.search.tracking.store import (
     RUN_RUNNING,
     _Best,
     _Store,
+    all_runs,
     resolve_tracking_uri,
 )
 from hpsearch.search.tracking.summary import log_summary
@@ -138,9 +139,8 @@ def _repair(store: _Store, states: Mapping[str, tuple[str | None, str | None]],
     """Delete the trial runs Ray's record lacks, and those holding epochs past the trial's
     ``result.json`` (a replay then recreates them), so MLflow ends with exactly Ray's record."""
     parent = store.ensure_parent()
-    runs = store.client.search_runs(
-        [store.experiment()], f"tags.`mlflow.parentRunId` = '{parent.run_id}'",
-        max_results=50000)
+    runs = list(all_runs(store.client, store.experiment(),
+                         f"tags.`mlflow.parentRunId` = '{parent.run_id}'"))
     metric = store.objective[0]
     for run in runs:
         trial_id = run.data.tags.get("hpsearch.trial_id")
