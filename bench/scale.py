@@ -35,6 +35,7 @@ from _common import machine, sweep
 from hpsearch.search.algorithms import TruthfulOptunaSearch
 from hpsearch.search.sweepdir import DRIVER_FILE, MARKER_FILE
 from hpsearch.search.tracking import MlflowTracker
+from hpsearch.search.tracking.store import all_runs
 
 
 def rss_mb() -> float:
@@ -73,14 +74,7 @@ def child_runs(tracking_uri: str, experiment: str) -> int:
 
     client = MlflowClient(tracking_uri)
     exp = client.get_experiment_by_name(experiment)
-    count, token = 0, None
-    while True:
-        page = client.search_runs([exp.experiment_id], "tags.mlflow.parentRunId != ''",
-                                  max_results=5000, page_token=token)
-        count += len(page)
-        token = page.token
-        if not token:
-            return count
+    return sum(1 for _ in all_runs(client, exp.experiment_id, "tags.mlflow.parentRunId != ''"))
 
 
 def rss_when_done(run_dir: Path, marks: tuple[int, ...], seen: dict[int, tuple[int, float]],

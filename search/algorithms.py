@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import pickle
 import threading
@@ -192,6 +193,11 @@ class BoundedTPE(optuna.samplers.TPESampler):
     optimum as Optuna's TPE (``tests/search/test_bounded_tpe.py``). A window under 250 has a
     smaller good group than the whole sweep would, and searches worse. Below the window, and
     for multi-objective studies, it is Optuna's TPE unchanged.
+
+    The window is kept up as trials are told (:meth:`after_trial`): a suggestion looks at the
+    trials told since the last one, not at every trial of the study (Optuna's TPE counts them
+    before each sampling, and its constant liar lists the running ones). Only Optuna's own
+    ``ask`` still scans the study, for enqueued trials.
     """
 
     def __init__(self, *, window: int = TPE_WINDOW, **kwargs: Any) -> None:
@@ -200,49 +206,97 @@ class BoundedTPE(optuna.samplers.TPESampler):
         self._reset()
 
     def _reset(self, study: Any = None) -> None:
-        # the window kept up as trials finish: ranking every trial per suggestion was O(trials)
+        # The window, kept up as trials finish: every finished trial is looked at once (one
+        # scan of the study when the cache is cold), not every trial per suggestion.
         self._of = None if study is None else (id(study._storage), study._study_id)
         self._good: list[Any] = []  # the best complete trials so far, best first
-        self._ranked: set[int] = set()  # numbers of the finished trials already looked at
+        self._newest: list[tuple[int, Any]] = []  # heap of the newest finished (number, trial)
+        self._count = 0  # finished trials (complete or pruned) looked at
+        self._told: list[int] = []  # ids of trials told since the last suggestion
+        self._running: set[int] = set()  # ids of the trials asked and not told
+        self._asked = -1  # number of the trial suggested last
         self._seen: tuple[Any, Any] | None = None  # (study and trial number, its view)
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)  # a searcher checkpoint needs no cache: rebuilt on use
-        state.update(_of=None, _good=[], _ranked=set(), _seen=None)
+        state.update(_of=None, _good=[], _newest=[], _count=0, _told=[], _running=set(),
+                     _asked=-1, _seen=None)
         return state
 
+    def after_trial(self, study: optuna.Study, trial: Any, state: TrialState,
+                    values: Any) -> None:
+        super().after_trial(study, trial, state, values)
+        if self._of == (id(study._storage), study._study_id):
+            self._told.append(trial._trial_id)  # looked up once told (its state set)
+
+    # Every look at the study goes through the window: Optuna's TPE counts the finished trials
+    # (a scan of every trial) before it samples, for the search space and for each setting.
     def infer_relative_search_space(self, study: optuna.Study, trial: Any) -> dict[str, Any]:
         return super().infer_relative_search_space(self._view(study, trial), trial)
+
+    def _sample_relative(self, study: optuna.Study, trial: Any,
+                         search_space: dict[str, Any]) -> dict[str, Any]:
+        return super()._sample_relative(self._view(study, trial), trial, search_space)
+
+    def sample_independent(self, study: optuna.Study, trial: Any, param_name: str,
+                           param_distribution: Any) -> Any:
+        return super().sample_independent(self._view(study, trial), trial, param_name,
+                                          param_distribution)
 
     def _sample(self, study: optuna.Study, trial: Any, search_space: dict[str, Any]) -> Any:
         return super()._sample(self._view(study, trial), trial, search_space)
 
-    def _view(self, study: optuna.Study, trial: Any) -> Any:
+    def _view(self, study: Any, trial: Any) -> Any:
         """:meth:`_modelled`, once per trial: Optuna asks for the search space, then samples
-        (once, or once per setting), and each look scans every trial of the study."""
+        (once, or once per setting)."""
+        study = study._study if isinstance(study, _StudyWindow) else study
         key = (id(study._storage), study._study_id, trial.number)
         if self._seen is None or self._seen[0] != key:
-            self._seen = (key, self._modelled(study))
+            self._seen = (key, self._modelled(study, trial.number, trial._trial_id))
         return self._seen[1]
 
-    def _modelled(self, study: optuna.Study) -> Any:
+    def _modelled(self, study: optuna.Study, number: int | None = None,
+                  trial_id: int | None = None) -> Any:
         """The study itself below the window, else the study as seen through the window (with
-        the running trials, which TPE's constant liar counts)."""
-        trials = study._get_trials(deepcopy=False, states=_MODELLED, use_cache=True)
-        if len(trials) <= self.window or study._is_multi_objective():
+        the running trials, which TPE's constant liar counts), for the trial ``number``.
+
+        Trials told since the last suggestion (:meth:`after_trial`) join the window; when the
+        cache is cold (a new or restored sampler, another study) or trials reached the study
+        otherwise (``add_trials``: the asked trial's number jumped), every finished trial is
+        looked at once."""
+        if study._is_multi_objective():
             return study
-        if self._of != (id(study._storage), study._study_id):
+        if self._of != (id(study._storage), study._study_id) or number != self._asked + 1:
             self._reset(study)
-        fresh = [t for t in trials if t.number not in self._ranked]
-        self._ranked.update(t.number for t in fresh)
-        self._good = _best_complete([*self._good, *fresh], study.direction,
-                                    _good_size(self.window))
-        window = _with_newest(self._good, trials, self.window)
+            trials = study._get_trials(deepcopy=False, use_cache=False)
+            self._absorb(study, [t for t in trials if t.state in _MODELLED])
+            self._running = {t._trial_id for t in trials if t.state == TrialState.RUNNING}
+        else:
+            self._running.add(trial_id)
+            told, self._told = self._told, []
+            trials = [study._storage.get_trial(i) for i in told]
+            self._told = [t._trial_id for t in trials if not t.state.is_finished()]
+            self._running.difference_update(t._trial_id for t in trials if t.state.is_finished())
+            self._absorb(study, [t for t in trials if t.state in _MODELLED])
+        self._asked = -2 if number is None else number
+        if self._count <= self.window:
+            return study
+        chosen = {t.number for t in self._good}
+        newest = (t for _, t in sorted(self._newest, reverse=True) if t.number not in chosen)
+        window = [*self._good, *itertools.islice(newest, self.window - len(self._good))]
         if self._constant_liar:
-            running = study._get_trials(deepcopy=False, states=(TrialState.RUNNING,),
-                                        use_cache=False)
-            window = sorted([*window, *running], key=lambda t: t.number)
-        return _StudyWindow(study, window)
+            running = (study._storage.get_trial(i) for i in self._running)
+            window += [t for t in running if t.state == TrialState.RUNNING]
+        return _StudyWindow(study, sorted(window, key=lambda t: t.number))
+
+    def _absorb(self, study: optuna.Study, finished: list[Any]) -> None:
+        for t in finished:
+            heapq.heappush(self._newest, (t.number, t))
+            if len(self._newest) > self.window:
+                heapq.heappop(self._newest)
+        self._count += len(finished)
+        self._good = _best_complete([*self._good, *finished], study.direction,
+                                    _good_size(self.window))
 
 
 _MODELLED = (TrialState.COMPLETE, TrialState.PRUNED)

@@ -121,8 +121,7 @@ def _sync(run_dir: Location, source: Path, sweep_name: str, tracking_uri: str | 
 
     for t in trials:
         finish_trial(store, t.trial_id, statuses[t.trial_id], error=t.error, only_missing=True)
-    if store.map_due:
-        store.save_map()
+    store.save_map_if_due()
     log_best(store, only_missing=True)
     log_summary(store, only_changed=True)
     parent = store.parent

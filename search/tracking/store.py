@@ -267,6 +267,11 @@ class _Store:
         self.map_saved_at = time.monotonic()
         self.map_save_s = self.map_saved_at - now
 
+    def save_map_if_due(self, soon: bool = False) -> None:
+        """Write the run map if a new run is missing from the file (see :meth:`save_map`)."""
+        if self.map_due:
+            self.save_map(soon=soon)
+
     # ---- runs
 
     def experiment(self) -> str:

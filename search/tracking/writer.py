@@ -159,8 +159,8 @@ class Writer:
                         return attempts
                     run.drop_pending()
                     self._failed(err, transient=False)
-            if flush and store.map_due:
-                store.save_map(soon=True)
+            if flush:
+                store.save_map_if_due(soon=True)
         except Exception as err:  # noqa: BLE001 - e.g. the store could not even be opened
             self._failed(err, transient=is_transient(err))
             return attempts + 1
@@ -193,8 +193,8 @@ class Writer:
     def _finish(self) -> None:
         store = self.store
         try:
-            if store is not None and store.map_due:
-                store.save_map()
+            if store is not None:
+                store.save_map_if_due()
             if store is not None and store.parent is not None:
                 store.client.set_terminated(store.parent.run_id, status=RUN_FINISHED)
         except Exception as err:  # noqa: BLE001

@@ -5,11 +5,15 @@ the best and newest trials."""
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution
+from optuna.trial import TrialState
 
 from hpsearch.search.algorithms import BoundedTPE, tpe_window
+
+_MODELLED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 SPACE = {"lr": FloatDistribution(1e-4, 1e-1, log=True),
          "optimizer": CategoricalDistribution(["sgd", "adamw"])}
@@ -69,22 +73,59 @@ def test_above_the_window_it_is_optunas_tpe_on_the_window() -> None:
 
 
 def test_the_window_kept_up_as_trials_finish_is_the_window_of_all_of_them() -> None:
-    """BoundedTPE ranks each finished trial once (not every trial per suggestion); what it
-    models is still ``tpe_window`` of the whole study, with the running trials TPE's constant
-    liar counts."""
+    """BoundedTPE looks at each finished trial once, as it is told (not at every trial per
+    suggestion); what it models is still ``tpe_window`` of the whole study, with the running
+    trials TPE's constant liar counts. Trials that reach the study without a tell (added, as
+    a warm start adds them) are found by one scan."""
     import pickle
 
     sampler = BoundedTPE(seed=3, window=100)
     study = _study(sampler, _finished(150, seed=1))
-    for step, more in enumerate((1, 40, 7, 120)):
-        study.add_trials(_finished(more, seed=10 + step))
-        running = study.ask(SPACE)
-        seen = sampler._modelled(study)._get_trials()
-        finished = [t for t in study.get_trials() if t.state.is_finished()]
-        expected = tpe_window(finished, study.direction, 100)
-        assert [t.number for t in seen] == sorted([*(t.number for t in expected), running.number])
-        study.tell(running, 0.5)
+    rng = random.Random(5)
+    running = [study.ask(SPACE) for _ in range(3)]  # told later: a sweep has several at once
+    for step in range(250):
+        if step in (40, 170):
+            study.add_trials(_finished(30, seed=step))
+        trial = study.ask(SPACE)
+        seen = [t.number for t in sampler._view(study, trial)._get_trials()]
+        modelled = [t for t in study.get_trials() if t.state in _MODELLED]
+        live = [t.number for t in study.get_trials() if t.state == TrialState.RUNNING]
+        expected = tpe_window(modelled, study.direction, 100)
+        assert seen == sorted([*(t.number for t in expected), *live]), step
+        running.append(trial)
+        told, roll = running.pop(rng.randrange(len(running))), rng.random()
+        if roll < 0.15:
+            study.tell(told, state=TrialState.PRUNED)
+        elif roll < 0.2:
+            study.tell(told, state=TrialState.FAIL)
+        else:
+            study.tell(told, rng.random())
     assert pickle.loads(pickle.dumps(sampler))._good == []  # no trials in a searcher checkpoint
+
+
+class _CountingStorage(optuna.storages.InMemoryStorage):
+    """Optuna's in-memory storage, counting the calls that list every trial of a study."""
+
+    listed: list[tuple | None] = []
+
+    def get_all_trials(self, study_id: int, deepcopy: bool = True, states: Any = None) -> Any:
+        self.listed.append(None if states is None else tuple(states))
+        return super().get_all_trials(study_id, deepcopy, states)
+
+
+def test_a_suggestion_past_the_window_does_not_list_every_trial() -> None:
+    """Per suggestion, the only scan of the study is Optuna's own look for enqueued trials:
+    the time per suggestion stays bounded as the sweep grows."""
+    storage = _CountingStorage()
+    study = optuna.create_study(direction="maximize", sampler=BoundedTPE(seed=0, window=100),
+                                storage=storage)
+    study.add_trials(_finished(300))
+    for _ in range(3):
+        study.tell(study.ask(SPACE), 0.5)
+    storage.listed.clear()
+    for _ in range(5):
+        study.tell(study.ask(SPACE), 0.5)
+    assert storage.listed == [(TrialState.WAITING,)] * 5
 
 
 def test_a_bounded_tpe_sweep_searches_as_well_as_optunas_tpe() -> None:
