@@ -242,6 +242,35 @@ def test_a_tag_set_back_to_the_runs_own_value_is_what_mlflow_keeps(tmp_path: Pat
     assert tags["hpsearch.status"] == "completed"
 
 
+def test_a_sqlite_store_is_written_in_wal_mode_and_read_by_another_process(
+        tmp_path: Path, mlflow_db: str) -> None:
+    """The writer's commits do not wait for the disk (WAL, synchronous=NORMAL), and what it
+    committed is there for another process reading the file (``mlflow ui``, ``report``)."""
+    import sqlite3
+    import subprocess
+    import sys
+
+    from hpsearch.search.tracking.store import _Store
+
+    store = _Store(tracking_uri=mlflow_db, run_dir=tmp_path, sweep_name="s", experiment=None,
+                   objective=("val_top1", "max"))
+    store.ensure_parent()
+    run = store.ensure_child("t1", {"lr": 0.1})
+    run.set_tags({"hpsearch.status": "completed"})
+    store.flush(run)
+    db = mlflow_db.removeprefix("sqlite:///")
+    with store.client._tracking_client.store.engine.connect() as conn:
+        from sqlalchemy import text
+
+        assert conn.execute(text("PRAGMA synchronous")).scalar() == 1  # NORMAL
+    assert sqlite3.connect(db).execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    read = subprocess.run(
+        [sys.executable, "-c", "import sys; from mlflow import MlflowClient; "
+         "print(MlflowClient(sys.argv[1]).get_run(sys.argv[2]).data.tags['hpsearch.status'])",
+         mlflow_db, run.run_id], capture_output=True, text=True, check=True)
+    assert read.stdout.strip() == "completed"
+
+
 def test_a_trial_stopped_then_resumed_to_completion_loses_its_stopped_epoch(
         tmp_path: Path, mlflow_db: str) -> None:
     from mlflow import MlflowClient
