@@ -221,12 +221,9 @@ def test_tracker_pickles_without_its_thread(tmp_path: Path, mlflow_db: str) -> N
     assert json.loads((tmp_path / RUNS_FILE).read_text())[tracker.tracking_uri]["parent_run_id"]
 
 
-def test_a_tag_set_back_to_the_runs_own_value_is_what_mlflow_keeps(tmp_path: Path,
-                                                                    mlflow_db: str) -> None:
-    """A resumed trial is tagged running as it starts and completed as it ends; when its run
-    was completed already, the run must say completed, not the running in between."""
-    from mlflow import MlflowClient
-
+def _completed_run(tmp_path: Path, mlflow_db: str) -> tuple[Any, Any]:
+    """A sweep's store in ``mlflow_db`` with its parent run and a child for trial ``t1``,
+    tagged completed."""
     from hpsearch.search.tracking.store import _Store
 
     store = _Store(tracking_uri=mlflow_db, run_dir=tmp_path, sweep_name="s", experiment=None,
@@ -235,6 +232,16 @@ def test_a_tag_set_back_to_the_runs_own_value_is_what_mlflow_keeps(tmp_path: Pat
     run = store.ensure_child("t1", {"lr": 0.1})
     run.set_tags({"hpsearch.status": "completed"})
     store.flush(run)
+    return store, run
+
+
+def test_a_tag_set_back_to_the_runs_own_value_is_what_mlflow_keeps(tmp_path: Path,
+                                                                    mlflow_db: str) -> None:
+    """A resumed trial is tagged running as it starts and completed as it ends; when its run
+    was completed already, the run must say completed, not the running in between."""
+    from mlflow import MlflowClient
+
+    store, run = _completed_run(tmp_path, mlflow_db)
     run.set_tags({"hpsearch.status": "running"})  # started again after a resume ...
     run.set_tags({"hpsearch.status": "completed"})  # ... and ended at once
     store.flush(run)
@@ -250,14 +257,7 @@ def test_a_sqlite_store_is_written_in_wal_mode_and_read_by_another_process(
     import subprocess
     import sys
 
-    from hpsearch.search.tracking.store import _Store
-
-    store = _Store(tracking_uri=mlflow_db, run_dir=tmp_path, sweep_name="s", experiment=None,
-                   objective=("val_top1", "max"))
-    store.ensure_parent()
-    run = store.ensure_child("t1", {"lr": 0.1})
-    run.set_tags({"hpsearch.status": "completed"})
-    store.flush(run)
+    store, run = _completed_run(tmp_path, mlflow_db)
     db = mlflow_db.removeprefix("sqlite:///")
     with store.client._tracking_client.store.engine.connect() as conn:
         from sqlalchemy import text
