@@ -100,9 +100,11 @@ def test_plugin_only_in_the_drivers_folder_runs_on_both_nodes(
         fixed = {"trainable": "line_fit", "line_sleep": 1.0}
         space: dict = {"line_lr": [0.01, 0.02, 0.05, 0.1]}
     else:
+        # 48,000 images: trials of seconds, outlasting the start of the other node's worker
+        # (with 12,000, trials of 1-2 s all ran on one node now and then, its actor reused)
         plugins, metric = ["my_lab.models", "my_lab.data", "my_lab.augment"], "val_top1"
         fixed = {"model": "deep_mlp", "mlp_width": 256, "dataset": "blobs",
-                 "blob_train": 12000, "augment": ["invert"], "invert_p": 0.2,
+                 "blob_train": 48000, "augment": ["invert"], "invert_p": 0.2,
                  "batch_size": 64, "device": "cpu"}
         space = {"mlp_depth": [1, 2, 3, 4]}
     spec = {"name": f"plugin_{how}", "plugins": plugins, "fixed": fixed, "space": space,
