@@ -255,8 +255,7 @@ class BoundedTPE(optuna.samplers.TPESampler):
             self._seen = (key, self._modelled(study, trial.number, trial._trial_id))
         return self._seen[1]
 
-    def _modelled(self, study: optuna.Study, number: int | None = None,
-                  trial_id: int | None = None) -> Any:
+    def _modelled(self, study: optuna.Study, number: int, trial_id: int) -> Any:
         """The study itself below the window, else the study as seen through the window (with
         the running trials, which TPE's constant liar counts), for the trial ``number``.
 
@@ -278,16 +277,15 @@ class BoundedTPE(optuna.samplers.TPESampler):
             self._told = [t._trial_id for t in trials if not t.state.is_finished()]
             self._running.difference_update(t._trial_id for t in trials if t.state.is_finished())
             self._absorb(study, [t for t in trials if t.state in _MODELLED])
-        self._asked = -2 if number is None else number
+        self._asked = number
         if self._count <= self.window:
             return study
-        chosen = {t.number for t in self._good}
-        newest = (t for _, t in sorted(self._newest, reverse=True) if t.number not in chosen)
-        window = [*self._good, *itertools.islice(newest, self.window - len(self._good))]
+        window = _with_newest(self._good, [t for _, t in sorted(self._newest)], self.window)
         if self._constant_liar:
             running = (study._storage.get_trial(i) for i in self._running)
-            window += [t for t in running if t.state == TrialState.RUNNING]
-        return _StudyWindow(study, sorted(window, key=lambda t: t.number))
+            window = sorted([*window, *(t for t in running if t.state == TrialState.RUNNING)],
+                            key=lambda t: t.number)
+        return _StudyWindow(study, window)
 
     def _absorb(self, study: optuna.Study, finished: list[Any]) -> None:
         for t in finished:
