@@ -10,6 +10,7 @@ on the device. Where the files are found is :func:`~trainables.datadir.resolve_r
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from collections.abc import Callable
@@ -17,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torchvision
 
 from hpsearch.trainables.bundle import DataBundle, ImageSets
 from hpsearch.trainables.config import DATASETS, TrialConfig
@@ -107,33 +107,42 @@ def _mnist_family(tv_class: type, root: Path) -> _Decoded:
 
 @DATASETS.register("mnist")
 def _mnist(root: Path, config: TrialConfig) -> _Decoded:
+    import torchvision  # here: a trial worker that gets its data as arrays never needs it
+
     return _mnist_family(torchvision.datasets.MNIST, root)
 
 
 @DATASETS.register("fashion_mnist")
 def _fashion_mnist(root: Path, config: TrialConfig) -> _Decoded:
+    import torchvision
+
     return _mnist_family(torchvision.datasets.FashionMNIST, root)
 
 
-class _LocalCIFAR10(torchvision.datasets.CIFAR10):
+@functools.cache
+def _local_cifar10() -> type:
     """torchvision's CIFAR10, with a local copy checked only for existence.
 
     The stock class md5-checks every batch file on every construction: that re-reads 170 MB per
     load and rejects any other faithful copy (the tiny ones tests write). Downloads still go
     through the stock class, whose archive md5 check is kept.
     """
+    import torchvision
 
-    meta = {**torchvision.datasets.CIFAR10.meta, "md5": None}
+    class LocalCIFAR10(torchvision.datasets.CIFAR10):
+        meta = {**torchvision.datasets.CIFAR10.meta, "md5": None}
 
-    def _check_integrity(self) -> bool:
-        folder = Path(self.root) / self.base_folder
-        return all((folder / f).is_file() for f, _ in self.train_list + self.test_list)
+        def _check_integrity(self) -> bool:
+            folder = Path(self.root) / self.base_folder
+            return all((folder / f).is_file() for f, _ in self.train_list + self.test_list)
+
+    return LocalCIFAR10
 
 
 @DATASETS.register("cifar10")
 def _cifar10(root: Path, config: TrialConfig) -> _Decoded:
-    train = _LocalCIFAR10(root=str(root), train=True)
-    test = _LocalCIFAR10(root=str(root), train=False)
+    train = _local_cifar10()(root=str(root), train=True)
+    test = _local_cifar10()(root=str(root), train=False)
 
     def nchw(data: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(data).permute(0, 3, 1, 2).contiguous()

@@ -9,6 +9,7 @@ in the layout torchvision expects.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import logging
@@ -21,8 +22,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
-
-import torchvision
 
 from hpsearch.trainables.config import DATASETS
 from hpsearch.trainables.errors import UserError
@@ -65,19 +64,27 @@ class _Source:
 
 _MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
                 "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
-_CIFAR_FILES = tuple(f for f, _ in torchvision.datasets.CIFAR10.train_list
-                     + torchvision.datasets.CIFAR10.test_list) + ("batches.meta",)
-_SOURCES = {
-    "mnist": _Source(torchvision.datasets.MNIST, "MNIST/raw", _MNIST_FILES, "mnist",
-                     "put the four IDX files (optionally .gz) under ./data/MNIST/raw/"),
-    "fashion_mnist": _Source(
-        torchvision.datasets.FashionMNIST, "FashionMNIST/raw", _MNIST_FILES, "fashion-mnist",
-        "run `apt-get install dataset-fashion-mnist`, or put the four IDX files (optionally .gz)"
-        " under ./data/FashionMNIST/raw/"),
-    "cifar10": _Source(
-        torchvision.datasets.CIFAR10, "cifar-10-batches-py", _CIFAR_FILES, "cifar-10",
-        "extract cifar-10-python.tar.gz so that ./data/cifar-10-batches-py/ exists"),
-}
+
+
+@functools.cache
+def _sources() -> dict[str, _Source]:
+    """Each torchvision dataset's source. Built on first use: importing torchvision costs more
+    than torch itself (about 1.3 s of CPU here), which every new trial worker would pay."""
+    import torchvision
+
+    cifar_files = tuple(f for f, _ in torchvision.datasets.CIFAR10.train_list
+                        + torchvision.datasets.CIFAR10.test_list) + ("batches.meta",)
+    return {
+        "mnist": _Source(torchvision.datasets.MNIST, "MNIST/raw", _MNIST_FILES, "mnist",
+                         "put the four IDX files (optionally .gz) under ./data/MNIST/raw/"),
+        "fashion_mnist": _Source(
+            torchvision.datasets.FashionMNIST, "FashionMNIST/raw", _MNIST_FILES, "fashion-mnist",
+            "run `apt-get install dataset-fashion-mnist`, or put the four IDX files (optionally"
+            " .gz) under ./data/FashionMNIST/raw/"),
+        "cifar10": _Source(
+            torchvision.datasets.CIFAR10, "cifar-10-batches-py", cifar_files, "cifar-10",
+            "extract cifar-10-python.tar.gz so that ./data/cifar-10-batches-py/ exists"),
+    }
 
 
 def resolve_root(name: str, data_dir: str | None) -> Path:
@@ -92,7 +99,7 @@ def resolve_root(name: str, data_dir: str | None) -> Path:
     DATASETS.check(name, "dataset")
     if name == "image_folder":
         return image_folder_root(data_dir)
-    source = _SOURCES[name]
+    source = _sources()[name]
     if data_dir is not None:
         root = Path(data_dir).expanduser().absolute()
         found = _locate(name, source, root) or _download(name, source, root)

@@ -57,3 +57,20 @@ def test_the_plugin_api_is_one_import_without_torch_or_ray() -> None:
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_a_trial_worker_starts_without_importing_torchvision() -> None:
+    """Every new Ray worker imports the trial function's module; torchvision costs it more than
+    torch (models and ops pull torch._dynamo). Only a dataset read from disk or a torchvision
+    model (resnet18, squeezenet) needs it, inside the trial."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from hpsearch.trainables.tune_adapter import train_trial\n"
+            "from hpsearch.trainables.datadir import resolve_root\n"
+            "print('torchvision' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
