@@ -77,6 +77,13 @@ def child_runs(tracking_uri: str, experiment: str) -> int:
     return sum(1 for _ in all_runs(client, exp.experiment_id, "tags.mlflow.parentRunId != ''"))
 
 
+def worker_starts() -> int:
+    """Ray worker processes the last Ray session started (each imports torch: seconds of CPU).
+    Tune reuses a finished trial's worker for the next trial only when it has one waiting."""
+    logs = Path(tempfile.gettempdir(), "ray", "session_latest", "logs")
+    return len(list(logs.glob("python-core-worker-*.log")))
+
+
 def rss_when_done(run_dir: Path, marks: tuple[int, ...], seen: dict[int, tuple[int, float]],
                   over: threading.Event) -> None:
     """Records the driver's RSS once the sweep's driver file says each of ``marks`` trials
@@ -122,6 +129,7 @@ def run(trials: int, algorithm: str, workdir: Path) -> dict[str, float]:
     assert outcome.trials == trials, outcome.counts
     caught_up = not (outcome.run_dir / MARKER_FILE).exists()
     children = child_runs(f"sqlite:///{workdir}/mlflow.db", spec["name"])
+    workers = worker_starts()
     # a suggestion that finds the budget spent is no suggestion: count the real ones
     asks, cpus = SUGGEST.seconds[:trials], SUGGEST.cpu[:trials]
     tenth = max(1, len(asks) // 10)
@@ -136,9 +144,10 @@ def run(trials: int, algorithm: str, workdir: Path) -> dict[str, float]:
            "kb_per_trial": grown * 1024 / counted, "kb_during": during, "mlflow_lag": lag,
            "children": children, "ask_first_ms": tenths[0],
            "ask_last_ms": 1000 * sum(asks[-tenth:]) / tenth, "ask_tenths": tenths,
-           "ask_cpu_tenths": cpu_tenths}
+           "ask_cpu_tenths": cpu_tenths, "workers": workers}
     print(f"{trials} trials ({algorithm}): wall {wall:.0f} s, {out['per_trial']:.2f} slot-s per "
-          f"trial, driver RSS +{grown:.0f} MB over the last {counted:.0f} trials "
+          f"trial, {workers} Ray worker processes started, driver RSS +{grown:.0f} MB over the "
+          f"last {counted:.0f} trials "
           f"({out['kb_per_trial']:.0f} KB per trial; {during:.0f} KB per trial until the "
           f"last trial ended); MLflow "
           f"caught up {out['mlflow_lag']:.1f} s after the last trial ({children} child runs, "
