@@ -37,7 +37,12 @@ from ray.tune.schedulers import (
 from ray.tune.search import SearchAlgorithm, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from hpsearch.search.population import PopulationGenerator, build_pbt, first_population
+from hpsearch.search.population import (
+    PopulationGenerator,
+    build_pbt,
+    first_population,
+    give_folder,
+)
 from hpsearch.search.space import define_by_run, encode_point, grid_configs, ofat_configs
 from hpsearch.search.spec import SweepSpec
 from hpsearch.search.warmstart import warm_start
@@ -396,6 +401,7 @@ class ResumableHyperBand(HyperBandScheduler):
         if trial.status in (Trial.TERMINATED, Trial.ERROR):
             return
         super().on_trial_add(tune_controller, trial)
+        give_folder(trial)
         last = trial.last_result or {}
         if last.get(self._time_attr) and self._metric in last:
             bracket, _ = self._trial_info[trial]

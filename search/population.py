@@ -117,6 +117,21 @@ class KeepInSpace:
         return config
 
 
+def give_folder(trial: Any) -> None:
+    """Give a trial its folder as Tune adds it, under a scheduler that keeps more trials live
+    than the slots hold (HyperBand's and PBT's caps: paused trials hold no slot).
+
+    Tune names and makes a trial's folder when it first requests an actor for it. With more
+    trials waiting than it places at once, its loop may instead hand a waiting trial that never
+    had an actor a cached one, and the reset then finds no folder: the trial fails and Tune's
+    own error handling raises, which ends the sweep ("Should not access
+    `trial_driver_staging_path` without setting `trial_dir_name`"; seen in a TPE+HyperBand run of
+    bench/search_quality.py). A restored trial keeps the folder it has.
+    """
+    if not trial.relative_logdir:
+        trial.init_local_path()
+
+
 class SynchronousPBT(PopulationBasedTraining):
     """Ray's PBT in synchronous mode, with three changes.
 
@@ -148,6 +163,7 @@ class SynchronousPBT(PopulationBasedTraining):
 
     def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
         super().on_trial_add(tune_controller, trial)
+        give_folder(trial)
         done = int((trial.last_result or {}).get("epoch") or 0)
         if done <= 0:
             return
