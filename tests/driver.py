@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["hpsearch", "sigkill_sweep_when", "sigkill_when"]
+__all__ = ["hpsearch", "python_stdout", "sigkill_sweep_when", "sigkill_when"]
 
 
 def hpsearch(*args: str, cwd: Path | None = None, env: Mapping[str, str] | None = None,
@@ -23,6 +23,15 @@ def hpsearch(*args: str, cwd: Path | None = None, env: Mapping[str, str] | None 
     return subprocess.run([sys.executable, "-m", "hpsearch", *args], cwd=cwd,
                           env=dict(env) if env is not None else None, capture_output=True,
                           text=True, timeout=timeout)
+
+
+def python_stdout(code: str, timeout: float = 120) -> str:
+    """What ``python -c CODE`` prints, in a fresh interpreter (its own imports, its own heap);
+    it must exit 0."""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=timeout)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
 
 
 def sigkill_sweep_when(spec_file: Path, ready: Callable[[], bool], *, cwd: Path,

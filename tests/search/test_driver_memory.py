@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
 from hpsearch.search.driver import _malloc_trim
+from tests.driver import python_stdout
 
 
 @pytest.mark.skipif(_malloc_trim() is None, reason="the C library has no malloc_trim (not glibc)")
@@ -31,9 +29,6 @@ def test_the_heartbeats_heap_trim_hands_freed_memory_back() -> None:
         "before = rss()\n"
         "_trim_heap()\n"
         "print(start, before, rss())\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=120)
-    assert out.returncode == 0, out.stderr
-    start, before, after = map(int, out.stdout.split())
+    start, before, after = map(int, python_stdout(code).split())
     assert before - start > 150, (start, before, after)  # glibc kept the freed pages
     assert before - after > 150, (start, before, after)  # the trim gave them back

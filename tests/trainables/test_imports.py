@@ -6,6 +6,7 @@ import ast
 from pathlib import Path
 
 import hpsearch.trainables
+from tests.driver import python_stdout
 
 PACKAGE = Path(hpsearch.trainables.__file__).parent
 
@@ -44,33 +45,21 @@ def test_no_module_imports_itself_through_others() -> None:
 def test_the_plugin_api_is_one_import_without_torch_or_ray() -> None:
     """``from hpsearch import register_model, ...`` as a plugin author writes it; the import
     stays light (the spec-validation path must not pull torch or Ray)."""
-    import subprocess
-    import sys
-
     code = ("import sys, hpsearch\n"
             "from hpsearch import (register_model, register_dataset, register_augmentation,\n"
             "                      register_trainable, Reporter, TrialConfig, UserError)\n"
             "assert {'register_model', 'register_trainable', 'TrialConfig', 'Reporter',\n"
             "        'ImageSets'} <= set(hpsearch.__all__)\n"
             "print([m for m in ('torch', 'ray') if m in sys.modules])\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "[]"
+    assert python_stdout(code) == "[]"
 
 
 def test_a_trial_worker_starts_without_importing_torchvision() -> None:
     """Every new Ray worker imports the trial function's module; torchvision costs it more than
     torch (models and ops pull torch._dynamo). Only a dataset read from disk or a torchvision
     model (resnet18, squeezenet) needs it, inside the trial."""
-    import subprocess
-    import sys
-
     code = ("import sys\n"
             "from hpsearch.trainables.tune_adapter import train_trial\n"
             "from hpsearch.trainables.datadir import resolve_root\n"
             "print('torchvision' in sys.modules)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "False"
+    assert python_stdout(code) == "False"
