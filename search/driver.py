@@ -15,7 +15,6 @@ Tune at once: the epoch in progress is lost, none that finished.
 
 from __future__ import annotations
 
-import functools
 import os
 import signal
 import socket
@@ -46,7 +45,7 @@ _POLL_S = 1.0  # how often the stop file is read
 JOB_ID_ENV = "HPSEARCH_JOB_ID"
 JOB_ADDRESS_ENV = "HPSEARCH_JOB_ADDRESS"
 JOB_METADATA_KEY = "hpsearch.sweep"  # a Ray job's metadata: the sweep it runs
-_TRIM_S = 30.0  # how often the heartbeat hands the C heap's free pages back (see _trim_heap)
+_TRIM_S = 30.0  # how often the heartbeat hands the C heap's free pages back (trim_heap)
 
 
 def job_env(job_id: str, address: str) -> dict[str, str]:
@@ -54,29 +53,6 @@ def job_env(job_id: str, address: str) -> dict[str, str]:
     Tune answers by saving its state (a graceful interrupt), and waits for it."""
     return {JOB_ID_ENV: job_id, JOB_ADDRESS_ENV: address, "RAY_JOB_STOP_SIGNAL": "SIGINT",
             "RAY_JOB_STOP_WAIT_TIME_S": "60"}
-
-
-@functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
-    """glibc's ``malloc_trim``; None where the C library has none (musl, macOS)."""
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    try:
-        return getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
-    except OSError:
-        return None
-
-
-def _trim_heap() -> None:
-    """Give the C heap's free pages back to the OS. Through a sweep the driver allocates and
-    frees for every trial (Tune's results and JSON, Optuna's trial copies, SQLite): glibc keeps
-    the freed pages of its arenas, which grew the driver by about 30 KB per trial of memory it
-    no longer used (bench/scale.py). ctypes drops the GIL for the call."""
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
 
 
 def _cluster_id() -> str | None:
@@ -195,6 +171,8 @@ class SweepDriver(Callback):
             pass  # storage down a moment: the next beat writes it
 
     def _beat(self) -> None:
+        from hpsearch.search.preflight import trim_heap
+
         last_write = last_trim = 0.0
         while not self._done.wait(_POLL_S):
             try:
@@ -208,7 +186,7 @@ class SweepDriver(Callback):
                 self._write(SweepState.RUNNING)
             if time.monotonic() - last_trim >= _TRIM_S:
                 last_trim = time.monotonic()
-                _trim_heap()
+                trim_heap()
 
     def finish(self, state: SweepState, **extra: Any) -> None:
         """The driver's last word: how the sweep ended, with its final progress."""

@@ -9,6 +9,7 @@ the cost limits (:func:`before_ray`, also ``sweep --check``) -> ``ray.init`` (:f
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -204,6 +205,20 @@ def init_ray(address: str | None, plugins: list[str] | None = None) -> None:
 _M_ARENA_MAX, DRIVER_ARENAS = -8, 2
 
 
+@functools.cache
+def _glibc() -> Any | None:
+    """The C library if it is glibc (Linux), else None (musl, macOS: allocators of their own)."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:  # a Linux without glibc (musl)
+        return None
+
+
 def few_malloc_arenas() -> None:
     """Let this process's threads share :data:`DRIVER_ARENAS` glibc heap arenas, unless
     ``MALLOC_ARENA_MAX`` says otherwise (Linux with glibc only; elsewhere nothing changes).
@@ -214,15 +229,26 @@ def few_malloc_arenas() -> None:
     with two arenas, at the same speed (``bench/scale.py``). Only this process: Ray's workers
     inherit no setting.
     """
-    import ctypes
-    import sys
-
-    if not sys.platform.startswith("linux") or "MALLOC_ARENA_MAX" in os.environ:
+    libc = _glibc()
+    if libc is None or "MALLOC_ARENA_MAX" in os.environ:
         return
     try:
-        ctypes.CDLL("libc.so.6").mallopt(_M_ARENA_MAX, DRIVER_ARENAS)
-    except (OSError, AttributeError):  # not glibc (musl, ...): its own allocator
+        libc.mallopt(_M_ARENA_MAX, DRIVER_ARENAS)
+    except AttributeError:  # a C library without mallopt
         pass
+
+
+def trim_heap() -> bool:
+    """Give the C heap's free pages back to the OS (glibc's ``malloc_trim``); False where there
+    is none. Through a sweep the driver allocates and frees for every trial (Tune's results and
+    JSON, Optuna's trial copies, SQLite): glibc keeps the freed pages of its arenas, which grew
+    the driver by about 30 KB per trial of memory it no longer used (``bench/scale.py``). The
+    driver's heartbeat calls it; ctypes drops the GIL for the call."""
+    trim = getattr(_glibc(), "malloc_trim", None)
+    if trim is None:
+        return False
+    trim(0)
+    return True
 
 
 def _in_ray_job() -> bool:
