@@ -36,10 +36,35 @@ def cluster_env(tmp_path: Path, storage: Mapping[str, str] | None = None) -> dic
 def two_nodes(env: Mapping[str, str], gpus: tuple[int, int] = (0, 0),
               ) -> Iterator[tuple[str, str]]:
     """Head + worker, 1 CPU each (``gpus``: logical GPUs per node); yields the job API's URL
-    and the head's GCS address (for a driver that joins with ``--address``)."""
-    temp_dir = tempfile.mkdtemp(prefix="hpr", dir="/tmp")  # short: socket paths
-    # every port distinct: two picked one after the other can be the same one
-    gcs, dash, *agents = free_ports(10)
+    and the head's GCS address (for a driver that joins with ``--address``).
+
+    A start that fails (a port taken between picking and binding it, a slow start on a busy
+    machine) is retried on fresh ports, its reason printed; the third failure raises with
+    what ``ray start`` and the session's logs said."""
+    failures = []
+    for _ in range(3):
+        temp_dir = tempfile.mkdtemp(prefix="hpr", dir="/tmp")  # short: socket paths
+        try:
+            addresses = _start(env, gpus, temp_dir)
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as err:
+            failures.append(_why(err, temp_dir))
+            print(f"ray start failed, retrying on fresh ports:\n{failures[-1]}", file=sys.stderr)
+            _stop_own(temp_dir)
+            shutil.rmtree(temp_dir, ignore_errors=True)
+            continue
+        try:
+            yield addresses
+        finally:
+            _stop_own(temp_dir)
+            shutil.rmtree(temp_dir, ignore_errors=True)
+        return
+    raise RuntimeError("a 2-node Ray cluster did not start in 3 tries:\n" + "\n".join(failures))
+
+
+def _start(env: Mapping[str, str], gpus: tuple[int, int], temp_dir: str) -> tuple[str, str]:
+    # every port distinct: two picked one after the other can be the same one; the head's
+    # client-server port too (its default, 10001, is the same for every head on the host)
+    gcs, dash, client, *agents = free_ports(11)
 
     def node_args(n_gpus: int, ports: list[int]) -> list[str]:
         # Two nodes on one host: each needs its own agent ports, or the second node's agent
@@ -52,18 +77,29 @@ def two_nodes(env: Mapping[str, str], gpus: tuple[int, int] = (0, 0),
                 f"--num-gpus={n_gpus}", "--disable-usage-stats",
                 "--node-ip-address=127.0.0.1", f"--temp-dir={temp_dir}"]
 
-    try:
-        subprocess.run([RAY, "start", "--head", f"--port={gcs}", "--include-dashboard=true",
-                        "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
-                        *node_args(gpus[0], agents[:4])], env=dict(env), check=True,
-                       capture_output=True, timeout=120)
-        subprocess.run([RAY, "start", f"--address=127.0.0.1:{gcs}",
-                        *node_args(gpus[1], agents[4:8])],
-                       env=dict(env), check=True, capture_output=True, timeout=120)
-        yield f"http://127.0.0.1:{dash}", f"127.0.0.1:{gcs}"
-    finally:
-        _stop_own(temp_dir)
-        shutil.rmtree(temp_dir, ignore_errors=True)
+    subprocess.run([RAY, "start", "--head", f"--port={gcs}", "--include-dashboard=true",
+                    "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
+                    f"--ray-client-server-port={client}",
+                    *node_args(gpus[0], agents[:4])], env=dict(env), check=True,
+                   capture_output=True, text=True, timeout=120)
+    subprocess.run([RAY, "start", f"--address=127.0.0.1:{gcs}",
+                    *node_args(gpus[1], agents[4:8])],
+                   env=dict(env), check=True, capture_output=True, text=True, timeout=120)
+    return f"http://127.0.0.1:{dash}", f"127.0.0.1:{gcs}"
+
+
+def _why(err: subprocess.CalledProcessError | subprocess.TimeoutExpired, temp_dir: str) -> str:
+    """What a failed ``ray start`` printed, and the last lines of its session's error logs."""
+    said = [f"{' '.join(map(str, err.cmd[:3]))} ...: {type(err).__name__}"]
+    for stream in (err.stdout, err.stderr):
+        text = stream.decode(errors="replace") if isinstance(stream, bytes) else stream or ""
+        said += text.strip().splitlines()[-15:]
+    logs = Path(temp_dir, "session_latest", "logs")
+    for log in sorted(logs.glob("*.err")) + sorted(logs.glob("dashboard.log")):
+        tail = log.read_text(errors="replace").strip().splitlines()[-5:]
+        if tail:
+            said += [f"--- {log.name}", *tail]
+    return "\n".join(said)
 
 
 def _cmdlines() -> dict[int, tuple[int, str]]:
