@@ -117,7 +117,7 @@ def _callbacks(spec: SweepSpec, run_dir: Location, tracking_uri: str, total: int
     driver = SweepDriver(run_dir, {"name": spec.name, "tracking_uri": tracking_uri,
                                    "experiment": spec.experiment_name, "slots": slots},
                          printer.snapshot, echo)
-    return [KeepResultLog(), LeanTrialRecord(), tracker, printer, driver,
+    return [KeepResultLog(), LeanTrialRecord(spec.metrics), tracker, printer, driver,
             CSVLoggerCallback(), JsonLoggerCallback()]  # where Tune put its own
 
 

@@ -61,3 +61,39 @@ def test_a_restored_trial_drops_the_running_means_its_snapshot_held(
     assert restored.metric_analysis["val_top1"] == pytest.approx(
         {"max": 0.8, "min": 0.6, "avg": 0.7, "last": 0.8})
     assert not any(restored.metric_n_steps.values())
+
+
+def test_a_finished_trial_keeps_the_objective_and_each_checkpoints_epoch_only(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ray.train._internal.checkpoint_manager import _CheckpointManager, _TrainingResult
+    from ray.tune import Checkpoint, CheckpointConfig
+    from ray.tune.experiment import Trial
+
+    from hpsearch.search.leanrecord import LeanTrialRecord
+
+    trial = _trial(tmp_path, monkeypatch)
+    record = LeanTrialRecord(["val_top1"])
+    record.on_trial_start(0, [trial], trial)
+    trial.run_metadata.checkpoint_manager = _CheckpointManager(CheckpointConfig())
+    for result in _results():
+        trial.update_last_result(dict(result))
+        folder = tmp_path / f"checkpoint_{result['epoch']:06d}"
+        folder.mkdir()
+        trial.on_checkpoint(_TrainingResult(Checkpoint.from_directory(str(folder)),
+                                            metrics=dict(result)))
+    before = len(trial.get_json_state()[1])
+    record.on_trial_complete(0, [trial], trial)
+    assert set(trial.metric_analysis) == {"val_top1"}
+    assert trial.metric_analysis["val_top1"]["max"] == pytest.approx(0.8)
+    manager = trial.run_metadata.checkpoint_manager
+    assert [r.metrics for r in manager.best_checkpoint_results] == [
+        {"epoch": e, "training_iteration": e, "val_top1": pytest.approx(0.5 + e / 10)}
+        for e in (1, 2, 3)]
+    assert trial.checkpoint.path.endswith("checkpoint_000003")
+    assert trial.last_result["val_loss"] == pytest.approx(1 / 3)  # the last result stays whole
+    # the snapshot Tune writes next holds the lean record, and a resume reads it back
+    state, meta = trial.get_json_state()
+    assert len(meta) < before
+    restored = Trial.from_json_state(state)
+    restored.restore_run_metadata(meta)
+    assert restored.run_metadata.checkpoint_manager.latest_checkpoint_result.metrics["epoch"] == 3
