@@ -143,7 +143,8 @@ HISTORY_METRICS = ("train_loss", "train_top1", "train_top3", "val_loss", "val_to
 # Reported once per trial: test scores after the last epoch; the model's cost.
 FINAL_METRICS = ("test_loss", "test_top1", "test_top3", "test_precision", "test_recall",
                  "test_f1", "params", "macs")
-# Reported with every epoch but the same in each one of a trial: MLflow logs them once.
+# Reported with every epoch but the same in each one of a trial: MLflow logs them once, and
+# again at the epoch a trial goes on from a copy of another's model (population-based training).
 CONSTANT_METRICS = ("params", "macs", "train_samples", "val_samples")
 
 # The result key of the first epoch a trial trains on weights copied from another trial

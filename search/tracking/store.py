@@ -469,13 +469,16 @@ class _Store:
         step = result_step(result)
         stamp = stamp_ms(result)
         state.history[step] = {k: v for k, v in result.items() if k != "config"}
+        copied = isinstance(result.get(COPIED), Mapping)  # trained on from another's weights
+        if copied:  # ... and settings: its model may be another, so its size is logged again
+            state.once.difference_update(CONSTANT_METRICS)
         if metrics:
             self.add_metrics(state, result_metrics(result), step, stamp)
         tags = {k: result[k] for k in ("hostname", "node_ip", "device", "gpu_ids")
                 if result.get(k)}
         state.set_tags({f"hpsearch.{'node' if k == 'hostname' else k}": v
                         for k, v in tags.items()})
-        if isinstance(result.get(COPIED), Mapping):  # trained on from another trial's weights
+        if copied:
             state.set_tags(copy_tags({**state.tags, **state.pending_tags}, result[COPIED]))
         best = self.best.update(trial_id, result)
         if best is not None:

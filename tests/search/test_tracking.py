@@ -601,3 +601,31 @@ def test_resumed_sweep_reattaches_to_its_runs(ray_local: Any, server: MlflowServ
         assert [s for s, _ in history(client, run.info.run_id, "val_top1")] == [1, 2, 3]
     assert_matches_results(client, run_dir, after)
     assert parent.info.status == "FINISHED"
+
+
+def test_a_trial_that_copies_another_model_logs_the_new_models_size(tmp_path: Path,
+                                                                    mlflow_db: str) -> None:
+    """Params and MACs are logged once per run, as they do not change while a trial trains;
+    under PBT a trial goes on from another trial's model and settings, so MLflow's latest
+    ``params`` must be the model the trial ended with (what the report from Ray's files says)."""
+    from mlflow import MlflowClient
+
+    from hpsearch.search.tracking.store import _Store
+    from hpsearch.trainables.vocab import COPIED
+
+    store = _Store(tracking_uri=mlflow_db, run_dir=tmp_path, sweep_name="s", experiment=None,
+                   objective=("val_top1", "max"))
+    store.ensure_parent()
+    base = {"training_iteration": 1, "val_top1": 0.5, "params": 1000, "macs": 5000,
+            "config": {"channels": [4, 8]}}
+    store.add_result("t1", {**base, "epoch": 1})
+    store.add_result("t1", {**base, "epoch": 2, "val_top1": 0.6})
+    copy = {"from": "t0", "epoch": 2, "changes": {"lr": [0.1, 0.12]}}
+    bigger = {**base, "params": 4000, "macs": 20000, "config": {"channels": [8, 16]}}
+    run = store.add_result("t1", {**bigger, "epoch": 3, COPIED: copy})
+    store.add_result("t1", {**bigger, "epoch": 4})
+    store.flush(run)
+    client = MlflowClient(mlflow_db)
+    assert client.get_run(run.run_id).data.metrics["params"] == 4000
+    history = {m.step: m.value for m in client.get_metric_history(run.run_id, "macs")}
+    assert history == {1: 5000, 3: 20000}  # once, and once more at the copy
