@@ -31,7 +31,7 @@ from hpsearch.search.tracking.store import (
 )
 from hpsearch.search.tracking.summary import log_summary
 from hpsearch.search.tracking.values import stamp_ms, trial_status
-from hpsearch.trainables.vocab import DEFAULT_OBJECTIVE
+from hpsearch.trainables.vocab import COPIED, DEFAULT_OBJECTIVE
 
 __all__ = ["SyncStats", "sync"]
 
@@ -101,8 +101,10 @@ def _sync(run_dir: Location, source: Path, sweep_name: str, tracking_uri: str | 
         # params are the settings a trial started with (its first result's; params.json holds
         # its latest, which population-based training may have changed)
         first = next((r["config"] for r in t.rows if isinstance(r.get("config"), dict)), None)
-        if is_complete(store.ensure_child(t.trial_id, first or t.config, str(t.dir)),
-                       by_step(t.rows)):
+        run = store.ensure_child(t.trial_id, first or t.config, str(t.dir))
+        # A trial that went on from another's model (PBT) is replayed, whatever its run says:
+        # before 2026-12-05 its size was logged once, the first model's
+        if is_complete(run, by_step(t.rows)) and not any(COPIED in r for r in t.rows):
             complete.add(t.trial_id)
 
     statuses = {t.trial_id: trial_status(by_step(t.rows), states.get(t.trial_id, (None, None))[0],

@@ -629,3 +629,43 @@ def test_a_trial_that_copies_another_model_logs_the_new_models_size(tmp_path: Pa
     assert client.get_run(run.run_id).data.metrics["params"] == 4000
     history = {m.step: m.value for m in client.get_metric_history(run.run_id, "macs")}
     assert history == {1: 5000, 3: 20000}  # once, and once more at the copy
+
+
+def test_sync_logs_the_copied_models_size_an_older_version_left_out(tmp_path: Path,
+                                                                    mlflow_db: str) -> None:
+    """A run written before the size followed a PBT copy (params logged once, the run ended
+    and marked synced through its last epoch): ``hpsearch sync`` adds the copy's size."""
+    from mlflow import MlflowClient
+
+    from hpsearch.search.tracking.finish import SYNCED_TAG
+    from hpsearch.search.tracking.replay import sync
+    from hpsearch.search.tracking.store import _Store
+    from hpsearch.trainables.vocab import COPIED
+
+    run_dir = tmp_path / "runs" / "s"
+    copy = {"from": "t0", "epoch": 1, "changes": {"lr": [0.1, 0.12]}}
+    rows = [{"trial_id": "t1", "epoch": 1, "training_iteration": 1, "val_top1": 0.5,
+             "params": 1000, "macs": 5000, "status": "running", "timestamp": 1,
+             "config": {"lr": 0.1, "channels": [4, 8]}},
+            {"trial_id": "t1", "epoch": 2, "training_iteration": 2, "val_top1": 0.6,
+             "params": 4000, "macs": 20000, "status": "completed", "timestamp": 2, COPIED: copy,
+             "config": {"lr": 0.12, "channels": [8, 16]}}]
+    (run_dir / "trial_t1").mkdir(parents=True)
+    (run_dir / "trial_t1" / "result.json").write_text(
+        "".join(json.dumps(r) + "\n" for r in rows))
+    old = _Store(tracking_uri=mlflow_db, run_dir=run_dir, sweep_name="s", experiment=None,
+                 objective=("val_top1", "max"))
+    old.ensure_parent()
+    run = old.ensure_child("t1", rows[0]["config"], str(run_dir / "trial_t1"))
+    old.add_result("t1", rows[0])
+    old.add_result("t1", {k: v for k, v in rows[1].items() if k not in ("params", "macs")})
+    run.set_tags({"hpsearch.status": "completed", SYNCED_TAG: 2})
+    old.flush(run)
+    client = MlflowClient(mlflow_db)
+    client.set_terminated(run.run_id)
+    assert client.get_run(run.run_id).data.metrics["params"] == 1000  # as an older one left it
+
+    sync(run_dir, "s", mlflow_db)
+    assert client.get_run(run.run_id).data.metrics["params"] == 4000
+    assert {m.step: m.value for m in client.get_metric_history(run.run_id, "macs")} == {
+        1: 5000, 2: 20000}
