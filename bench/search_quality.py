@@ -33,6 +33,9 @@ from _common import machine, sweep, trial_rows
 from synthetic_curves import ACT_OFFSET, SPACE, curve
 
 ASHA = {"name": "asha", "grace_period": 1, "reduction_factor": 3}
+# ASHA's first cut after 3 epochs, not 1: these curves cross (a large learning rate leads early
+# and ends worse); the script prints how often, at the cut (crossing())
+ASHA_GRACE3 = {**ASHA, "grace_period": 3}
 HYPERBAND = {"name": "hyperband", "reduction_factor": 3}
 # name -> (search section, scheduler section); multi-fidelity ones get --mf-trials
 STRATEGIES: dict[str, tuple[dict[str, Any], dict[str, Any] | str]] = {
@@ -44,6 +47,7 @@ STRATEGIES: dict[str, tuple[dict[str, Any], dict[str, Any] | str]] = {
     "cmaes": ({"algorithm": "optuna", "sampler": "cmaes"}, "none"),
     "asha_random": ({"algorithm": "random"}, ASHA),
     "asha_tpe": ({"algorithm": "optuna", "sampler": "tpe"}, ASHA),
+    "asha3_tpe": ({"algorithm": "optuna", "sampler": "tpe"}, ASHA_GRACE3),
     "hyperband_tpe": ({"algorithm": "optuna", "sampler": "tpe"}, HYPERBAND),
 }
 FRACTIONS = (1 / 8, 1 / 4, 1 / 2, 1.0)
@@ -68,6 +72,19 @@ def median_random(epochs: int, n: int = 100_000) -> float:
     width = np.round(2 ** rng.uniform(3, 9, n))
     acts = np.array([ACT_OFFSET[a] for a in ACT_OFFSET])[rng.integers(0, len(ACT_OFFSET), n)]
     return float(np.median(curve(lr, width, rng.uniform(0, 0.8, n), acts, epochs)))
+
+
+def crossing(epochs: int, grace: int = 1, keep: float = 1 / 3, n: int = 100_000) -> float:
+    """How often these curves cross where early stopping cuts: the share of the best tenth of
+    random configs at ``epochs`` that are not in the best ``keep`` after ``grace`` epochs."""
+    rng = np.random.default_rng(0)
+    lr = 10 ** rng.uniform(-4, 0, n)
+    width = np.round(2 ** rng.uniform(3, 9, n))
+    acts = np.array([ACT_OFFSET[a] for a in ACT_OFFSET])[rng.integers(0, len(ACT_OFFSET), n)]
+    dropout = rng.uniform(0, 0.8, n)
+    final, early = (curve(lr, width, dropout, acts, e) for e in (epochs, grace))
+    best = final <= np.quantile(final, 0.1)
+    return float(np.mean(early[best] > np.quantile(early, keep)))
 
 
 def grid_space(trials: int) -> dict[str, Any]:
@@ -139,6 +156,10 @@ def report(args: argparse.Namespace, results: Results, wall: float) -> None:
           f"HyperBand (reduction factor 3); noise std {args.noise}; {wall:.0f} s in all")
     print(f"optimum at epoch {args.epochs}: loss {best:.4f} at {where}; regret 1 = the median "
           f"random config (loss {median_random(args.epochs):.4f})")
+    print(f"crossing: of the best tenth of random configs at epoch {args.epochs}, "
+          f"{crossing(args.epochs):.0%} are not in the best third after epoch 1 (where ASHA "
+          f"with grace 1 and reduction 3 cuts), {crossing(args.epochs, grace=3):.0%} after "
+          f"epoch 3")
     random_final = {s: at(c, budget) for s, (c, _) in results.get("random", {}).items()}
     head = ["strategy", "trial-epochs", *(f"regret@{f:g}B" for f in FRACTIONS),
             "reach random@B", "s/sweep"]
