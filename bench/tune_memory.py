@@ -87,7 +87,8 @@ def main() -> None:
             tune.with_resources(trainable, {"cpu": 1}), param_space=space,
             tune_config=tune.TuneConfig(
                 num_samples=args.trials, metric="val_top1", mode="max",
-                search_alg=OptunaSearch(seed=0), max_concurrent_trials=os.cpu_count()),
+                search_alg=OptunaSearch(seed=0), max_concurrent_trials=os.cpu_count(),
+                reuse_actors=True),  # as hpsearch: a finished trial's worker runs the next
             run_config=tune.RunConfig(storage_path=tmp, name="bare", verbose=0,
                                       callbacks=[CSVLoggerCallback(), JsonLoggerCallback()]))
         tuner.fit()
