@@ -20,12 +20,19 @@ from ray.tune import Callback
 from ray.tune.experiment import Trial
 
 from hpsearch.search.console import failure_line
-from hpsearch.trainables.vocab import STATUS_ORDER, Status, TuneStatus
+from hpsearch.trainables.vocab import (
+    ENDED_WITH_SWEEP,
+    NOT_STARTED,
+    STATUS_ORDER,
+    Status,
+    TuneStatus,
+)
 
 __all__ = ["ProgressPrinter", "status_word"]
 
 # The ways to end other than completed, in the order the line counts them.
-_DETAIL = tuple(s for s in STATUS_ORDER if s.final and s != Status.COMPLETED)
+_DETAIL = (*(s for s in STATUS_ORDER if s.final and s != Status.COMPLETED), ENDED_WITH_SWEEP,
+           NOT_STARTED)
 _STOPPED = "stopped"  # the word for stopped_early: "3 stopped" reads better on a count
 _REFILL_S = 5.0  # longest wait after a trial's end for the next to start before printing
 
@@ -182,7 +189,12 @@ class ProgressPrinter(Callback):
         if trial.status == TuneStatus.ERROR:
             return Status.FAILED
         if trial.status == TuneStatus.TERMINATED:
-            return _ended(self._status_of(trial))
+            if trial.trial_id in self._started or trial.trial_id in self._epochs:
+                # it ran in this process and Tune ended it without the trial-complete hook:
+                # the sweep's end (target, plateau, time limit) cut it
+                return ENDED_WITH_SWEEP
+            last = self._status_of(trial)  # one ended before a resume: by what it reported
+            return _ended(last) if last else NOT_STARTED
         return None
 
     def _trial_best(self, trial: Trial) -> tuple[float, int | None] | None:

@@ -168,7 +168,7 @@ def _fit(tuner: Any, callbacks: list[Any], spec: SweepSpec, run_dir: Location,
     driver.finish(SweepState.FINISHED if over and (
         snap["done"] >= snap["total"] or spec.time_limit_seconds or ended_itself)
         else SweepState.INTERRUPTED)
-    return _summarise(spec, run_dir, results, tracking_uri, wall_s, echo)
+    return _summarise(spec, run_dir, results, tracking_uri, wall_s, echo, snap["ended"])
 
 
 def _resolved_yaml(spec: SweepSpec) -> str:
@@ -383,19 +383,18 @@ def _write_meta(run_dir: Location, spec: SweepSpec, spec_text: str, tracking_uri
 
 
 def _summarise(spec: SweepSpec, run_dir: Location, results: Any, tracking_uri: str,
-               wall_s: float, echo: Callable[[str], None]) -> SweepOutcome:
+               wall_s: float, echo: Callable[[str], None],
+               counts: dict[str, int]) -> SweepOutcome:
+    """The sweep's last lines; ``counts``: how its trials ended, by the word the progress line
+    and ``hpsearch status`` use (:meth:`ProgressPrinter.snapshot`), so all three agree."""
     metric = spec.metrics[0] if spec.is_multi_objective else spec.metric
     mode = spec.modes[0] if spec.is_multi_objective else spec.mode
-    from hpsearch.search.progress import status_word
-
-    counts: dict[str, int] = {}  # by the word the summary prints
     best: dict[str, Any] | None = None
     for r in results:
         m = r.metrics or {}
         last = str(m.get("status", Status.UNKNOWN))
         status = Status.FAILED if r.error else (
             Status.STOPPED_EARLY if last == Status.RUNNING else last)
-        counts[status_word(status)] = counts.get(status_word(status), 0) + 1
         if r.metrics_dataframe is None or metric not in r.metrics_dataframe or status in (
                 Status.REJECTED, Status.FAILED, Status.DIVERGED):  # none is a model to pick
             continue

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["CONSTANT_METRICS", "COPIED", "DEFAULT_OBJECTIVE", "FINAL_METRICS", "HISTORY_METRICS",
-           "METRICS", "ROLE_TAG", "STATUS_ORDER", "Role", "Status", "StopMode", "SweepState",
-           "TuneStatus", "trial_status"]
+__all__ = ["CONSTANT_METRICS", "COPIED", "DEFAULT_OBJECTIVE", "ENDED_WITH_SWEEP", "FINAL_METRICS",
+           "HISTORY_METRICS", "METRICS", "NOT_STARTED", "ROLE_TAG", "STATUS_ORDER", "Role",
+           "Status", "StopMode", "SweepState", "TuneStatus", "trial_status"]
 
 
 class Status(StrEnum):
@@ -48,6 +48,13 @@ class Status(StrEnum):
         """The word for a count (``3 stopped early``)."""
         return self.value.replace("_", " ")
 
+
+# How a trial ended when the sweep's end cut it (its target or plateau reached, its time limit
+# up): one that had started was "ended with the sweep" (the report's "ended at epoch N"), one
+# still waiting "not started". Words of the progress line, the summary and the report's counts,
+# not statuses a trial reports.
+ENDED_WITH_SWEEP = "ended with the sweep"
+NOT_STARTED = "not started"
 
 _FINAL = frozenset({Status.COMPLETED, Status.STOPPED_EARLY, Status.DIVERGED, Status.REJECTED,
                     Status.FAILED})

@@ -99,8 +99,9 @@ def fmt_value(key: str, value: Any) -> str:
 def ended_with_sweep(stopped_epoch: Any, rungs: Any) -> bool:
     """Whether a trial stopped early after ``stopped_epoch`` was still training when the sweep
     ended (time limit, target, a stop) rather than stopped by its scheduler: the epoch is none
-    of the scheduler's ``rungs`` (False when they are not known)."""
-    return rungs is not None and int(stopped_epoch) not in rungs
+    of the scheduler's ``rungs`` (False when they are not known), or it had not finished an
+    epoch (no scheduler stops a trial before its first)."""
+    return int(stopped_epoch) == 0 or (rungs is not None and int(stopped_epoch) not in rungs)
 
 
 def status_label(status: str, stopped_epoch: Any, rungs: Any = None) -> str:
@@ -111,6 +112,8 @@ def status_label(status: str, stopped_epoch: Any, rungs: Any = None) -> str:
         if missing(stopped_epoch):
             return Status.STOPPED_EARLY.label
         epoch = int(stopped_epoch)
+        if epoch == 0:
+            return "ended before epoch 1"
         return f"ended at epoch {epoch}" if ended_with_sweep(epoch, rungs) \
             else f"stopped at epoch {epoch}"
     return status

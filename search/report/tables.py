@@ -17,6 +17,7 @@ from hpsearch.search.report.formats import (
     DASH,
     budget_text,
     duration,
+    ended_with_sweep,
     fmt_metric,
     fmt_value,
     format_macs,
@@ -30,7 +31,7 @@ from hpsearch.search.report.machine import MACHINE_SETTINGS
 from hpsearch.search.spec import Choice, Grid, IntRange, LogUniform, Uniform
 from hpsearch.trainables.config import TrialConfig
 from hpsearch.trainables.errors import UserError
-from hpsearch.trainables.vocab import STATUS_ORDER, Status
+from hpsearch.trainables.vocab import ENDED_WITH_SWEEP, STATUS_ORDER, Status
 
 __all__ = ["compute_summary", "compute_table", "cost_table", "factor_tables", "final_line",
            "final_table", "fixed_settings", "leaderboard", "leaderboard_text", "ofat_table",
@@ -388,6 +389,12 @@ def compute_summary(data: SweepData) -> dict[str, Any]:
     counts = {s.value: int((trials["status"] == s).sum()) for s in STATUS_ORDER}
     counts.update({s: int(n) for s, n in trials["status"].value_counts().items()
                    if s not in counts})
+    # of those "stopped early", the ones still training when the sweep ended (no rung's epoch)
+    stopped = trials.loc[trials["status"] == Status.STOPPED_EARLY, "stopped_epoch"].dropna()
+    cut = sum(1 for e in stopped if ended_with_sweep(e, data.meta.get("rungs")))
+    if cut:
+        counts[Status.STOPPED_EARLY.value] -= cut
+        counts[ENDED_WITH_SWEEP] = cut
     max_epochs = data.meta.get("max_epochs")
     trained = int((trials["status"] != Status.REJECTED).sum())
     run = int(trials["epochs_run"].sum())
@@ -431,7 +438,8 @@ def compute_table(summary: Mapping[str, Any]) -> pd.DataFrame:
         rows.append((f"Full budget ({summary['trained_trials']} trials x "
                      f"{summary['max_epochs']:g} epochs)",
                      str(summary["full_budget_epochs"])))
-        rows.append(("Saved by early stopping", f"{100 * summary['savings']:.1f}%"))
+        by = "early stopping" + (" and the sweep's end" if c.get(ENDED_WITH_SWEEP) else "")
+        rows.append((f"Saved by {by}", f"{100 * summary['savings']:.1f}%"))
     rows.append(("Wall time", duration(summary["wall_seconds"])))
     rows.append(("Sum of trial times", duration(summary["trial_seconds"])))
     if summary["cpu_hours"] is not None:

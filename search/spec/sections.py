@@ -238,14 +238,25 @@ class Scheduler(BaseModel):
         """The epochs after which this scheduler may stop a trial, first to last (resolved
         settings): ASHA's rungs, the milestones Ray's ``ASHAScheduler`` (one bracket, as
         :func:`search.algorithms.build_scheduler` makes it, ``max_t = budget.max_epochs``)
-        computes, each at the first whole epoch that reaches it; none for ``none`` and ``pbt``
-        (which stops no trial); None when not known (HyperBand's differ per bracket)."""
+        computes, each at the first whole epoch that reaches it; HyperBand's, the milestones of
+        every bracket Ray's ``HyperBandScheduler`` makes; none for ``none`` and ``pbt`` (which
+        stops no trial); None when not known (settings not resolved)."""
         if not self.stops_early:
             return ()
-        if self.name != "asha" or self.grace_period is None or self.reduction_factor is None:
+        if self.reduction_factor is None:
             return None
         import numpy as np  # Ray's own arithmetic, so a rung on a log boundary rounds alike
 
+        if self.name == "hyperband":
+            eta, found = self.reduction_factor, set()
+            for s in range(int(np.round(np.log(max_epochs) / np.log(eta))) + 1):
+                r = int(max_epochs * eta ** (-s))  # bracket s: r0, then s times x eta
+                for _ in range(s + 1 if r else 0):
+                    found.add(r)
+                    r = int(min(r * eta, max_epochs))
+            return tuple(sorted(e for e in found if e < max_epochs))
+        if self.grace_period is None:
+            return None
         count = int(np.log(max_epochs / self.grace_period) / np.log(self.reduction_factor) + 1)
         epochs = {math.ceil(self.grace_period * self.reduction_factor ** k)
                   for k in range(max(count, 0))}

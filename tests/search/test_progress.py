@@ -86,6 +86,33 @@ def test_a_resumed_sweep_ends_at_n_of_n(resumed: list[Trial]) -> None:
         "best val_top1 0.9000 (trial todo0006, epoch 3)")
 
 
+def test_trials_the_sweeps_end_cut_are_neither_completed_nor_stopped() -> None:
+    """A sweep that reached its target (seen: a TPE+HyperBand study): Tune ends every trial
+    left without the trial-complete hook. The line, ``hpsearch status`` (the snapshot) and the
+    summary must not call those completed (a trial still waiting) or stopped by the scheduler
+    (the one that reached the target, paused or training)."""
+    trials = [_trial(f"cut0000{i}", [], Trial.PENDING) for i in range(1, 6)]
+    printer = ProgressPrinter(27, "val_top1", "max", echo=lambda s: None)
+    printer.on_step_begin(0, trials)
+    done, paused, hit, fresh, waiting = trials
+    for trial, results in ((done, _epochs(0.8, 0.9)), (paused, _epochs(0.7, last="running")),
+                           (hit, _epochs(0.85, 0.91, last="running")), (fresh, [])):
+        trial.set_status(Trial.RUNNING)
+        printer.on_trial_start(1, trials, trial)
+        for result in results:
+            printer.on_trial_result(2, trials, trial, result)
+            trial.update_last_result(result)
+    printer.on_trial_complete(3, trials, done)
+    paused.set_status(Trial.PAUSED)  # HyperBand holds it at its milestone
+    for trial in trials:  # the target reached: Tune's stop of every trial left
+        trial.set_status(Trial.TERMINATED)
+    printer.on_step_begin(4, trials)
+    assert "trials: 0 running, 5/27 done (3 ended with the sweep, 1 not started)" \
+        in printer.line()
+    assert printer.snapshot()["ended"] == {"ended with the sweep": 3, "not started": 1,
+                                           "completed": 1}
+
+
 def test_a_two_slot_sweep_shows_two_running_while_both_slots_are_busy() -> None:
     """Tune calls on_trial_complete while the ended trial is still RUNNING and on_trial_start
     while the next is still PENDING: the end's line waits for the slot to be refilled."""

@@ -78,7 +78,28 @@ def test_the_rungs_are_the_milestones_of_rays_asha(grace: int, factor: float,
     judged = {math.ceil(milestone) for milestone, _ in bracket._rungs}
     assert spec.scheduler.rungs(epochs) == tuple(sorted(e for e in judged if e < epochs))
     assert parse_spec({**_SPEC, "scheduler": "none"}).scheduler.rungs(epochs) == ()
-    assert parse_spec({**_SPEC, "scheduler": "hyperband"}).scheduler.rungs(epochs) is None
+
+
+@pytest.mark.parametrize(("factor", "epochs"), [(3, 9), (3, 10), (2, 16), (3, 27), (4, 6),
+                                                (2, 3), (3, 2)])
+def test_the_hyperband_rungs_are_every_brackets_milestones(factor: float, epochs: int) -> None:
+    """HyperBand pauses and stops trials at its brackets' milestones only: a trial that ended
+    after another epoch was ended by the sweep (target, time limit, a stop)."""
+    from hpsearch.search.algorithms import build_scheduler
+
+    spec = parse_spec({**_SPEC, "budget": {"trials": 6, "max_epochs": epochs},
+                       "scheduler": {"name": "hyperband", "reduction_factor": factor}})
+    ray_hb = build_scheduler(spec)
+    judged = set()
+    for s in range(ray_hb._s_max_1):
+        if ray_hb._get_r0(s) == 0:
+            continue  # Ray skips a bracket that small
+        bracket = ray_hb._create_bracket(s)
+        judged.add(bracket._cumul_r)
+        while bracket._halves > 0:  # each halving moves the bracket to its next milestone
+            bracket.successive_halving(spec.metric, 1.0)
+            judged.add(bracket._cumul_r)
+    assert spec.scheduler.rungs(epochs) == tuple(sorted(e for e in judged if e < epochs))
 
 
 # trial -> (status, val_top1 per epoch): ASHA (grace 1, factor 2, 4 epochs: rungs 1 and 2)
@@ -170,6 +191,13 @@ def test_a_trial_the_sweeps_end_cut_short_is_not_called_stopped_by_the_scheduler
     board = md.split("## Leaderboard")[1].split("##")[0]
     assert "| stopped at epoch 1 |" in board and "| ended at epoch 3 |" in board
     assert "the scheduler (ASHA) ended it after epoch N" in md
+    # and the counts say so too: the terminal's line and the compute table
+    from hpsearch.search.report.tables import compute_summary
+
+    counts = compute_summary(data)["counts"]
+    assert counts["ended with the sweep"] == 1
+    assert counts["stopped_early"] == int((data.trials["status"] == "stopped_early").sum()) - 1
+    assert "| Trials ended with the sweep | 1 |" in md
     assert "Ended at epoch N: still training when the sweep ended" in md
 
 
@@ -234,3 +262,17 @@ def test_class_names_and_split_sizes_come_from_the_trial(tmp_path: Path) -> None
     md = write_report(data, tmp_path / "out")["report.md"].read_text()
     assert "Data: mnist; images per trial: 200 train, 60 val, 200 test." in md
     assert str(sweep) not in md
+
+
+def test_a_trial_the_sweep_ended_is_told_from_one_its_scheduler_stopped() -> None:
+    """A TPE+HyperBand sweep that reached its target (seen: the study of 2026-12-05): the trial
+    that reached it after epoch 4 (no milestone of HyperBand's with 9 epochs and factor 3) and
+    one that had not finished an epoch were ended by the sweep, not stopped by HyperBand."""
+    from hpsearch.search.report.formats import status_label
+
+    rungs = parse_spec({**_SPEC, "budget": {"trials": 27, "max_epochs": 9},
+                        "scheduler": "hyperband"}).scheduler.resolved().rungs(9)
+    assert rungs == (1, 3)
+    assert status_label("stopped_early", 4, rungs) == "ended at epoch 4"
+    assert status_label("stopped_early", 3, rungs) == "stopped at epoch 3"
+    assert status_label("stopped_early", 0, None) == "ended before epoch 1"
