@@ -141,11 +141,22 @@ def _tune_loggers_as_given() -> Iterator[None]:
 def _fit(tuner: Any, callbacks: list[Any], spec: SweepSpec, run_dir: Location,
          tracking_uri: str, stopper: Any, echo: Callable[[str], None]) -> SweepOutcome:
     """``tuner.fit()`` with the driver file kept; the outcome, or how a stop left it."""
+    from hpsearch.search.tracking import MlflowTracker
     from hpsearch.trainables.vocab import SweepState
 
     driver = next(c for c in callbacks if hasattr(c, "stop_asked"))
     driver.start()
     start = time.monotonic()
+    limit = spec.time_limit_seconds
+
+    def ended_itself() -> bool:
+        """The sweep ended on its own rule (target, plateau, Terminator, time limit), not on a
+        stop or an interrupt: Tune then ends the trials left."""
+        return not driver.stop_asked() and (bool(stopper is not None and stopper.reason) or (
+            limit is not None and time.monotonic() - start >= limit))
+
+    for tracker in (c for c in callbacks if isinstance(c, MlflowTracker)):
+        tracker.ended_itself = ended_itself
     try:
         with _tune_loggers_as_given():
             results = tuner.fit()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +81,11 @@ class MlflowTracker(Callback):
         self._writer: Writer | None = None
         self._store: _Store | None = None
         self._closed = False
+        self._ran: set[str] = set()  # trials started by this process
+        self._over: set[str] = set()  # ... and those whose end was queued (complete or error)
+        # Set by the sweep: whether it ended itself (target, plateau, time limit). Tune then
+        # ends the trials left without the trial-complete hook; their runs are ended here.
+        self.ended_itself: Callable[[], bool] | None = None
 
     # Tune pickles the run config (callbacks included) into tuner.pkl: leave the thread out.
     def __getstate__(self) -> dict[str, Any]:
@@ -107,6 +112,7 @@ class MlflowTracker(Callback):
         self._start()
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._ran.add(trial.trial_id)
         self._put(_on_start, trial.trial_id, dict(trial.config), _trial_path(trial), _gpus(trial))
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
@@ -118,15 +124,24 @@ class MlflowTracker(Callback):
         self._put(_on_checkpoint, trial.trial_id, checkpoint)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._over.add(trial.trial_id)
         self._put(_on_end, trial.trial_id, TuneStatus.TERMINATED, None)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._over.add(trial.trial_id)
         self._put(_on_end, trial.trial_id, TuneStatus.ERROR, trial.error_file)
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._put(_on_recover, trial.trial_id, trial.error_file, trial.num_failures)
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
+        if self.ended_itself is not None and self.ended_itself():
+            # each run of a trial the sweep's end cut: completed if it had reported its last
+            # epoch (HyperBand may hold such a trial at its milestone), else stopped at the
+            # epoch it reached (the report tells it from the scheduler's rungs)
+            self._put(_on_cut, [t.trial_id for t in trials if t.trial_id in self._ran
+                                and t.trial_id not in self._over
+                                and t.status != TuneStatus.ERROR])
         self._put(_on_best, {t.trial_id: t.checkpoint for t in trials})
         self._put(_on_summary)
         self.close()
@@ -212,6 +227,11 @@ def _on_end(store: _Store, trial_id: str, tune_status: str, error_file: str | No
     error = last_line(error_file)
     finish_trial(store, trial_id, trial_status(trial_history(run), tune_status, error),
                  error=error)
+
+
+def _on_cut(store: _Store, trial_ids: list[str]) -> None:
+    for trial_id in trial_ids:
+        _on_end(store, trial_id, TuneStatus.TERMINATED, None)
 
 
 def _on_recover(store: _Store, trial_id: str, error_file: str | None, failures: int) -> None:

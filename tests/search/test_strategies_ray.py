@@ -60,6 +60,16 @@ def test_target_warm_start_and_a_larger_budget_on_resume(
     ended = [line for line in lines if line.startswith("sweep ended early: target reached")]
     assert len(ended) == 1 and "val_top1" in ended[0] and "(target 0)" in ended[0]
     assert first.trials < 8  # the budget was not used up
+    # the trials its end cut were running: counted so, and their MLflow runs ended too
+    assert first.counts.get("ended with the sweep", 0) >= 1, first.counts
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    cut = client.search_runs([client.get_experiment_by_name("first").experiment_id],
+                             "tags.`hpsearch.role` = 'trial'")
+    assert cut and all(r.info.status != "RUNNING" for r in cut), [
+        (r.data.tags["hpsearch.trial_id"], r.info.status) for r in cut]
+    assert {r.data.tags["hpsearch.status"] for r in cut} <= {"completed", "stopped_early"}
     assert any(line.startswith("hpsearch sweep 'first':") and "optuna (gp)" in line
                for line in lines)
 
