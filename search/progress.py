@@ -189,12 +189,14 @@ class ProgressPrinter(Callback):
         if trial.status == TuneStatus.ERROR:
             return Status.FAILED
         if trial.status == TuneStatus.TERMINATED:
+            last = self._status_of(trial)
+            if last in (Status.COMPLETED, Status.DIVERGED, Status.REJECTED):
+                return last  # its own end (HyperBand may hold a completed one at a milestone)
             if trial.trial_id in self._started or trial.trial_id in self._epochs:
                 # it ran in this process and Tune ended it without the trial-complete hook:
                 # the sweep's end (target, plateau, time limit) cut it
                 return ENDED_WITH_SWEEP
-            last = self._status_of(trial)  # one ended before a resume: by what it reported
-            return _ended(last) if last else NOT_STARTED
+            return _ended(last) if last else NOT_STARTED  # ended before a resume, or waiting
         return None
 
     def _trial_best(self, trial: Trial) -> tuple[float, int | None] | None:

@@ -91,11 +91,12 @@ def test_trials_the_sweeps_end_cut_are_neither_completed_nor_stopped() -> None:
     left without the trial-complete hook. The line, ``hpsearch status`` (the snapshot) and the
     summary must not call those completed (a trial still waiting) or stopped by the scheduler
     (the one that reached the target, paused or training)."""
-    trials = [_trial(f"cut0000{i}", [], Trial.PENDING) for i in range(1, 6)]
+    trials = [_trial(f"cut0000{i}", [], Trial.PENDING) for i in range(1, 7)]
     printer = ProgressPrinter(27, "val_top1", "max", echo=lambda s: None)
     printer.on_step_begin(0, trials)
-    done, paused, hit, fresh, waiting = trials
-    for trial, results in ((done, _epochs(0.8, 0.9)), (paused, _epochs(0.7, last="running")),
+    done, held, paused, hit, fresh, waiting = trials
+    for trial, results in ((done, _epochs(0.8, 0.9)), (held, _epochs(0.8, 0.85)),
+                           (paused, _epochs(0.7, last="running")),
                            (hit, _epochs(0.85, 0.91, last="running")), (fresh, [])):
         trial.set_status(Trial.RUNNING)
         printer.on_trial_start(1, trials, trial)
@@ -103,14 +104,15 @@ def test_trials_the_sweeps_end_cut_are_neither_completed_nor_stopped() -> None:
             printer.on_trial_result(2, trials, trial, result)
             trial.update_last_result(result)
     printer.on_trial_complete(3, trials, done)
-    paused.set_status(Trial.PAUSED)  # HyperBand holds it at its milestone
+    for trial in (held, paused):  # HyperBand holds each at its milestone (held: its last)
+        trial.set_status(Trial.PAUSED)
     for trial in trials:  # the target reached: Tune's stop of every trial left
         trial.set_status(Trial.TERMINATED)
     printer.on_step_begin(4, trials)
-    assert "trials: 0 running, 5/27 done (3 ended with the sweep, 1 not started)" \
+    assert "trials: 0 running, 6/27 done (3 ended with the sweep, 1 not started)" \
         in printer.line()
     assert printer.snapshot()["ended"] == {"ended with the sweep": 3, "not started": 1,
-                                           "completed": 1}
+                                           "completed": 2}
 
 
 def test_a_two_slot_sweep_shows_two_running_while_both_slots_are_busy() -> None:
