@@ -238,7 +238,7 @@ class ProgressPrinter(Callback):
                 running.append({"trial_id": t.trial_id, "epoch": epoch})
         return {"done": len(ends), "total": self.total, "trials": len(self._trials),
                 "line": self.line(),
-                "ended": {status_word(k): ends.count(k) for k in _DETAIL + (Status.COMPLETED,)
+                "ended": {status_word(k): ends.count(k) for k in (Status.COMPLETED, *_DETAIL)
                           if k in ends},
                 "best": None if best is None else {"metric": self.metric, "value": best[0],
                                                    "trial_id": best[1], "epoch": best[2]},

@@ -414,7 +414,7 @@ def _summarise(spec: SweepSpec, run_dir: Location, results: Any, tracking_uri: s
         if best is None or (value > best["value"] if mode == "max" else value < best["value"]):
             best = {"value": value, "trial_id": m.get("trial_id"), "config": r.config,
                     "path": r.path}
-    detail = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+    detail = ", ".join(f"{n} {k}" for k, n in counts.items())  # completed first, as `status`
     echo(f"done in {wall_s:.0f}s: {len(results)} trials ({detail})")
     if best:
         varied = {k: best["config"][k] for k in spec.space if k in best["config"]}
