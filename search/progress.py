@@ -23,6 +23,7 @@ from hpsearch.search.console import failure_line
 from hpsearch.trainables.vocab import (
     ENDED_WITH_SWEEP,
     NOT_STARTED,
+    OWN_ENDS,
     STATUS_ORDER,
     Status,
     TuneStatus,
@@ -190,7 +191,7 @@ class ProgressPrinter(Callback):
             return Status.FAILED
         if trial.status == TuneStatus.TERMINATED:
             last = self._status_of(trial)
-            if last in (Status.COMPLETED, Status.DIVERGED, Status.REJECTED):
+            if last in OWN_ENDS:
                 return last  # its own end (HyperBand may hold a completed one at a milestone)
             if trial.trial_id in self._started or trial.trial_id in self._epochs:
                 # it ran in this process and Tune ended it without the trial-complete hook:

@@ -171,13 +171,13 @@ def _fit(tuner: Any, callbacks: list[Any], spec: SweepSpec, run_dir: Location,
              f"finished epoch kept; `hpsearch resume {spec.name}` continues it")
         return SweepOutcome(spec.name, run_dir, len(results), None, tracking_uri,
                             {SweepState.STOPPED: len(results)})
-    ended_itself = stopper is not None and stopper.reason
-    if ended_itself:
-        echo(f"sweep ended early: {stopper.reason}")
+    reason = stopper.reason if stopper is not None else None
+    if reason:
+        echo(f"sweep ended early: {reason}")
     snap = driver.snapshot()
     over = not snap["running"] and snap["done"] == snap["trials"]
     driver.finish(SweepState.FINISHED if over and (
-        snap["done"] >= snap["total"] or spec.time_limit_seconds or ended_itself)
+        snap["done"] >= snap["total"] or spec.time_limit_seconds or reason)
         else SweepState.INTERRUPTED)
     return _summarise(spec, run_dir, results, tracking_uri, wall_s, echo, snap["ended"])
 

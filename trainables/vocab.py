@@ -18,8 +18,8 @@ from __future__ import annotations
 from enum import StrEnum
 
 __all__ = ["CONSTANT_METRICS", "COPIED", "DEFAULT_OBJECTIVE", "ENDED_WITH_SWEEP", "FINAL_METRICS",
-           "HISTORY_METRICS", "METRICS", "NOT_STARTED", "ROLE_TAG", "STATUS_ORDER", "Role",
-           "Status", "StopMode", "SweepState", "TuneStatus", "trial_status"]
+           "HISTORY_METRICS", "METRICS", "NOT_STARTED", "OWN_ENDS", "ROLE_TAG", "STATUS_ORDER",
+           "Role", "Status", "StopMode", "SweepState", "TuneStatus", "trial_status"]
 
 
 class Status(StrEnum):
@@ -56,6 +56,9 @@ class Status(StrEnum):
 ENDED_WITH_SWEEP = "ended with the sweep"
 NOT_STARTED = "not started"
 
+# The statuses a trial reports as it ends itself: its own word says how it ended, whatever
+# Tune did with it afterwards (HyperBand may hold a completed trial at its last milestone).
+OWN_ENDS = frozenset({Status.COMPLETED, Status.DIVERGED, Status.REJECTED})
 _FINAL = frozenset({Status.COMPLETED, Status.STOPPED_EARLY, Status.DIVERGED, Status.REJECTED,
                     Status.FAILED})
 # Tables and counts list statuses in this order: best outcome first.
@@ -113,7 +116,7 @@ def trial_status(last_reported: str | None, tune_status: str | None,
     completed); otherwise Tune's: ERROR -> failed, TERMINATED while still "running" -> stopped
     early by the scheduler; PENDING/RUNNING/PAUSED -> running.
     """
-    if last_reported in (Status.COMPLETED, Status.DIVERGED, Status.REJECTED):
+    if last_reported in OWN_ENDS:
         return Status(last_reported)
     if tune_status == TuneStatus.ERROR or (tune_status is None and error):
         return Status.FAILED
