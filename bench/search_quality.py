@@ -65,24 +65,26 @@ def optimum(epochs: int) -> tuple[float, dict[str, Any]]:
                                "syn_dropout": 0.2, "syn_act": "gelu"}
 
 
-def median_random(epochs: int, n: int = 100_000) -> float:
-    """The median noise-free loss of random configs from SPACE at ``epochs`` (regret 1)."""
-    rng = np.random.default_rng(0)
-    lr = 10 ** rng.uniform(-4, 0, n)
-    width = np.round(2 ** rng.uniform(3, 9, n))
-    acts = np.array([ACT_OFFSET[a] for a in ACT_OFFSET])[rng.integers(0, len(ACT_OFFSET), n)]
-    return float(np.median(curve(lr, width, rng.uniform(0, 0.8, n), acts, epochs)))
-
-
-def crossing(epochs: int, grace: int = 1, keep: float = 1 / 3, n: int = 100_000) -> float:
-    """How often these curves cross where early stopping cuts: the share of the best tenth of
-    random configs at ``epochs`` that are not in the best ``keep`` after ``grace`` epochs."""
+def random_losses(epochs: tuple[int, ...], n: int = 100_000) -> list[Any]:
+    """The noise-free losses at each of ``epochs`` of the same ``n`` random configs from SPACE
+    (seeded: every call draws the same configs)."""
     rng = np.random.default_rng(0)
     lr = 10 ** rng.uniform(-4, 0, n)
     width = np.round(2 ** rng.uniform(3, 9, n))
     acts = np.array([ACT_OFFSET[a] for a in ACT_OFFSET])[rng.integers(0, len(ACT_OFFSET), n)]
     dropout = rng.uniform(0, 0.8, n)
-    final, early = (curve(lr, width, dropout, acts, e) for e in (epochs, grace))
+    return [curve(lr, width, dropout, acts, e) for e in epochs]
+
+
+def median_random(epochs: int) -> float:
+    """The median noise-free loss of random configs from SPACE at ``epochs`` (regret 1)."""
+    return float(np.median(random_losses((epochs,))[0]))
+
+
+def crossing(epochs: int, grace: int = 1, keep: float = 1 / 3) -> float:
+    """How often these curves cross where early stopping cuts: the share of the best tenth of
+    random configs at ``epochs`` that are not in the best ``keep`` after ``grace`` epochs."""
+    final, early = random_losses((epochs, grace))
     best = final <= np.quantile(final, 0.1)
     return float(np.mean(early[best] > np.quantile(early, keep)))
 
