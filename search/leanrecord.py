@@ -16,8 +16,15 @@ Python objects and cached snapshot text, 32 KB after):
 - each of its checkpoints keeps, of the result it was reported with (a full copy per epoch,
   beside ``last_result``, and pickled into every snapshot), only the epoch, Tune's iteration
   and the objective's metrics: what a resume reads (the epoch it continues from) and what
-  Tune would rank checkpoints by. ``last_result`` stays whole; ``result.json`` and MLflow
-  hold every epoch's.
+  Tune would rank checkpoints by;
+- ``last_result`` keeps what the driver reads of a finished trial: the objective's metrics,
+  the epoch, Tune's iteration and ``done``, the trial's own status and id (the progress line,
+  ``hpsearch status``, the summary, PBT's donor choice), and its config as the trial's own
+  object rather than the deserialised copy in each result (the summary's best config).
+
+``result.json`` and MLflow hold every metric of every epoch. The callback runs after every
+other one (the runner lists it last), and Tune has given the scheduler and searcher the whole
+result before any callback hears of the end.
 
 A trial that errored is left whole: a resume retries it from its record.
 """
@@ -32,6 +39,7 @@ from ray.tune import Callback
 __all__ = ["LeanTrialRecord"]
 
 _CHECKPOINT_KEEPS = ("epoch", "training_iteration")  # + the objective's metrics
+_LAST_KEEPS = (*_CHECKPOINT_KEEPS, "done", "status", "trial_id")  # + the objective, config
 
 
 class LeanTrialRecord(Callback):
@@ -69,3 +77,10 @@ class LeanTrialRecord(Callback):
         for result in kept:
             if isinstance(getattr(result, "metrics", None), dict):
                 result.metrics = {k: v for k, v in result.metrics.items() if k in keep}
+        last = getattr(meta, "last_result", None)
+        if isinstance(last, dict) and last:
+            keep_last = self._keep.union(_LAST_KEEPS)
+            lean = {k: v for k, v in last.items() if k in keep_last}
+            if "config" in last:
+                lean["config"] = trial.config
+            meta.last_result = lean

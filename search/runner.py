@@ -117,8 +117,9 @@ def _callbacks(spec: SweepSpec, run_dir: Location, tracking_uri: str, total: int
     driver = SweepDriver(run_dir, {"name": spec.name, "tracking_uri": tracking_uri,
                                    "experiment": spec.experiment_name, "slots": slots},
                          printer.snapshot, echo)
-    return [KeepResultLog(), LeanTrialRecord(spec.metrics), tracker, printer, driver,
-            CSVLoggerCallback(), JsonLoggerCallback()]  # where Tune put its own
+    return [KeepResultLog(), tracker, printer, driver, CSVLoggerCallback(),
+            JsonLoggerCallback(),  # where Tune put its own
+            LeanTrialRecord(spec.metrics)]  # last: every other callback sees the whole record
 
 
 _AUTO_LOGGERS = "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"

@@ -24,7 +24,8 @@ def _trial(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN202
 
 def _results() -> list[dict[str, float]]:
     return [{"epoch": e, "val_top1": 0.5 + e / 10, "val_loss": 1.0 / e, "training_iteration": e,
-             "config": {"lr": 0.1, "batch_size": 32}} for e in (1, 2, 3)]
+             "status": "running" if e < 3 else "completed", "done": e == 3,
+             "hostname": "node-1", "config": {"lr": 0.1, "batch_size": 32}} for e in (1, 2, 3)]
 
 
 def test_a_started_trial_keeps_min_max_mean_and_last_but_no_running_means(
@@ -90,7 +91,11 @@ def test_a_finished_trial_keeps_the_objective_and_each_checkpoints_epoch_only(
         {"epoch": e, "training_iteration": e, "val_top1": pytest.approx(0.5 + e / 10)}
         for e in (1, 2, 3)]
     assert trial.checkpoint.path.endswith("checkpoint_000003")
-    assert trial.last_result["val_loss"] == pytest.approx(1 / 3)  # the last result stays whole
+    # the last result keeps what the driver reads of a finished trial, its config is the trial's
+    assert trial.last_result == {"epoch": 3, "training_iteration": 3, "val_top1": 0.8,
+                                 "status": "completed", "done": True, "trial_id": "a",
+                                 "config": {"lr": 0.1, "batch_size": 32}}
+    assert trial.last_result["config"] is trial.config
     # the snapshot Tune writes next holds the lean record, and a resume reads it back
     state, meta = trial.get_json_state()
     assert len(meta) < before
