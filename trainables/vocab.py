@@ -16,10 +16,12 @@ search/ imports it.
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
 __all__ = ["CONSTANT_METRICS", "COPIED", "DEFAULT_OBJECTIVE", "ENDED_WITH_SWEEP", "FINAL_METRICS",
            "HISTORY_METRICS", "METRICS", "NOT_STARTED", "OWN_ENDS", "ROLE_TAG", "STATUS_ORDER",
-           "Role", "Status", "StopMode", "SweepState", "TuneStatus", "trial_status"]
+           "Role", "Status", "StopMode", "SweepState", "TuneStatus", "ended_with_sweep",
+           "stopped_label", "trial_status"]
 
 
 class Status(StrEnum):
@@ -55,6 +57,25 @@ class Status(StrEnum):
 # not statuses a trial reports.
 ENDED_WITH_SWEEP = "ended with the sweep"
 NOT_STARTED = "not started"
+
+
+def ended_with_sweep(stopped_epoch: Any, rungs: Any) -> bool:
+    """Whether a trial stopped early after ``stopped_epoch`` was still training when the sweep
+    ended (time limit, target, a stop) rather than stopped by its scheduler: the epoch is none
+    of the scheduler's ``rungs`` (False when they are not known), or it had not finished an
+    epoch (no scheduler stops a trial before its first). The report's labels and the MLflow
+    run's name and description both follow it."""
+    return int(stopped_epoch) == 0 or (rungs is not None and int(stopped_epoch) not in rungs)
+
+
+def stopped_label(stopped_epoch: int, rungs: Any) -> str:
+    """A trial stopped early, in words: ``stopped at epoch 3`` (its scheduler), ``ended at
+    epoch 11`` (still training when the sweep ended), ``ended before epoch 1``."""
+    epoch = int(stopped_epoch)
+    if epoch == 0:
+        return "ended before epoch 1"
+    return f"ended at epoch {epoch}" if ended_with_sweep(epoch, rungs) \
+        else f"stopped at epoch {epoch}"
 
 # The statuses a trial reports as it ends itself: its own word says how it ended, whatever
 # Tune did with it afterwards (HyperBand may hold a completed trial at its last milestone).

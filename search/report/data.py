@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from hpsearch.search.report.formats import ended_with_sweep, missing
+from hpsearch.search.report.formats import missing
 from hpsearch.trainables.vocab import (
     CONSTANT_METRICS,
     DEFAULT_OBJECTIVE,
@@ -18,6 +18,7 @@ from hpsearch.trainables.vocab import (
     HISTORY_METRICS,
     METRICS,
     Status,
+    ended_with_sweep,
 )
 
 if TYPE_CHECKING:

@@ -13,9 +13,9 @@ from hpsearch.search.units import (
     format_compact,
     parse_count,  # re-exported: the one count parser
 )
-from hpsearch.trainables.vocab import Status
+from hpsearch.trainables.vocab import Status, stopped_label
 
-__all__ = ["DASH", "budget_text", "duration", "ended_with_sweep", "fmt_metric", "fmt_value",
+__all__ = ["DASH", "budget_text", "duration", "fmt_metric", "fmt_value",
            "format_macs", "format_params", "is_accuracy", "metric_name", "metric_title",
            "missing", "parse_count", "setting_title", "status_label"]
 
@@ -96,26 +96,13 @@ def fmt_value(key: str, value: Any) -> str:
     return without_paths(str(value))
 
 
-def ended_with_sweep(stopped_epoch: Any, rungs: Any) -> bool:
-    """Whether a trial stopped early after ``stopped_epoch`` was still training when the sweep
-    ended (time limit, target, a stop) rather than stopped by its scheduler: the epoch is none
-    of the scheduler's ``rungs`` (False when they are not known), or it had not finished an
-    epoch (no scheduler stops a trial before its first)."""
-    return int(stopped_epoch) == 0 or (rungs is not None and int(stopped_epoch) not in rungs)
-
-
 def status_label(status: str, stopped_epoch: Any, rungs: Any = None) -> str:
     """A trial's status as a cell: ``stopped at epoch 3`` for one stopped early; ``ended at
     epoch 11`` for one still training when the sweep ended (time limit, target, a stop), seen
     by an epoch that is none of the scheduler's ``rungs`` (when they are known)."""
     if status == Status.STOPPED_EARLY:
-        if missing(stopped_epoch):
-            return Status.STOPPED_EARLY.label
-        epoch = int(stopped_epoch)
-        if epoch == 0:
-            return "ended before epoch 1"
-        return f"ended at epoch {epoch}" if ended_with_sweep(epoch, rungs) \
-            else f"stopped at epoch {epoch}"
+        return Status.STOPPED_EARLY.label if missing(stopped_epoch) \
+            else stopped_label(stopped_epoch, rungs)
     return status
 
 

@@ -5,10 +5,10 @@ the tables compare trials. (Machine paths are kept out by :mod:`.machine`.)"""
 from __future__ import annotations
 
 from hpsearch.search.report.data import SweepData
-from hpsearch.search.report.formats import ended_with_sweep, metric_name
+from hpsearch.search.report.formats import metric_name
 from hpsearch.search.report.tables import eval_limit, fixed_settings, heading_test_acc
 from hpsearch.search.spec import Scheduler
-from hpsearch.trainables.vocab import SCORE_DEFINITIONS, Status
+from hpsearch.trainables.vocab import SCORE_DEFINITIONS, Status, ended_with_sweep
 
 __all__ = ["data_line", "definitions", "epochs_text", "factor_caption", "fidelity", "server",
            "source"]
@@ -100,9 +100,13 @@ def statuses(data: SweepData) -> str:
                  "compared with completed trials'.")
     rungs = data.meta.get("rungs")
     stopped = data.trials.loc[data.trials["status"] == Status.STOPPED_EARLY, "stopped_epoch"]
-    if any(ended_with_sweep(e, rungs) for e in stopped.dropna()):
+    cut = [int(e) for e in stopped.dropna() if ended_with_sweep(e, rungs)]
+    if any(cut):
         text += (" Ended at epoch N: still training when the sweep ended (its time limit, "
                  "target or a stop), after epoch N; its scores come from fewer epochs too.")
+    if 0 in cut:
+        text += (" Ended before epoch 1: it had started when the sweep ended, and has no "
+                 "scores.")
     return text + " Rejected: over a cost limit, never trained."
 
 

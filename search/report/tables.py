@@ -17,7 +17,6 @@ from hpsearch.search.report.formats import (
     DASH,
     budget_text,
     duration,
-    ended_with_sweep,
     fmt_metric,
     fmt_value,
     format_macs,
@@ -31,7 +30,7 @@ from hpsearch.search.report.machine import MACHINE_SETTINGS
 from hpsearch.search.spec import Choice, Grid, IntRange, LogUniform, Uniform
 from hpsearch.trainables.config import TrialConfig
 from hpsearch.trainables.errors import UserError
-from hpsearch.trainables.vocab import ENDED_WITH_SWEEP, STATUS_ORDER, Status
+from hpsearch.trainables.vocab import ENDED_WITH_SWEEP, STATUS_ORDER, Status, ended_with_sweep
 
 __all__ = ["compute_summary", "compute_table", "cost_table", "factor_tables", "final_line",
            "final_table", "fixed_settings", "leaderboard", "leaderboard_text", "ofat_table",
@@ -438,7 +437,9 @@ def compute_table(summary: Mapping[str, Any]) -> pd.DataFrame:
         rows.append((f"Full budget ({summary['trained_trials']} trials x "
                      f"{summary['max_epochs']:g} epochs)",
                      str(summary["full_budget_epochs"])))
-        by = "early stopping" + (" and the sweep's end" if c.get(ENDED_WITH_SWEEP) else "")
+        by = " and ".join(why for why, n in (("early stopping", c.get(Status.STOPPED_EARLY)),
+                                             ("the sweep's end", c.get(ENDED_WITH_SWEEP)))
+                          if n) or "early stopping"  # nothing saved: the row says 0.0 %
         rows.append((f"Saved by {by}", f"{100 * summary['savings']:.1f}%"))
     rows.append(("Wall time", duration(summary["wall_seconds"])))
     rows.append(("Sum of trial times", duration(summary["trial_seconds"])))

@@ -21,7 +21,7 @@ from hpsearch.search.tracking.values import (
     stamp_ms,
     trial_note,
 )
-from hpsearch.trainables.vocab import Status
+from hpsearch.trainables.vocab import Status, ended_with_sweep, stopped_label
 
 __all__ = ["FIGURES_MIN_S", "finish_trial", "is_complete", "trial_history"]
 
@@ -55,8 +55,10 @@ def finish_trial(store: _Store, trial_id: str, status: Status | str, *,
 
     The ended run is named ``<trial id> · <status>`` and gets MLflow's run status for it
     (:func:`~search.tracking.values.run_status`), so the runs table tells a trial ASHA
-    stopped early from a completed one. A status that is not final (running, unknown) only
-    updates the tags.
+    stopped early from a completed one; a trial still training when the sweep ended (its
+    epoch none of the scheduler's rungs, as the report tells them) is ``<trial id> · ended at
+    epoch N``, its description says so, and its status tag stays ``stopped early``. A status
+    that is not final (running, unknown) only updates the tags.
     """
     status = Status(status)
     state = store.children[trial_id]
@@ -76,9 +78,11 @@ def finish_trial(store: _Store, trial_id: str, status: Status | str, *,
     reason = history[-1].get("rejected_reason") if history else None
     if status == Status.REJECTED and reason:
         tags["hpsearch.rejected_reason"] = reason
+    epochs_run = result_step(history[-1]) if history else 0
+    cut = status == Status.STOPPED_EARLY and ended_with_sweep(epochs_run, store.rungs)
     if status.final:
-        tags[NOTE_TAG] = trial_note(status, result_step(history[-1]) if history else 0,
-                                    state.setting("epochs"), error or reason)
+        tags[NOTE_TAG] = trial_note(status, epochs_run, state.setting("epochs"),
+                                    error or reason, cut=cut)
     if status.final and history and not store.lossy:
         # Sent after the points in the same flush (:meth:`_Run.send`): once it is on the run,
         # every step up to here is in MLflow, so a sync may skip this run.
@@ -94,16 +98,18 @@ def finish_trial(store: _Store, trial_id: str, status: Status | str, *,
             for local in _artifacts(trial_id, status, history, Path(tmp), store.classes):
                 if local.name not in existing:
                     store.upload(state, local)
-    end, name = run_status(status), run_name(trial_id, status)
+    end = run_status(status)
+    name = run_name(trial_id, status, stopped_label(epochs_run, store.rungs) if cut else None)
     if state.status != end or state.tags.get("mlflow.runName") != name:
         end_run(store.client, state.run_id, end, name)
         state.status = end
     state.compact()
 
 
-def run_name(trial_id: str, status: Status) -> str:
-    """An ended trial's run name: ``3f2a_00001 · stopped early``."""
-    return f"{trial_id} · {status.label}"
+def run_name(trial_id: str, status: Status, label: str | None = None) -> str:
+    """An ended trial's run name: ``3f2a_00001 · stopped early``, or with ``label`` in place
+    of the status (``3f2a_00001 · ended at epoch 4``)."""
+    return f"{trial_id} · {label or status.label}"
 
 
 def _artifacts(trial_id: str, status: Status, history: list[dict[str, Any]],

@@ -276,6 +276,7 @@ class _Store:
         self.lossy = False  # a write was dropped: a run's history may have gaps
         self.dataset: dict[str, Any] | None = None  # :func:`.dataset.dataset_info`
         self.classes: tuple[str, ...] | None = None  # the dataset's class names, when known
+        self.rungs: tuple[int, ...] | None = None  # the scheduler's, from the spec (when known)
         self.created = self.deleted = self.points = self.uploaded = 0
 
     def use_dataset(self, info: Mapping[str, Any] | None) -> None:
@@ -341,6 +342,10 @@ class _Store:
         """
         if self.parent is not None:
             return self.parent
+        if spec_yaml:  # the sweep wrote it validated: its scheduler and epochs as they are
+            from hpsearch.search.report.saved_spec import spec_facts, yaml_mapping
+
+            self.rungs = spec_facts(None, yaml_mapping(spec_yaml, "spec")).get("rungs")
         run_dir = str(self.run_dir)
         state = self._reattach(self.saved.get("parent_run_id"),
                                f"tags.`{ROLE_TAG}` = '{Role.SWEEP}' and tags.`hpsearch.sweep` = "

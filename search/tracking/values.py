@@ -71,11 +71,17 @@ def run_status(status: Status) -> str:
     return _RUN_END[status]
 
 
-def trial_note(status: Status, epochs_run: int, epochs: str | None, why: str | None) -> str:
+def trial_note(status: Status, epochs_run: int, epochs: str | None, why: str | None,
+               cut: bool = False) -> str:
     """A trial run's description, the status first: what the runs table's Description column
     shows whole where the run name is cut (``stopped early: by the scheduler after epoch 1 of
-    3``)."""
+    3``). ``cut``: a trial stopped early that was still training when the sweep ended (``ended
+    with the sweep: after epoch 4 of 10, still training``)."""
     of = f" of {epochs}" if epochs else ""
+    if cut and status == Status.STOPPED_EARLY:
+        return f"{vocab.ENDED_WITH_SWEEP}: " + (
+            f"after epoch {epochs_run}{of}, still training" if epochs_run
+            else "before its first epoch")
     detail = {Status.COMPLETED: f"trained all {epochs_run} epochs",
               Status.STOPPED_EARLY: f"by the scheduler after epoch {epochs_run}{of}",
               Status.DIVERGED: f"loss not finite at epoch {epochs_run}{of}",

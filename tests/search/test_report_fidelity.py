@@ -201,6 +201,23 @@ def test_a_trial_the_sweeps_end_cut_short_is_not_called_stopped_by_the_scheduler
     assert "Ended at epoch N: still training when the sweep ended" in md
 
 
+def test_a_trial_the_sweeps_end_cut_before_its_first_epoch_is_defined(tmp_path: Path) -> None:
+    data = _asha_data()
+    data.meta["rungs"], data.meta["scheduler"] = (1, 2), "asha"
+    data.trials.loc[data.trials["trial_id"] == "e", "stopped_epoch"] = 0
+    md = write_report(data, tmp_path)["report.md"].read_text()
+    assert "| ended before epoch 1 |" in md.split("## Leaderboard")[1].split("##")[0]
+    definitions = md.split("## Definitions")[1].split("## Leaderboard")[0]
+    assert "Ended before epoch 1: it had started when the sweep ended, and has no scores." \
+        in definitions
+    assert "Ended at epoch N" not in definitions  # no trial ended so after an epoch
+    assert "| Saved by early stopping and the sweep's end |" in md
+    # every trial not completed was cut by the sweep's end: early stopping saved nothing
+    data.trials.loc[data.trials["status"] == "stopped_early", "stopped_epoch"] = 0
+    md = write_report(data, tmp_path)["report.md"].read_text()
+    assert "| Saved by the sweep's end |" in md and "Trials stopped early" not in md
+
+
 @pytest.mark.parametrize(("scheduler", "said", "unsaid"), [
     ("hyperband", "the scheduler (HyperBand) ended it", "ASHA"),
     ("pbt", "copy of another trial's weights (see Lineage); no trial is stopped early",

@@ -292,6 +292,45 @@ def test_a_trial_stopped_then_resumed_to_completion_loses_its_stopped_epoch(
     assert found.info.status == "FINISHED"
 
 
+def test_a_trial_the_sweeps_end_cut_is_named_so_and_one_its_scheduler_stopped_is_not(
+        tmp_path: Path, mlflow_db: str) -> None:
+    """MLflow's runs table tells a trial ASHA stopped at a rung from one still training when the
+    sweep ended (target, plateau, time limit) as the report does: by the scheduler's rungs."""
+    import yaml
+    from mlflow import MlflowClient
+
+    from hpsearch.search.tracking.finish import finish_trial
+    from hpsearch.search.tracking.store import _Store
+
+    spec = {"scheduler": {"name": "asha", "grace_period": 1, "reduction_factor": 3},
+            "budget": {"max_epochs": 9}}  # ASHA's rungs: epochs 1 and 3
+    run_dir = tmp_path / "runs" / "s"
+    store = _Store(tracking_uri=mlflow_db, run_dir=run_dir, sweep_name="s", experiment=None,
+                   objective=("val_top1", "max"))
+    store.ensure_parent(yaml.safe_dump(spec))
+    assert store.rungs == (1, 3)
+    for trial_id, epochs in (("t1", 1), ("t2", 2), ("t3", 0)):
+        folder = run_dir / f"trial_{trial_id}"
+        folder.mkdir(parents=True)
+        rows = [{"trial_id": trial_id, "epoch": e, "training_iteration": e, "val_top1": 0.5,
+                 "status": "running", "timestamp": e} for e in range(1, epochs + 1)]
+        (folder / "result.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        store.ensure_child(trial_id, {"lr": 0.1, "epochs": 9}, str(folder))
+        finish_trial(store, trial_id, "stopped_early")
+    client = MlflowClient(mlflow_db)
+    runs = {r.data.tags["hpsearch.trial_id"]: r for r in client.search_runs(
+        [store.experiment_id], "tags.`hpsearch.role` = 'trial'")}
+    got = {t: (r.data.tags["mlflow.runName"], r.data.tags["mlflow.note.content"],
+               r.data.tags["hpsearch.status"], r.info.status) for t, r in runs.items()}
+    assert got == {
+        "t1": ("t1 · stopped early", "stopped early: by the scheduler after epoch 1 of 9",
+               "stopped_early", "KILLED"),
+        "t2": ("t2 · ended at epoch 2", "ended with the sweep: after epoch 2 of 9, still training",
+               "stopped_early", "KILLED"),
+        "t3": ("t3 · ended before epoch 1", "ended with the sweep: before its first epoch",
+               "stopped_early", "KILLED")}
+
+
 def test_a_reopened_store_finds_a_trial_run_its_run_map_lacks(tmp_path: Path,
                                                                mlflow_db: str) -> None:
     """A driver killed after creating a trial's run, before its run map said so: the next
