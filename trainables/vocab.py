@@ -77,6 +77,7 @@ def stopped_label(stopped_epoch: int, rungs: Any) -> str:
     return f"ended at epoch {epoch}" if ended_with_sweep(epoch, rungs) \
         else f"stopped at epoch {epoch}"
 
+
 # The statuses a trial reports as it ends itself: its own word says how it ended, whatever
 # Tune did with it afterwards (HyperBand may hold a completed trial at its last milestone).
 OWN_ENDS = frozenset({Status.COMPLETED, Status.DIVERGED, Status.REJECTED})

@@ -101,7 +101,7 @@ def statuses(data: SweepData) -> str:
     rungs = data.meta.get("rungs")
     stopped = data.trials.loc[data.trials["status"] == Status.STOPPED_EARLY, "stopped_epoch"]
     cut = [int(e) for e in stopped.dropna() if ended_with_sweep(e, rungs)]
-    if any(cut):
+    if any(e > 0 for e in cut):
         text += (" Ended at epoch N: still training when the sweep ended (its time limit, "
                  "target or a stop), after epoch N; its scores come from fewer epochs too.")
     if 0 in cut:

@@ -67,8 +67,9 @@ def finish_trial(store: _Store, trial_id: str, status: Status | str, *,
         for row in history:  # heals gaps left by an outage or an earlier session
             store.add_metrics(state, result_metrics(row), result_step(row), stamp_ms(row))
     tags: dict[str, Any] = {"hpsearch.status": status}
+    epochs_run = result_step(history[-1]) if history else 0
     if status == Status.STOPPED_EARLY:
-        tags[STOPPED_EPOCH_TAG] = result_step(history[-1]) if history else 0
+        tags[STOPPED_EPOCH_TAG] = epochs_run
     elif status.final and STOPPED_EPOCH_TAG in state.tags:  # stopped once, resumed since
         store.client.delete_tag(state.run_id, STOPPED_EPOCH_TAG)
         del state.tags[STOPPED_EPOCH_TAG]
@@ -78,7 +79,6 @@ def finish_trial(store: _Store, trial_id: str, status: Status | str, *,
     reason = history[-1].get("rejected_reason") if history else None
     if status == Status.REJECTED and reason:
         tags["hpsearch.rejected_reason"] = reason
-    epochs_run = result_step(history[-1]) if history else 0
     cut = status == Status.STOPPED_EARLY and ended_with_sweep(epochs_run, store.rungs)
     if status.final:
         tags[NOTE_TAG] = trial_note(status, epochs_run, state.setting("epochs"),
