@@ -129,7 +129,9 @@ class _Run:
 
     def add_params(self, params: Mapping[str, str]) -> None:
         for key, value in params.items():
-            if key not in self.params:  # params are immutable in MLflow: never re-send
+            # params are immutable in MLflow: the first value stays, also while it waits to be
+            # sent (PBT may hand the trial other settings before the writer sent its first)
+            if key not in self.params and key not in self.pending_params:
                 self.pending_params[key] = value
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:

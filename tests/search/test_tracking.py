@@ -331,6 +331,29 @@ def test_a_trial_the_sweeps_end_cut_is_named_so_and_one_its_scheduler_stopped_is
                "stopped_early", "KILLED")}
 
 
+def test_a_trial_given_other_settings_before_its_params_were_sent_keeps_its_first(
+        tmp_path: Path, mlflow_db: str) -> None:
+    """Under PBT a trial may train on with another trial's settings before the writer has sent
+    its run's params (seen under CI load): params keep the settings it started with, and the
+    settings-now tag says what it has now."""
+    import json
+
+    from mlflow import MlflowClient
+
+    from hpsearch.search.tracking.lineage import SETTINGS_NOW_TAG
+    from hpsearch.search.tracking.store import _Store
+
+    store = _Store(tracking_uri=mlflow_db, run_dir=tmp_path, sweep_name="s", experiment=None,
+                   objective=("val_top1", "max"))
+    store.ensure_parent()
+    store.ensure_child("t1", {"lr": 0.1, "momentum": 0.9})
+    run = store.ensure_child("t1", {"lr": 0.12, "momentum": 0.9})  # nothing sent in between
+    store.flush(run)
+    found = MlflowClient(mlflow_db).get_run(run.run_id).data
+    assert (found.params["lr"], found.params["momentum"]) == ("0.1", "0.9")
+    assert json.loads(found.tags[SETTINGS_NOW_TAG]) == {"lr": 0.12}
+
+
 def test_a_reopened_store_finds_a_trial_run_its_run_map_lacks(tmp_path: Path,
                                                                mlflow_db: str) -> None:
     """A driver killed after creating a trial's run, before its run map said so: the next
