@@ -10,8 +10,8 @@ from hpsearch.search.report.tables import eval_limit, fixed_settings, heading_te
 from hpsearch.search.spec import Scheduler
 from hpsearch.trainables.vocab import SCORE_DEFINITIONS, Status, ended_with_sweep
 
-__all__ = ["data_line", "definitions", "epochs_text", "factor_caption", "fidelity", "server",
-           "source"]
+__all__ = ["agreement_caption", "data_line", "definitions", "epochs_text", "factor_caption",
+           "fidelity", "server", "share_name", "source"]
 
 
 def factor_caption(data: SweepData) -> str:
@@ -28,6 +28,27 @@ def factor_caption(data: SweepData) -> str:
                  f"and their mean {metric_name(data.objective[0]).lower()} at epoch {n} ("
                  + ("an epoch" if len(rungs) == 1 else f"for each of {epochs_text(rungs)}, the "
                     "epochs") + " at which the scheduler stopped trials)")
+    return text + "."
+
+
+def share_name(share: float) -> str:
+    """``half``, ``third``, ``quarter``, else ``1/N``: the part of the trials a cut keeps."""
+    names = {2: "half", 3: "third", 4: "quarter"}
+    return names.get(round(1 / share), f"{share:.2g}") if share > 0 else "none"
+
+
+def agreement_caption(data: SweepData, last: int, part: str) -> str:
+    """How to read the rank agreement table, and what it cannot show."""
+    metric = metric_name(data.objective[0]).lower()
+    text = (f"Completed trials, each scored by its {metric} after the epoch on the left and "
+            f"after epoch {last}. Rank correlation (Spearman): 1 when the earlier epoch ranks "
+            f"them exactly as epoch {last} does, 0 when it tells nothing. The last column is "
+            f"what a cut there keeping the best {part} would have kept of the trials that end "
+            f"best. Low values: the curves cross, so an early cut there loses trials that "
+            f"would have ended among the best (raise scheduler.grace_period)")
+    if data.rung_epochs:
+        text += (". Only the trials the scheduler let through ran every epoch, so these are "
+                 "the survivors of its cuts, not a random sample")
     return text + "."
 
 

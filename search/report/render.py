@@ -55,6 +55,7 @@ from hpsearch.search.report.tables import (
     heading_test_acc,
     leaderboard,
     ofat_table,
+    rank_agreement,
     rung_columns,
     table_rungs,
 )
@@ -248,6 +249,23 @@ def _cost_section(doc: Doc, data: SweepData, *, max_params: int | None,
               "Pareto front")
 
 
+def _agreement_section(doc: Doc, data: SweepData) -> None:
+    """Whether early epochs ranked the trials as the last did: the evidence for a scheduler's
+    first cut (its grace period)."""
+    found = rank_agreement(data)
+    if found is None:
+        return
+    table, last, share = found
+    part = notes.share_name(share)
+    doc.heading("Early epochs against the last")
+    doc.table("rank_agreement", pd.DataFrame({
+        "Epoch": table["epoch"], "Trials": table["trials"],
+        f"Rank correlation with epoch {last}": table["spearman"].map(
+            lambda v: DASH if missing(v) else f"{v:.2f}"),
+        f"Best {part} at epoch {last} also best {part} here": table["kept"].map(
+            lambda v: f"{100 * v:.0f}%")}), notes.agreement_caption(data, last, part))
+
+
 def _curves_text(data: SweepData) -> str:
     """What the learning curves show: ``train vs val loss``, or the trainable's own metrics."""
     names = curve_metrics(data)
@@ -318,6 +336,7 @@ def _build(data: SweepData, *, top: int | None, max_params: int | None,
                       f"{notes.fidelity(data)}"
                       + (f"; all trials at {notes.epochs_text(rungs)}" if rungs else ""))
 
+    _agreement_section(doc, data)
     _cost_section(doc, data, max_params=max_params, max_macs=max_macs)
 
     doc.heading("Compute")

@@ -34,13 +34,14 @@ from hpsearch.trainables.vocab import ENDED_WITH_SWEEP, STATUS_ORDER, Status, en
 
 __all__ = ["compute_summary", "compute_table", "cost_table", "factor_tables", "final_line",
            "final_table", "fixed_settings", "leaderboard", "leaderboard_text", "ofat_table",
-           "pareto_front", "heading_test_acc", "rung_columns", "table_rungs"]
+           "pareto_front", "heading_test_acc", "rank_agreement", "rung_columns", "table_rungs"]
 
 # Settings named in the "fixed settings" line when they do not vary (besides spec.fixed).
 _USUAL = ("model", "optimizer", "lr", "batch_size")
 _NOT_SHOWN = (*MACHINE_SETTINGS, "device")  # where it ran, not what it was
 _MAX_CATEGORIES = 6  # a numeric setting with more distinct values than this is binned
 _BINS = 4
+AGREEMENT_MIN_TRIALS = 5  # fewer completed trials: no rank agreement table
 
 
 def _under_budget(trials: pd.DataFrame, max_params: int | None,
@@ -448,3 +449,44 @@ def compute_table(summary: Mapping[str, Any]) -> pd.DataFrame:
     if summary["gpu_hours"]:
         rows.append(("GPU-hours", f"{summary['gpu_hours']:.3f}"))
     return pd.DataFrame(rows, columns=["Compute", "Value"])
+
+
+def rank_agreement(data: SweepData) -> tuple[pd.DataFrame, int, float] | None:
+    """How well the objective after an earlier epoch ranked the completed trials as their last
+    epoch did: what an early-stopping cut there would have kept. Per earlier epoch (the
+    scheduler's rungs, else epochs 1, 2, 3 and each x3 after): ``trials`` (completed ones
+    scored at both), ``spearman`` (the rank correlation of their two scores) and ``kept``
+    (of the best 1/reduction-factor at the last epoch, the share also that good at this epoch:
+    1.0 when a cut there keeps every one of them). Returns the table, the last epoch and the
+    share a cut keeps (1 / the scheduler's reduction factor, 1/3 without one); None with fewer
+    than :data:`AGREEMENT_MIN_TRIALS` completed trials scored every epoch."""
+    metric, mode = data.objective
+    done = data.completed
+    if metric not in data.history_metrics or len(done) < AGREEMENT_MIN_TRIALS:
+        return None
+    last = int(done["epochs_run"].max())
+    final = data.at_epoch(last).reindex(done["trial_id"]).dropna()
+    if len(final) < AGREEMENT_MIN_TRIALS:
+        return None
+    scheduler = data.spec.scheduler if data.spec is not None else None
+    factor = float(getattr(scheduler, "reduction_factor", None) or 3.0)
+    rungs = data.meta.get("rungs")
+    epochs, power = {int(e) for e in rungs or ()} or {1, 2}, 3
+    while not rungs and power < last:
+        epochs.add(power)
+        power *= 3
+    rows = []
+    for epoch in sorted(e for e in epochs if 0 < e < last):
+        early = data.at_epoch(epoch).reindex(final.index).dropna()
+        if len(early) < AGREEMENT_MIN_TRIALS:
+            continue
+        late = final[early.index]
+        top = max(1, round(len(early) / factor))
+        best_late = set(late.sort_values(ascending=mode == "min").index[:top])
+        best_early = set(early.sort_values(ascending=mode == "min").index[:top])
+        rows.append({"epoch": epoch, "trials": len(early),
+                     "spearman": float(early.rank().corr(late.rank())),
+                     "kept": len(best_late & best_early) / top})
+    if not rows:
+        return None
+    return pd.DataFrame(rows), last, 1 / factor

@@ -33,6 +33,7 @@ from hpsearch.search.report import (
     write_report,
 )
 from hpsearch.search.report.saved_spec import spec_from_yaml
+from hpsearch.search.report.tables import rank_agreement
 from hpsearch.search.spec import parse_spec
 from hpsearch.search.sweepdir import FINAL_FILE
 from hpsearch.search.yamlio import MAX_BYTES, MAX_VALUES, parse_yaml
@@ -216,6 +217,45 @@ def test_importance_needs_enough_completed_trials_and_names_its_method() -> None
     assert param_importances(_hand_data()) == (
         None, "hyperparameter importance (PED-ANOVA) skipped: 4 completed trial(s), at least "
               "10 needed")
+
+
+def _crossing_data(stopped: bool = False, **meta: Any) -> SweepData:
+    """Six completed trials over 3 epochs: epoch 1 ranks them the reverse of epoch 3 (a large
+    learning rate leads early and ends worse), epoch 2 as epoch 3 does; ``stopped``: and one
+    the scheduler stopped after epoch 1."""
+    rows, steps = [], []
+    for i in range(6):
+        final = 0.80 + 0.02 * i
+        rows.append(_trial(f"t{i}", "adam", 10 ** (-1 - i / 2), final))
+        steps += [{"trial_id": f"t{i}", "epoch": 1, "val_top1": 0.70 - 0.02 * i},
+                  {"trial_id": f"t{i}", "epoch": 2, "val_top1": final - 0.01},
+                  {"trial_id": f"t{i}", "epoch": 3, "val_top1": final}]
+    if stopped:
+        rows.append(_trial("s", "sgd", 0.3, 0.71, status="stopped_early", epochs=1))
+        steps.append({"trial_id": "s", "epoch": 1, "val_top1": 0.71})
+    return SweepData.from_rows("cross", rows, spec=parse_spec(_SPEC),
+                               history=pd.DataFrame(steps), meta={"max_epochs": 3, **meta})
+
+
+def test_rank_agreement_tells_where_early_epochs_mislead_a_cut(tmp_path: Path) -> None:
+    table, last, share = rank_agreement(_crossing_data())
+    assert (last, share) == (3, 1 / 3)
+    assert table.to_dict("records") == [
+        {"epoch": 1, "trials": 6, "spearman": pytest.approx(-1.0), "kept": 0.0},
+        {"epoch": 2, "trials": 6, "spearman": pytest.approx(1.0), "kept": 1.0}]
+    md = write_report(_crossing_data(), tmp_path / "a")["report.md"].read_text()
+    section = md.split("## Early epochs against the last")[1].split("##")[0]
+    assert "| 1 | 6 | -1.00 | 0% |" in section and "| 2 | 6 | 1.00 | 100% |" in section
+    assert "raise scheduler.grace_period" in section and "survivors" not in section
+    # With the scheduler's rungs known, only they are compared, and the trials are survivors
+    data = _crossing_data(stopped=True, rungs=[1])
+    table, _, _ = rank_agreement(data)
+    assert list(table["epoch"]) == [1]
+    files = write_report(data, tmp_path / "b")
+    assert "the survivors of its cuts" in files["report.md"].read_text()
+    assert "rank_agreement.tex" in files
+    # Too few completed trials to rank: no table
+    assert rank_agreement(_hand_data()) is None
 
 
 def test_write_report_from_hand_built_trials(tmp_path: Path) -> None:
