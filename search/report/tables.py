@@ -459,16 +459,19 @@ def rank_agreement(data: SweepData) -> tuple[pd.DataFrame, int, float] | None:
     (of the best 1/reduction-factor at the last epoch, the share also that good at this epoch:
     1.0 when a cut there keeps every one of them). Returns the table, the last epoch and the
     share a cut keeps (1 / the scheduler's reduction factor, 1/3 without one); None with fewer
-    than :data:`AGREEMENT_MIN_TRIALS` completed trials scored every epoch."""
+    than :data:`AGREEMENT_MIN_TRIALS` completed trials scored every epoch, and for population
+    based training (a trial's last score is of weights and settings it copied from others)."""
     metric, mode = data.objective
     done = data.completed
-    if metric not in data.history_metrics or len(done) < AGREEMENT_MIN_TRIALS:
+    scheduler = data.spec.scheduler if data.spec is not None else None
+    copied = getattr(scheduler, "name", None) == "pbt" or (
+        data.lineage is not None and not data.lineage.empty)
+    if copied or metric not in data.history_metrics or len(done) < AGREEMENT_MIN_TRIALS:
         return None
     last = int(done["epochs_run"].max())
     final = data.at_epoch(last).reindex(done["trial_id"]).dropna()
     if len(final) < AGREEMENT_MIN_TRIALS:
         return None
-    scheduler = data.spec.scheduler if data.spec is not None else None
     factor = float(getattr(scheduler, "reduction_factor", None) or 3.0)
     rungs = data.meta.get("rungs")
     epochs, power = {int(e) for e in rungs or ()} or {1, 2}, 3

@@ -254,8 +254,11 @@ def test_rank_agreement_tells_where_early_epochs_mislead_a_cut(tmp_path: Path) -
     files = write_report(data, tmp_path / "b")
     assert "the survivors of its cuts" in files["report.md"].read_text()
     assert "rank_agreement.tex" in files
-    # Too few completed trials to rank: no table
+    # Too few completed trials to rank, or PBT (last scores of copied weights): no table
     assert rank_agreement(_hand_data()) is None
+    pbt = _crossing_data()
+    pbt.spec = parse_spec({**_SPEC, "scheduler": {"name": "pbt"}})
+    assert rank_agreement(pbt) is None
 
 
 def test_write_report_from_hand_built_trials(tmp_path: Path) -> None:
