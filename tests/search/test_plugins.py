@@ -22,7 +22,7 @@ import yaml
 
 from tests.driver import hpsearch, sigkill_sweep_when
 from tests.mlflow_server import MlflowServer
-from tests.plugin_pkg import write_plugin
+from tests.plugin_pkg import write_module, write_plugin
 
 pytestmark = pytest.mark.integration
 
@@ -215,3 +215,56 @@ def test_own_training_function(tmp_path: Path, server: MlflowServer) -> None:
     scored = [float(r["best_mse"]) for r in rows if r["best_mse"]]
     assert scored == sorted(scored) and len(scored) == 3  # ranked best (lowest) first
     assert rows[0]["line_lr"] == "0.2"  # the largest step fits the line fastest
+
+
+_STEPS = '''
+    import time
+    from typing import Literal
+
+    from pydantic import BaseModel
+
+    from hpsearch import register_trainable
+
+
+    class Steps(BaseModel):
+        steps_role: Literal["fast", "slow_fail"] = "fast"
+
+
+    @register_trainable("steps", metrics={"score": "max"}, settings=Steps)
+    def steps(config, report, state):
+        start = 0 if state is None else state["epoch"]
+        for epoch in range(start + 1, config.epochs + 1):
+            if config.steps_role == "slow_fail":
+                time.sleep(3.0)
+                if epoch == 2:
+                    raise RuntimeError("steps was told to fail")
+            report({"score": float(epoch)}, lambda epoch=epoch: {"epoch": epoch})
+'''
+
+
+def test_hyperband_stops_a_trial_paused_in_a_bracket_that_another_trial_left(
+        tmp_path: Path, server: MlflowServer) -> None:
+    # HyperBand's first bracket (max 3 epochs, reduction 3) holds both trials and runs them to
+    # epoch 3 in one round. The fast one gets there and is paused until the other does; the
+    # other fails in epoch 2 instead. Ray then leaves the fast one paused for ever (nothing
+    # running, nothing pending, the driver spinning), so the sweep would only end at its time
+    # limit; it ends when the failure is known, with the fast trial completed.
+    write_module(tmp_path, "hb_lab.loops", _STEPS)
+    spec = {"name": "hb_left", "plugins": ["hb_lab.loops"], "fixed": {"trainable": "steps"},
+            "space": {"steps_role": {"type": "grid", "values": ["fast", "slow_fail"]}},
+            "objective": {"metric": "score", "mode": "max"},
+            "search": {"algorithm": "grid"},
+            "scheduler": {"name": "hyperband", "reduction_factor": 3},
+            "budget": {"max_epochs": 3, "time_limit": "90s"},
+            "resources": {"cpu": 1, "max_failures": 0},
+            "storage": str(tmp_path / "runs"),
+            "tracking": {"uri": server.uri, "experiment": "hb_left"}}
+    start = time.monotonic()
+    out = hpsearch("sweep", str(_write(tmp_path, spec)), cwd=tmp_path, timeout=240)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert time.monotonic() - start < 80, out.stdout  # not ended by its time limit
+    assert "time limit" not in out.stdout, out.stdout
+    assert "2 trials (1 completed, 1 failed)" in out.stdout, out.stdout
+    fast = next(d for d in (tmp_path / "runs" / "hb_left").glob("trial_*")
+                if json.loads((d / "params.json").read_text())["steps_role"] == "fast")
+    assert [r["epoch"] for r in _rows(fast)] == [1, 2, 3]
