@@ -4,9 +4,10 @@ The same trials as ``bench/scale.py`` in shape, without hpsearch: a function tra
 reports one result with the keys an hpsearch trial reports (its numbers are random) and a
 checkpoint, on ``Tuner(..., num_samples=N)`` with Optuna's TPE through Tune's ``OptunaSearch``,
 Tune's JSON and CSV loggers and hpsearch's allocator settings (two glibc arenas, the heap trimmed
-every 30 s), two trials at once. It prints the driver's RSS growth per trial from
-the first tenth of the trials done to the end of ``fit()``, measured as ``bench/scale.py``
-measures it, so the two figures read side by side: what hpsearch adds is the difference.
+every 30 s), two trials at once. It prints the driver's RSS growth per trial while trials run
+(from the first tenth of the trials done to nine tenths) and from the first tenth to the end of
+``fit()``, measured as ``bench/scale.py`` measures them, so the figures read side by side: what
+hpsearch adds is the difference.
 
 Usage: python bench/tune_memory.py [--trials 5000]
 """
@@ -67,13 +68,16 @@ def main() -> None:
              "optimizer": tune.choice(["sgd", "adamw"])}
     marks: dict[int, float] = {}
     over = threading.Event()
-    first = args.trials // 10
+    first, late = args.trials // 10, 9 * args.trials // 10
 
     def watch(storage: Path) -> None:
         trimmed = time.monotonic()
         while not over.is_set():
-            if first not in marks and done_count(storage) >= first:
-                marks[first] = rss_mb()
+            if late not in marks:
+                done = done_count(storage)
+                for mark in (first, late):
+                    if mark not in marks and done >= mark:
+                        marks[mark] = rss_mb()
             if time.monotonic() - trimmed > 30:
                 trim_heap()
                 trimmed = time.monotonic()
@@ -96,8 +100,11 @@ def main() -> None:
         over.set()
         grown = rss_mb() - marks.get(first, float("nan"))
     print(f"machine: {machine()}")
-    print(f"plain Ray Tune, {args.trials} trials: wall {wall:.0f} s, driver RSS +{grown:.0f} MB "
-          f"over the last {args.trials - first} trials "
+    during = (marks.get(late, float("nan")) - marks.get(first, float("nan"))) * 1024 / (
+        late - first)
+    print(f"plain Ray Tune, {args.trials} trials: wall {wall:.0f} s, driver RSS {during:.0f} KB "
+          f"per trial while trials ran (trials {first} to {late}), +{grown:.0f} MB over the "
+          f"last {args.trials - first} trials to the end of fit() "
           f"({grown * 1024 / (args.trials - first):.0f} KB per trial)")
 
 
