@@ -33,8 +33,8 @@ def factor_caption(data: SweepData) -> str:
 
 def share_name(share: float) -> str:
     """``half``, ``third``, ``quarter``, else ``1/N``: the part of the trials a cut keeps."""
-    names = {2: "half", 3: "third", 4: "quarter"}
-    return names.get(round(1 / share), f"{share:.2g}") if share > 0 else "none"
+    names = {2.0: "half", 3.0: "third", 4.0: "quarter"}
+    return names.get(1 / share, f"1/{1 / share:g}") if share > 0 else "none"
 
 
 def agreement_caption(data: SweepData, last: int, part: str) -> str:

@@ -32,6 +32,7 @@ from hpsearch.search.report import (
     parse_count,
     write_report,
 )
+from hpsearch.search.report.notes import share_name
 from hpsearch.search.report.saved_spec import spec_from_yaml
 from hpsearch.search.report.tables import rank_agreement
 from hpsearch.search.spec import parse_spec
@@ -259,6 +260,7 @@ def test_rank_agreement_tells_where_early_epochs_mislead_a_cut(tmp_path: Path) -
     pbt = _crossing_data()
     pbt.spec = parse_spec({**_SPEC, "scheduler": {"name": "pbt"}})
     assert rank_agreement(pbt) is None
+    assert [share_name(1 / f) for f in (2, 3, 2.5)] == ["half", "third", "1/2.5"]
 
 
 def test_write_report_from_hand_built_trials(tmp_path: Path) -> None:
