@@ -463,8 +463,7 @@ def rank_agreement(data: SweepData) -> tuple[pd.DataFrame, int, float] | None:
     based training (a trial's last score is of weights and settings it copied from others)."""
     metric, mode = data.objective
     done = data.completed
-    scheduler = data.spec.scheduler if data.spec is not None else None
-    copied = getattr(scheduler, "name", None) == "pbt" or (
+    copied = data.meta.get("scheduler") == "pbt" or (
         data.lineage is not None and not data.lineage.empty)
     if copied or metric not in data.history_metrics or len(done) < AGREEMENT_MIN_TRIALS:
         return None
@@ -472,12 +471,16 @@ def rank_agreement(data: SweepData) -> tuple[pd.DataFrame, int, float] | None:
     final = data.at_epoch(last).reindex(done["trial_id"]).dropna()
     if len(final) < AGREEMENT_MIN_TRIALS:
         return None
+    scheduler = data.spec.scheduler if data.spec is not None else None
     factor = float(getattr(scheduler, "reduction_factor", None) or 3.0)
     rungs = data.meta.get("rungs")
-    epochs, power = {int(e) for e in rungs or ()} or {1, 2}, 3
-    while not rungs and power < last:
-        epochs.add(power)
-        power *= 3
+    if rungs:
+        epochs = {int(e) for e in rungs}
+    else:  # no scheduler: 1, 2, 3, 9, 27, ...
+        epochs, power = {1, 2}, 3
+        while power < last:
+            epochs.add(power)
+            power *= 3
     rows = []
     for epoch in sorted(e for e in epochs if 0 < e < last):
         early = data.at_epoch(epoch).reindex(final.index).dropna()

@@ -257,8 +257,7 @@ def test_rank_agreement_tells_where_early_epochs_mislead_a_cut(tmp_path: Path) -
     assert "rank_agreement.tex" in files
     # Too few completed trials to rank, or PBT (last scores of copied weights): no table
     assert rank_agreement(_hand_data()) is None
-    pbt = _crossing_data()
-    pbt.spec = parse_spec({**_SPEC, "scheduler": {"name": "pbt"}})
+    pbt = _crossing_data(scheduler="pbt")  # as the report reads it from the saved spec
     assert rank_agreement(pbt) is None
     assert [share_name(1 / f) for f in (2, 3, 2.5)] == ["half", "third", "1/2.5"]
 
