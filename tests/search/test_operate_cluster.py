@@ -87,7 +87,8 @@ def test_list_status_stop_resume_of_a_submitted_sweep(two_node_cluster: Cluster,
     job_id = _submit(env, address, _spec_file(tmp_path, "remote", data,
                                               [0.001, 0.002, 0.004, 0.008], epochs=4))
     _wait("a trial of the submitted sweep past epoch 1", lambda: any(
-        r["epoch"] >= 1 for r in _driver(env, "remote").get("progress", {}).get("running", [])))
+        r["epoch"] >= 1 for r in _driver(env, "remote").get("progress", {}).get("running", [])),
+          300, env, "remote")
 
     listed = _cli(env, "list")
     assert listed.returncode == 0, listed.stderr
