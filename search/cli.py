@@ -373,7 +373,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``hpsearch`` command."""
+    from hpsearch.search.console import quiet_start_up_notices
+
     args = build_parser().parse_args(argv)
+    quiet_start_up_notices()
     try:
         return args.func(args)
     except UserError as err:

@@ -1,4 +1,5 @@
-"""What the driver's console shows of Ray: one line per trial failure instead of a traceback."""
+"""What the driver's console shows of its libraries: one line per trial failure instead of
+Tune's traceback, and none of the start-up notices that ask nothing of the user."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import logging
 from pathlib import PurePosixPath
 from typing import Any
 
-__all__ = ["failure_line", "quiet_trial_errors"]
+__all__ = ["failure_line", "quiet_start_up_notices", "quiet_trial_errors"]
 
 # Ray 2.60's TuneController._trial_task_failure logs every trial failure to this logger with
 # the whole traceback (30 lines for a killed worker); Trial.handle_error writes the same error
@@ -31,6 +32,22 @@ class _TrialErrorFilter(logging.Filter):
 
 
 _FILTER = _TrialErrorFilter()
+
+# Logged by the libraries as a command starts, each once: Ray's warning that the local cluster
+# it starts uses token auth (its default, kept; RAY_AUTH_MODE=disabled opts out), Optuna's
+# "A new study created in memory", and MLflow's lines as it creates a new SQLite store's
+# tables. A level set on these loggers themselves outlasts the libraries' own logging set-up,
+# which sets their root loggers' levels.
+_NOTICES = {"ray._private.authentication.authentication_token_setup": logging.ERROR,
+            "optuna.storages._in_memory": logging.WARNING,
+            "mlflow.store.db.utils": logging.WARNING}
+
+
+def quiet_start_up_notices() -> None:
+    """Leave out the libraries' start-up notices (:data:`_NOTICES`); their warnings of
+    anything else, and every error, still show."""
+    for name, level in _NOTICES.items():
+        logging.getLogger(name).setLevel(level)
 
 
 def quiet_trial_errors() -> None:

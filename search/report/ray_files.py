@@ -7,10 +7,12 @@ import json
 import math
 import os
 import shutil
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hpsearch.search.operate import sweep_state
 from hpsearch.search.report.assemble import Confusion, Trial, assemble, split_sizes
 from hpsearch.search.report.data import SweepData, per_epoch
 from hpsearch.search.report.lineage import copies_in_results
@@ -44,6 +46,8 @@ def from_ray_dir(run_dir: str | os.PathLike[str] | RemotePath) -> SweepData:
             raise UserError(f"report {where}: no sweep there (no {META_FILE}, no trial "
                             "results)")
         copy = local_copy(where)
+    except UserError:
+        raise
     except (OSError, ValueError) as err:
         raise UserError(storage_error(where, err)) from None
     try:
@@ -64,7 +68,14 @@ def _from_local_dir(run_dir: Path, shown: str, name: str) -> SweepData:
     driver = read_json(run_dir / DRIVER_FILE) or {}  # the host its (last) driver ran on
     meta = {"source": "ray", "run_dir": shown, "sweep_host": driver.get("host"),
             **_meta_from(saved, spec)}
-    data = assemble(saved.get("name") or name, spec, [t for t, _ in trials], meta,
+    name = saved.get("name") or name
+    state = sweep_state(driver, time.time()) if driver else None
+    if not trials and state is not None and state.resumable:
+        # killed or stopped before Tune copied any trial's result.json to the sweep's folder
+        raise UserError(f"report {name}: no trial results in {shown} yet: the sweep is {state} "
+                        f"and Tune had saved none there; `hpsearch resume {name}` recovers "
+                        "them from the trials' checkpoints")
+    data = assemble(name, spec, [t for t, _ in trials], meta,
                     objective(spec, saved.get("spec"), None), matrices.get)
     data.final = read_final(run_dir)
     return data

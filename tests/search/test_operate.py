@@ -220,3 +220,28 @@ def test_an_address_for_a_sweep_that_is_not_a_ray_job(tmp_path: Path, command: s
     err = _one_error(capsys)
     assert f"{command} alpha --address: the sweep was not submitted as a Ray job " \
            "(where: local node-a)" in err
+
+
+@pytest.mark.parametrize(("state", "says"), [
+    ("interrupted", "no trial results in {run_dir} yet: the sweep is interrupted and Tune had "
+                    "saved none there; `hpsearch resume killed` recovers them from the trials' "
+                    "checkpoints"),
+    ("stopped", "the sweep is stopped and Tune had saved none there; `hpsearch resume killed`"),
+    ("running", "report killed: no trials yet in {run_dir}"),
+])
+def test_report_of_a_sweep_without_saved_results_says_what_to_do(
+        tmp_path: Path, cli, state: str, says: str) -> None:
+    """A driver killed (or stopped) before Tune copied any trial's ``result.json`` to the
+    sweep's folder leaves checkpoints only: the report says to resume, in one line, not that
+    the storage cannot be used."""
+    run_dir = _sweep(tmp_path / "runs", "killed",
+                     _driver(state, beat_age=1 if state == "running" else 3600))
+    (run_dir / "trial_ab12" / "checkpoint_000000").mkdir(parents=True)
+    if state == "running":  # a live heartbeat
+        (run_dir / DRIVER_FILE).write_text(json.dumps(
+            {**_driver(state), "heartbeat": time.time()}))
+    out = cli("report", "killed", "--storage", str(tmp_path / "runs"), cwd=tmp_path)
+    assert out.returncode == 2
+    assert out.stderr.count("\n") == 1 and "cannot be used" not in out.stderr, out.stderr
+    assert says.format(run_dir=run_dir) in out.stderr
+    assert not (tmp_path / "results").exists()
