@@ -33,21 +33,38 @@ class _TrialErrorFilter(logging.Filter):
 
 _FILTER = _TrialErrorFilter()
 
-# Logged by the libraries as a command starts, each once: Ray's warning that the local cluster
-# it starts uses token auth (its default, kept; RAY_AUTH_MODE=disabled opts out), Optuna's
-# "A new study created in memory", and MLflow's lines as it creates a new SQLite store's
-# tables. A level set on these loggers themselves outlasts the libraries' own logging set-up,
-# which sets their root loggers' levels.
-_NOTICES = {"ray._private.authentication.authentication_token_setup": logging.ERROR,
-            "optuna.storages._in_memory": logging.WARNING,
-            "mlflow.store.db.utils": logging.WARNING}
+class _NoticeFilter(logging.Filter):
+    """Drops the records whose message starts with one of ``starts``."""
+
+    def __init__(self, starts: tuple[str, ...]) -> None:
+        super().__init__()
+        self.starts = starts
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.starts)
+
+
+# Logged by the libraries as a command starts, each once, asking nothing of the user: Ray's
+# note that the local cluster it starts uses token auth (its default, kept;
+# RAY_AUTH_MODE=disabled opts out; its warning that a cluster runs *without* it still shows),
+# Optuna's line for a new in-memory study, and MLflow's as it creates a new SQLite store's
+# tables. Filters on these loggers themselves: the libraries' own logging set-up leaves them.
+_NOTICES = {
+    "ray._private.authentication.authentication_token_setup": _NoticeFilter(
+        ("Token authentication is enabled",)),
+    "optuna.storages._in_memory": _NoticeFilter(("A new study created",)),
+    "mlflow.store.db.utils": _NoticeFilter(("Creating initial MLflow database tables",
+                                            "Updating database tables")),
+}
 
 
 def quiet_start_up_notices() -> None:
-    """Leave out the libraries' start-up notices (:data:`_NOTICES`); their warnings of
-    anything else, and every error, still show."""
-    for name, level in _NOTICES.items():
-        logging.getLogger(name).setLevel(level)
+    """Leave out the libraries' start-up notices (:data:`_NOTICES`); every other line they
+    log still shows (idempotent)."""
+    for name, notice in _NOTICES.items():
+        logger = logging.getLogger(name)
+        if notice not in logger.filters:
+            logger.addFilter(notice)
 
 
 def quiet_trial_errors() -> None:
