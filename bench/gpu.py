@@ -98,23 +98,44 @@ def speed(args: argparse.Namespace, device: str) -> None:
 
 
 class GpuSampler:
-    """nvidia-smi's utilisation (%) and used memory (MiB) of GPU 0, every 200 ms, stamped."""
+    """GPU 0's utilisation (%) and used memory (MiB) every 200 ms, stamped as read: through
+    NVML (nvidia-ml-py) where it imports, else by asking nvidia-smi each time (its own loop
+    mode buffers its output when piped, so its lines arrive late)."""
 
     def __init__(self) -> None:
         self.samples: list[tuple[float, float, float]] = []
-        self._proc = None
-        if shutil.which("nvidia-smi") and torch.cuda.is_available():
-            self._proc = subprocess.Popen(
-                ["nvidia-smi", "-i", "0", "--query-gpu=utilization.gpu,memory.used",
-                 "--format=csv,noheader,nounits", "-lms", "200"],
-                stdout=subprocess.PIPE, text=True)
-            threading.Thread(target=self._read, daemon=True).start()
+        self._stop = threading.Event()
+        self._read = self._nvml() or (self._smi if shutil.which("nvidia-smi") else None)
+        if self._read is not None and torch.cuda.is_available():
+            threading.Thread(target=self._loop, daemon=True).start()
 
-    def _read(self) -> None:
-        for line in self._proc.stdout:
+    def _nvml(self) -> Any:
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+        except Exception:  # noqa: BLE001 - no NVML here: nvidia-smi instead
+            return None
+
+        def read() -> tuple[float, float]:
+            util = pynvml.nvmlDeviceGetUtilizationRates(handle).gpu
+            return float(util), pynvml.nvmlDeviceGetMemoryInfo(handle).used / 2**20
+        return read
+
+    @staticmethod
+    def _smi() -> tuple[float, float]:
+        line = subprocess.run(["nvidia-smi", "-i", "0", "--query-gpu=utilization.gpu,memory.used",
+                               "--format=csv,noheader,nounits"], capture_output=True,
+                              text=True, timeout=10).stdout
+        util, used = (float(x) for x in line.split(","))
+        return util, used
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.2):
             try:
-                util, used = (float(x) for x in line.split(","))
-            except ValueError:
+                util, used = self._read()
+            except (OSError, ValueError, subprocess.SubprocessError):
                 continue
             self.samples.append((time.time(), util, used))
 
@@ -122,9 +143,7 @@ class GpuSampler:
         return [(u, m) for t, u, m in self.samples if start <= t <= end]
 
     def close(self) -> None:
-        if self._proc is not None:
-            self._proc.terminate()
-            self._proc.wait()
+        self._stop.set()
 
 
 def _packed_trial(config_json: str, n_train: int, n_eval: int, seed: int, go: Any,
