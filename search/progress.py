@@ -6,7 +6,8 @@ ended) and the best so far includes their results.
 
 The line a trial's end triggers waits for the trial that takes its slot: printed at the very
 moment one ends, before Tune starts the next, it would show a busy 2-slot sweep with "1
-running".
+running". A searcher under a concurrency limit (Optuna's) makes that trial only once the slot
+is free, so the line waits while the budget has trials left to start, at most a few seconds.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ _DETAIL = (*(s for s in STATUS_ORDER if s.final and s != Status.COMPLETED), ENDE
            NOT_STARTED)
 _STOPPED = "stopped"  # the word for stopped_early: "3 stopped" reads better on a count
 _REFILL_S = 5.0  # longest wait after a trial's end for the next to start before printing
+_LOOK_S = 0.05  # Tune's steps come faster: a look at every trial at most this often
 
 
 def status_word(status: str) -> str:
@@ -79,6 +81,8 @@ class ProgressPrinter(Callback):
         self._best_seen: dict[str, tuple[float, int]] = {}  # trial id -> (best value, its epoch)
         self._started: set[str] = set()  # on_trial_start comes before Tune says RUNNING
         self._due: tuple[float, int] | None = None  # an end's line: (since, running before it)
+        self._done = 0  # trials over, as of the last end seen
+        self._looked = 0.0  # when a step last looked whether an end's line is due
         self._epochs: dict[str, int] = {}  # trial id -> epoch of its last result seen here
         # The best so far, kept up with each result: one scan of Tune's list per process (the
         # values from before a resume), not one per line (thousands of trials)
@@ -94,6 +98,8 @@ class ProgressPrinter(Callback):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self.__dict__.setdefault("_epochs", {})
+        self.__dict__.setdefault("_done", 0)
+        self.__dict__.setdefault("_looked", 0.0)
         self.echo = self.echo or print
         self._start = time.monotonic()
         self._top, self._scanned = None, False
@@ -108,14 +114,17 @@ class ProgressPrinter(Callback):
 
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
         self._see(trials)
-        if self._due is not None and (time.monotonic() - self._due[0] >= _REFILL_S
-                                      or not self._starting()):
-            self._print_due()
+        now = time.monotonic()
+        if self._due is not None and now - self._looked >= _LOOK_S:  # a scan of every trial
+            self._looked = now
+            if now - self._due[0] >= _REFILL_S or not self._more_to_start():
+                self._print_due()
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._see(trials)
         self._started.add(trial.trial_id)
-        if self._due is not None and (self.running() >= self._due[1] or not self._starting()):
+        if self._due is not None and (self.running() >= self._due[1]
+                                      or not self._more_to_start()):
             self._print_due()
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict,
@@ -154,16 +163,19 @@ class ProgressPrinter(Callback):
     def _end(self, trial: Any, how: str) -> None:
         before = self.running()
         self._ends[trial.trial_id] = how
-        done = sum(1 for t in self._trials if self._how_ended(t))
+        self._done = done = sum(1 for t in self._trials if self._how_ended(t))
         if done >= self.total:
             self._print_due()
         elif self._due is None:
             self._due = (time.monotonic(), before)
 
-    def _starting(self) -> bool:
-        """A trial waits to start (Tune has one PENDING): an ended one's slot is refilled."""
-        return any(t.status == TuneStatus.PENDING and t.trial_id not in self._started
-                   for t in self._trials)
+    def _more_to_start(self) -> bool:
+        """A trial will take an ended one's slot: one waits to start (Tune has it PENDING), or
+        the budget has trials not yet made (a searcher under a concurrency limit makes the next
+        once a slot is free)."""
+        return self._done + self.running() < self.total or any(
+            t.status == TuneStatus.PENDING and t.trial_id not in self._started
+            for t in self._trials)
 
     def _print_due(self) -> None:
         self._due = None

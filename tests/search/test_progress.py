@@ -152,6 +152,41 @@ def test_a_two_slot_sweep_shows_two_running_while_both_slots_are_busy() -> None:
     assert len(lines) == 4
 
 
+def test_the_line_waits_for_the_trial_a_searcher_makes_once_a_slot_is_free(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under a concurrency limit a searcher (Optuna's) makes the next trial only after one
+    ends: between that end and the new trial's start Tune has none PENDING, and the end's
+    line waits for it while the budget has trials left; at most ``_REFILL_S``."""
+    import hpsearch.search.progress as progress
+
+    monkeypatch.setattr(progress, "_LOOK_S", 0.0)  # every step looks
+    lines: list[str] = []
+    trials = [_trial(f"opt0000{i}", [], Trial.RUNNING) for i in (1, 2)]
+    printer = ProgressPrinter(4, "val_top1", "max", echo=lines.append)
+    printer.on_step_begin(0, trials)
+    for trial in trials:
+        printer.on_trial_start(1, trials, trial)
+    printer.on_trial_result(2, trials, trials[0], _epochs(0.5)[0])
+    lines.clear()
+    printer.on_trial_complete(3, trials, trials[0])
+    trials[0].set_status(Trial.TERMINATED)
+    printer.on_step_begin(4, trials)  # the searcher has not made the next trial yet
+    assert lines == []
+    trials.append(_trial("opt00003", [], Trial.PENDING))
+    printer.on_step_begin(5, trials)
+    printer.on_trial_start(6, trials, trials[2])
+    trials[2].set_status(Trial.RUNNING)
+    assert len(lines) == 1 and "trials: 2 running, 1/4 done" in lines[0]
+    # a next trial that does not come (the sweep is ending on a stop rule): the line after all
+    printer.on_trial_complete(7, trials, trials[1])
+    trials[1].set_status(Trial.TERMINATED)
+    printer.on_step_begin(8, trials)
+    assert len(lines) == 1
+    monkeypatch.setattr(progress, "_REFILL_S", 0.0)
+    printer.on_step_begin(9, trials)
+    assert len(lines) == 2 and "trials: 1 running, 2/4 done" in lines[1]
+
+
 def test_rejected_and_non_finite_results_are_never_best() -> None:
     trials = [_trial("big00001", [{"val_loss": 0.0, "epoch": 0, "status": "rejected"}],
                      Trial.TERMINATED),
