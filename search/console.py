@@ -33,6 +33,7 @@ class _TrialErrorFilter(logging.Filter):
 
 _FILTER = _TrialErrorFilter()
 
+
 class _NoticeFilter(logging.Filter):
     """Drops the records whose message starts with one of ``starts``."""
 
