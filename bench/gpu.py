@@ -12,8 +12,8 @@ prints figures measured in this run and their ratios:
    its own process with its own copy of the data on the device, as Ray places trials with
    ``resources.gpu`` 1, 1/2, ... 1/16: aggregate img/s over the epochs after the first, GPU
    utilisation sampled by nvidia-smi meanwhile (target: >= 80 %), and device memory per trial
-   (torch's peak allocation in each trial, and nvidia-smi's used memory over the trials, which
-   adds each process's CUDA context).
+   (torch's peak allocation in each trial; and nvidia-smi's used memory while they train, less
+   what was in use before they started, per trial, which adds each process's CUDA context).
 3. sweep: a real hpsearch sweep (Ray Tune, Optuna, MLflow) of ``--sweep-trials`` trials of the
    default CNN with ``resources.gpu`` 1/``--sweep-pack``: sweep efficiency = sum of the trials'
    epoch seconds / (wall seconds x slots) (target >= 0.85). Needs Ray, MLflow and Optuna; where
@@ -169,10 +169,15 @@ def packing(args: argparse.Namespace, device: str) -> None:
           "peak allocated / trial MB | nvidia-smi used / trial MB |")
     print("|---|---|---|---|---|---|---|")
     ctx = mp.get_context("spawn")  # CUDA in children needs spawn
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()  # what part 1 left cached in this process's own context
     sampler = GpuSampler()
     single = None
     try:
         for n in args.packs:
+            time.sleep(0.5)
+            idle = [m for _, _, m in sampler.samples[-2:]]  # used before these trials start
+            base = min(idle) if idle else 0.0
             go, out = ctx.Barrier(n + 1), ctx.Queue()
             procs = [ctx.Process(target=_packed_trial, args=(
                 config.model_dump_json(), args.train, args.eval, i, go, out)) for i in range(n)]
@@ -190,7 +195,7 @@ def packing(args: argparse.Namespace, device: str) -> None:
             single = single or rate
             seen = sampler.between(start, end)
             util = f"{statistics.mean(u for u, _ in seen):.0f}" if seen else "n/a"
-            used = f"{max(m for _, m in seen) / n:,.0f}" if seen else "n/a"
+            used = f"{(max(m for _, m in seen) - base) / n:,.0f}" if seen else "n/a"
             peak = statistics.mean(r[-1]["peak"] for r in results) / 2**20
             print(f"| {n} | {rate:,.0f} | {rate / n:,.0f} | {rate / single:.2f} | {util} | "
                   f"{peak:,.0f} | {used} |")

@@ -282,11 +282,12 @@ CHAIN_STRATEGY = {"early": "tpe+hyperband", "middle": "grid+asha", "gap": "cmaes
                   "four": "nsgaii+none"}
 # How often a chain's drivers write Tune's snapshot (TUNE_GLOBAL_CHECKPOINT_S; "auto" is
 # 10-40 s here). The early chain's sweep may end before an auto snapshot holds a finished trial
-# beside open ones: every 2 s. The "four" chain needs a snapshot taken while trials train that
-# is then more than two epochs old: every 6 s, its ten epochs taking 0.5-2.5 s each on these
-# 2 cores (with "auto" an idle CI run's six trials trained five epochs each between two
-# snapshots, and the moment never came).
-SNAPSHOT_EVERY_S = {"early": 2, "four": 6}
+# beside open ones: every second (every 2 s, one CI run's last resume trained the six trials
+# in 6 s and no snapshot held both). The "four" chain needs a snapshot taken while trials
+# train that is then more than two epochs old: every 6 s, its ten epochs taking 0.5-2.5 s
+# each on these 2 cores (with "auto" an idle CI run's six trials trained five epochs each
+# between two snapshots, and the moment never came).
+SNAPSHOT_EVERY_S = {"early": 1, "four": 6}
 # moments that hold only for a while: each opens its chain
 TRANSIENT = [m for m, (ready, _) in MOMENTS.items()
              if ready in (_checkpoint_not_in_snapshot, _recorded_checkpoint_pruned)]
