@@ -22,6 +22,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from hpsearch.trainables.errors import UserError
+
 __all__ = ["Location", "RemotePath", "is_uri", "local_copy", "location", "storage_error",
            "write_atomic"]
 
@@ -231,7 +233,11 @@ def local_copy(run_dir: RemotePath) -> Path:
 
 
 def storage_error(where: Location, err: BaseException) -> str:
-    """One line for a storage path that cannot be used (bad URI, no bucket, no credentials)."""
+    """One line for a storage path that cannot be used (bad URI, no bucket, no credentials).
+    A :class:`UserError` (a ``ValueError``) raised while reading it is the sweep's own line,
+    e.g. "no trials yet": kept as it is."""
+    if isinstance(err, UserError):
+        return str(err)
     text = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
     hint = ""
     if str(where).startswith("s3://"):

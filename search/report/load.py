@@ -48,8 +48,6 @@ def load_trials(source: str, *, storage: str | None = None,
     try:
         if run_dir is not None and (run_dir / META_FILE).is_file():
             return from_ray_dir(run_dir)
-    except UserError:  # the sweep's own one line (e.g. no trials yet)
-        raise
     except (OSError, ValueError) as err:  # remote storage: bad URI, no bucket, no credentials
         raise UserError(storage_error(run_dir.parent, err)) from None
     uri = resolve_tracking_uri(tracking_uri)

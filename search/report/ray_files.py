@@ -46,8 +46,6 @@ def from_ray_dir(run_dir: str | os.PathLike[str] | RemotePath) -> SweepData:
             raise UserError(f"report {where}: no sweep there (no {META_FILE}, no trial "
                             "results)")
         copy = local_copy(where)
-    except UserError:
-        raise
     except (OSError, ValueError) as err:
         raise UserError(storage_error(where, err)) from None
     try:
@@ -69,8 +67,8 @@ def _from_local_dir(run_dir: Path, shown: str, name: str) -> SweepData:
     meta = {"source": "ray", "run_dir": shown, "sweep_host": driver.get("host"),
             **_meta_from(saved, spec)}
     name = saved.get("name") or name
-    state = sweep_state(driver, time.time()) if driver else None
-    if not trials and state is not None and state.resumable:
+    state = sweep_state(driver, time.time()) if driver and not trials else None
+    if state is not None and state.resumable:
         # killed or stopped before Tune copied any trial's result.json to the sweep's folder
         raise UserError(f"report {name}: no trial results in {shown} yet: the sweep is {state} "
                         f"and Tune had saved none there; `hpsearch resume {name}` recovers "
