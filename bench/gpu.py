@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -45,6 +44,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # a checkout, not installed
 
 import torch  # noqa: E402
+from _common import machine  # noqa: E402  (bench/, the script's folder, is on the path)
 
 from hpsearch.trainables.bundle import DataBundle  # noqa: E402
 from hpsearch.trainables.config import TrialConfig  # noqa: E402
@@ -213,10 +213,8 @@ def sweep_part(args: argparse.Namespace, device: str) -> None:
         print(f"\n3. sweep: skipped ({err.name} is not installed here; it needs Ray, MLflow "
               "and Optuna)")
         return
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from _common import sweep, trial_rows
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from tests.fakedata import write_cifar10
 
     gpu = 1 / args.sweep_pack if device == "cuda" else 0
@@ -271,10 +269,7 @@ def main() -> None:
         device = "cuda"
     else:
         sys.exit("bench/gpu.py: no CUDA device here; --smoke checks the script on the CPU")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True, cwd=Path(__file__).parent).stdout.strip() or "unknown"
-    print(f"machine: {platform.machine()} {os.cpu_count()} CPUs, torch {torch.__version__}, "
-          f"commit {commit}, {time.strftime('%Y-%m-%d %H:%M')}")
+    print(f"machine: {machine()}")
     if device == "cuda":
         props = torch.cuda.get_device_properties(0)
         print(f"device: {props.name}, {props.total_memory / 2**30:.0f} GiB, bf16 "
