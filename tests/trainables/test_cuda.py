@@ -43,7 +43,7 @@ def _register_probe() -> None:
     from hpsearch import register_model
     from hpsearch.trainables.config import MODELS
 
-    if "cuda_probe" not in MODELS.names():
+    if "cuda_probe" not in MODELS:
         register_model("cuda_probe")(
             lambda config, in_channels, image_size, num_classes: _Probe(in_channels,
                                                                         num_classes))
